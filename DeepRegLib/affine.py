@@ -1,0 +1,65 @@
+"""Classical affine pre-alignment at coarse resolution (SimpleITK).
+
+Why classical and not a learned affine network: brains arrive in native scanner
+position (unregistered Dice ~0.03), a moments initialisation plus a two-level
+correlation-driven affine at ~4 mm converges in ~0.3-0.5 s on 2 cores, needs no
+training data, and does not fail silently on poses a network never saw.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, asdict
+
+import numpy as np
+import SimpleITK as sitk
+
+
+@dataclass(frozen=True)
+class AffineConfig:
+    """Parameters of the coarse affine stage (spacing in mm)."""
+
+    spacing: float = 4.0
+    shrink_levels: tuple = (2, 1)
+    smoothing_sigmas: tuple = (1.0, 0.0)
+    iterations: int = 200
+    learning_rate: float = 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _coarse(image: sitk.Image, spacing: float) -> sitk.Image:
+    factors = [max(1, int(round(spacing / s))) for s in image.GetSpacing()]
+    return sitk.BinShrink(image, factors) if max(factors) > 1 else image
+
+
+def affine_register(fixed: sitk.Image, moving: sitk.Image, config: AffineConfig = AffineConfig()) -> sitk.AffineTransform:
+    """Affine transform mapping fixed physical points to moving physical points (LPS, mm)."""
+    f = sitk.Cast(_coarse(fixed, config.spacing), sitk.sitkFloat32)
+    m = sitk.Cast(_coarse(moving, config.spacing), sitk.sitkFloat32)
+    init = sitk.CenteredTransformInitializer(
+        f, m, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsCorrelation()
+    reg.SetMetricSamplingStrategy(reg.NONE)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(config.learning_rate, 1e-4, config.iterations,
+                                                 relaxationFactor=0.7)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel(list(config.shrink_levels))
+    reg.SetSmoothingSigmasPerLevel(list(config.smoothing_sigmas))
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    reg.SetInitialTransform(init, inPlace=False)
+    result = reg.Execute(f, m)
+    return to_affine(result)
+
+
+def to_affine(transform: sitk.Transform) -> sitk.AffineTransform:
+    """Flatten a (composite of) linear transform(s) into one :class:`SimpleITK.AffineTransform`."""
+    pts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=float) * 100.0
+    mapped = np.array([transform.TransformPoint(tuple(p)) for p in pts])
+    offset = mapped[0]
+    matrix = (mapped[1:] - offset).T / 100.0
+    out = sitk.AffineTransform(3)
+    out.SetMatrix(tuple(matrix.ravel()))
+    out.SetTranslation(tuple(offset))
+    return out

@@ -1,0 +1,107 @@
+"""Model bundles: weights + a JSON model card, found on disk with no network access.
+
+A bundle is a folder ``<models dir>/<name>/`` holding ``card.json`` and the weights
+file it names.  Folders searched, in order: each entry of ``$DEEPREG_MODELS_PATH``
+(``os.pathsep``-separated), then ``Resources/models`` beside the ``DeepRegLib`` package.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from .errors import DeepRegError, ModelNotFoundError
+from .models import RecursiveCascade, build_network
+from .pipeline import InputSpec
+
+DEFAULT_MODEL = "ldr_brain_v1"
+CARD_FILE = "card.json"
+
+
+def model_dirs() -> List[Path]:
+    dirs = [Path(p) for p in os.environ.get("DEEPREG_MODELS_PATH", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "Resources" / "models")
+    return dirs
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model card; :meth:`network` builds the torch module with its weights."""
+
+    name: str
+    path: Path
+    card: dict
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec.from_dict(self.card["input"])
+
+    @property
+    def architecture(self) -> str:
+        return self.card["architecture"]["name"]
+
+    @property
+    def cascades(self) -> int:
+        return int(self.card["architecture"]["cascades"])
+
+    @property
+    def summary(self) -> str:
+        acc = self.card.get("accuracy", {})
+        dice = acc.get("dice_deformable", {})
+        txt = f"{self.name}: {self.card.get('description', '')}"
+        if dice:
+            txt += f" (validation Dice subcortical {dice.get('subcortical', float('nan')):.3f}, " \
+                   f"cortical {dice.get('cortical', float('nan')):.3f})"
+        return txt
+
+    def network(self, device: str = "cpu") -> RecursiveCascade:
+        net = build_network(self.architecture, self.cascades, **self.card["architecture"].get("kwargs", {}))
+        weights = self.path / self.card["weights"]
+        if not weights.exists():
+            raise DeepRegError(f"model {self.name}: weights file missing: {weights}")
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        net.load_state_dict({k: v.float() for k, v in state.items()})
+        return net.to(device).eval()
+
+
+def _read_card(folder: Path) -> Optional[dict]:
+    card = folder / CARD_FILE
+    if not card.is_file():
+        return None
+    try:
+        return json.loads(card.read_text())
+    except json.JSONDecodeError as exc:
+        raise DeepRegError(f"invalid model card {card}: {exc}") from None
+
+
+def list_models() -> Dict[str, ModelBundle]:
+    """Every bundle found (first folder wins on a name clash), by name."""
+    found: Dict[str, ModelBundle] = {}
+    for d in model_dirs():
+        if not d.is_dir():
+            continue
+        for sub in sorted(d.iterdir()):
+            card = _read_card(sub) if sub.is_dir() else None
+            if card is not None and sub.name not in found:
+                found[sub.name] = ModelBundle(sub.name, sub, card)
+    return found
+
+
+def load_bundle(name: Optional[str] = None) -> ModelBundle:
+    """The bundle called ``name`` (default :data:`DEFAULT_MODEL`), or a bundle folder path."""
+    name = name or DEFAULT_MODEL
+    p = Path(name)
+    if p.is_dir():
+        card = _read_card(p)
+        if card is None:
+            raise ModelNotFoundError(f"{p} has no {CARD_FILE}")
+        return ModelBundle(p.name, p, card)
+    models = list_models()
+    if name not in models:
+        avail = ", ".join(sorted(models)) or "none (is Resources/models present?)"
+        raise ModelNotFoundError(f"unknown model {name!r}; available models: {avail}")
+    return models[name]

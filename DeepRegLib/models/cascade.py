@@ -1,0 +1,48 @@
+"""Recursive cascades: each subnet refines the warp of the previous ones (Zhao et al., RCN)."""
+from __future__ import annotations
+
+from typing import Callable, List, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..spatial import compose, warp
+
+
+def _pad(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple[int, int, int]]:
+    shape = tuple(x.shape[2:])
+    pads = [(-s) % multiple for s in shape]
+    if not any(pads):
+        return x, shape
+    arg: list = []
+    for p in reversed(pads):
+        arg += [0, p]
+    return F.pad(x, arg, mode="replicate"), shape
+
+
+class RecursiveCascade(nn.Module):
+    """Compose ``n`` subnets; the final flow is the composition of every cascade's flow.
+
+    ``forward(fixed, moving)`` returns ``(flow, flows)``: the total voxel flow and the
+    per-cascade flows.  Inputs of any size are padded to the subnets' multiple.
+    """
+
+    def __init__(self, make_subnet: Callable[[], nn.Module], cascades: int = 1) -> None:
+        super().__init__()
+        self.subnets = nn.ModuleList([make_subnet() for _ in range(cascades)])
+        self.multiple = int(getattr(self.subnets[0], "multiple", 1))
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        fixed_p, shape = _pad(fixed, self.multiple)
+        moving_p, _ = _pad(moving, self.multiple)
+        flows: List[torch.Tensor] = []
+        total = None
+        warped = moving_p
+        for subnet in self.subnets:
+            flow = subnet(fixed_p, warped)
+            flows.append(flow)
+            total = flow if total is None else compose(total, flow)
+            warped = warp(moving_p, total)
+        crop = (slice(None), slice(None), slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
+        return total[crop], [f[crop] for f in flows]

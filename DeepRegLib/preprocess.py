@@ -1,0 +1,85 @@
+"""Intensity normalisation, foreground detection and resampling onto a network grid."""
+from __future__ import annotations
+
+from dataclasses import dataclass, asdict
+from typing import Optional, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+from .grid import Grid, centred_grid, index_box_corners_to_physical
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """How intensities are mapped to [0, 1].
+
+    ``kind='percentile'`` (MR): the ``low``/``high`` percentiles of the foreground
+    (voxels above the image minimum) map to 0/1, values clipped.
+    ``kind='window'`` (CT): the fixed window ``[low, high]`` (e.g. Hounsfield units) maps to 0/1.
+    """
+
+    kind: str = "percentile"
+    low: float = 1.0
+    high: float = 99.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def apply(self, array: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
+        """Normalise ``array``; percentiles are taken from ``reference`` (default: ``array``)."""
+        if self.kind == "window":
+            lo, hi = self.low, self.high
+        elif self.kind == "percentile":
+            ref = array if reference is None else reference
+            fg = ref[ref > ref.min()]
+            if fg.size == 0:
+                raise InputError("cannot normalise an image with no foreground")
+            lo, hi = np.percentile(fg, [self.low, self.high])
+        else:
+            raise ValueError(f"unknown normalisation kind {self.kind!r}")
+        if hi <= lo:
+            hi = lo + 1e-6
+        return np.clip((array.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def foreground_centre(image: sitk.Image, fraction: float = 0.05) -> np.ndarray:
+    """LPS centre (mm) of the bounding box of voxels brighter than ``fraction`` of the robust range."""
+    arr = sitk.GetArrayViewFromImage(image)
+    lo = float(arr.min())
+    hi = float(np.percentile(arr[:: 2, :: 2, :: 2], 99.5))
+    mask = arr > lo + fraction * (hi - lo)
+    if not mask.any():
+        raise InputError("image has no foreground")
+    idx = [np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0] for ax in range(3)]
+    lower = [idx[2][0], idx[1][0], idx[0][0]]  # (i, j, k) from array axes (k, j, i)
+    upper = [idx[2][-1], idx[1][-1], idx[0][-1]]
+    corners = index_box_corners_to_physical(image, lower, upper)
+    return (corners.min(0) + corners.max(0)) / 2.0
+
+
+def network_grid(fixed: sitk.Image, spacing: float, size: Tuple[int, int, int]) -> Grid:
+    """The LPS-aligned network grid of ``size`` voxels, centred on the fixed foreground."""
+    return centred_grid(foreground_centre(fixed), spacing, size)
+
+
+def _antialias(image: sitk.Image, target_spacing: float) -> sitk.Image:
+    """Block-average by integer factors so that linear resampling to ``target_spacing`` does not alias."""
+    factors = [max(1, int(np.floor(target_spacing / s + 1e-6))) for s in image.GetSpacing()]
+    if max(factors) > 1:
+        image = sitk.BinShrink(image, factors)
+    return image
+
+
+def resample_to_grid(image: sitk.Image, grid: Grid, transform: Optional[sitk.Transform] = None,
+                     interpolator: int = sitk.sitkLinear, default: float = 0.0,
+                     antialias: bool = True) -> np.ndarray:
+    """Sample ``image`` at ``transform(p)`` for every grid point ``p``; returns the float32 array (z, y, x).
+
+    ``transform`` maps grid (fixed) physical points to ``image`` physical points (ITK convention).
+    """
+    src = _antialias(image, min(grid.spacing)) if antialias and interpolator != sitk.sitkNearestNeighbor else image
+    out = sitk.Resample(src, grid.reference(), transform if transform is not None else sitk.Transform(),
+                        interpolator, default, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out)

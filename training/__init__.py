@@ -1,0 +1,1 @@
+"""Reproduces how DeepReg's bundled networks were made (data, teachers, distillation, curricula)."""
