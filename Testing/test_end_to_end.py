@@ -1,0 +1,129 @@
+"""End to end on real brains: bundled sample pair (always) and ../shared/data (CI)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from DeepRegLib.bundles import list_models, load_bundle
+from DeepRegLib.inference import register
+from DeepRegLib.metrics import dice_scores, summarise_dice
+from DeepRegLib.qa import transform_folding
+
+FOLDING_BOUND = 0.5  # percent of voxels with det J <= 0
+
+
+def dice(a: sitk.Image, b: sitk.Image) -> dict:
+    return summarise_dice(dice_scores(sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b)))
+
+
+def check_pair(fixed, moving, fixed_labels, moving_labels):
+    res = register(fixed, moving, device="cpu")
+    fl = sitk.ReadImage(str(fixed_labels))
+    ml = sitk.ReadImage(str(moving_labels))
+    d_aff = dice(fl, res.warp_labels(ml, affine_only=True))
+    d_def = dice(fl, res.warp_labels(ml))
+    assert d_aff["all"] > 0.3, f"affine stage failed: {d_aff}"
+    assert d_def["all"] > d_aff["all"] + 0.01, f"deformable {d_def} not better than affine {d_aff}"
+    fold = transform_folding(res.transform(), res.fixed)
+    assert fold["folding_percent"] < FOLDING_BOUND
+    return res, d_aff, d_def
+
+
+def test_bundled_models_listed_with_cards():
+    models = list_models()
+    assert "ldr_brain_v1" in models
+    card = load_bundle("ldr_brain_v1").card
+    for key in ("input", "training", "licence", "architecture", "accuracy", "speed"):
+        assert key in card, key
+    assert card["training"]["validation_subjects"] and card["training"]["command"]
+
+
+def test_sample_pair_improves_over_affine(sample_pair):
+    p = sample_pair
+    check_pair(p["fixed"]["image"], p["moving"]["image"], p["fixed"]["labels"], p["moving"]["labels"])
+
+
+def test_shared_pair_improves_over_affine(shared_mindboggle):
+    # validation subject 19 against 17: not the bundled demo pair
+    s = lambda n: shared_mindboggle / f"OASIS-TRT-20-{n}"
+    check_pair(s(19) / "t1weighted_brain.nii.gz", s(17) / "t1weighted_brain.nii.gz",
+               s(19) / "labels.DKT31.manual+aseg.nii.gz", s(17) / "labels.DKT31.manual+aseg.nii.gz")
+
+
+def test_recovers_known_affine_on_real_brain(sample_pair, tmp_path):
+    """Moving = fixed brain under a known rotation + translation, stored with an oblique direction and
+    anisotropic spacing: the result must map fixed points to the known moving points (within ~2 mm)."""
+    fixed = sitk.ReadImage(str(sample_pair["fixed"]["image"]), sitk.sitkFloat32)
+    known = sitk.Euler3DTransform((0.0, 0.0, 0.0), 0.12, -0.08, 0.1, (6.0, -4.0, 8.0))
+    known.SetCenter(fixed.TransformContinuousIndexToPhysicalPoint([s / 2 for s in fixed.GetSize()]))
+    # the moving grid: oblique direction, anisotropic spacing, covering the moved brain
+    d = sitk.VersorTransform((0.3, 1.0, 0.2), 0.4).GetMatrix()
+    ref = sitk.Image([170, 200, 130], sitk.sitkFloat32)
+    ref.SetSpacing((1.3, 1.1, 1.6))
+    ref.SetDirection(d)
+    centre = np.asarray(known.GetInverse().TransformPoint(known.GetCenter()))
+    half = np.asarray(d).reshape(3, 3) @ (np.asarray([170 * 1.3, 200 * 1.1, 130 * 1.6]) / 2)
+    ref.SetOrigin(tuple(centre - half))
+    moving = sitk.Resample(fixed, ref, known.GetInverse(), sitk.sitkLinear, 0.0)
+    # mapping fixed -> moving is ``known.GetInverse()``'s inverse: x -> known^{-1}... careful:
+    # moving(q) = fixed(known^{-1}(q)), so the fixed point p corresponds to q = known(p).
+    res = register(fixed, moving, device="cpu")
+    arr = sitk.GetArrayViewFromImage(fixed)
+    kk, jj, ii = np.nonzero(arr > np.percentile(arr[arr > 0], 50))
+    sel = np.random.default_rng(0).choice(len(ii), 400, replace=False)
+    pts = np.array([fixed.TransformIndexToPhysicalPoint((int(ii[s]), int(jj[s]), int(kk[s]))) for s in sel])
+    want = np.array([known.TransformPoint(tuple(p)) for p in pts])
+    err = np.linalg.norm(res.map_points(pts) - want, axis=1)
+    assert np.median(err) < 2.0, f"median error {np.median(err):.2f} mm"
+    # and ITK's reading of the written file agrees with the engine
+    h5 = tmp_path / "t.h5"
+    res.write_transform(str(h5))
+    t = sitk.ReadTransform(str(h5))
+    itk = np.array([t.TransformPoint(tuple(p)) for p in pts])
+    assert np.abs(itk - res.map_points(pts)).max() < 1e-3
+
+
+def test_cli_register_writes_files_that_resample_identically(sample_pair, tmp_path):
+    p = sample_pair
+    t, w, wl = tmp_path / "T.h5", tmp_path / "W.nii.gz", tmp_path / "WL.nii.gz"
+    proc = subprocess.run([sys.executable, "-m", "DeepRegLib.cli", "register", "--fixed", str(p["fixed"]["image"]),
+                           "--moving", str(p["moving"]["image"]), "--output-transform", str(t),
+                           "--output-warped", str(w), "--moving-labels", str(p["moving"]["labels"]),
+                           "--output-warped-labels", str(wl), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "timings" in proc.stderr and proc.stdout == ""
+    fixed = sitk.ReadImage(str(p["fixed"]["image"]), sitk.sitkFloat32)
+    moving = sitk.ReadImage(str(p["moving"]["image"]), sitk.sitkFloat32)
+    again = sitk.Resample(moving, fixed, sitk.ReadTransform(str(t)), sitk.sitkLinear, 0.0)
+    written = sitk.ReadImage(str(w), sitk.sitkFloat32)
+    assert np.abs(sitk.GetArrayViewFromImage(again) - sitk.GetArrayViewFromImage(written)).max() < 1e-3
+    ev = subprocess.run([sys.executable, "-m", "DeepRegLib.cli", "evaluate", "--fixed-labels",
+                         str(p["fixed"]["labels"]), "--warped-labels", str(wl), "--transform", str(t)],
+                        capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr
+    out = json.loads(ev.stdout)
+    assert out["dice"]["all"] > 0.3 and out["folding_percent"] < FOLDING_BOUND
+    # deepreg warp reproduces the label warp
+    w2 = tmp_path / "WL2.nii.gz"
+    wp = subprocess.run([sys.executable, "-m", "DeepRegLib.cli", "warp", "--input", str(p["moving"]["labels"]),
+                         "--reference", str(p["fixed"]["image"]), "--transform", str(t), "--output", str(w2),
+                         "--labels"], capture_output=True, text=True, timeout=300)
+    assert wp.returncode == 0, wp.stderr
+    assert np.array_equal(sitk.GetArrayViewFromImage(sitk.ReadImage(str(w2))),
+                          sitk.GetArrayViewFromImage(sitk.ReadImage(str(wl))))
+
+
+def test_demo_runs_and_writes_pictures(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "DeepRegLib.cli", "demo", "--output-dir", str(tmp_path),
+                           "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "deepreg" in proc.stdout and "transform" in proc.stdout
+    report = json.loads((tmp_path / "demo.json").read_text())
+    assert report["dice_deformable"]["all"] > report["dice_affine"]["all"] > report["dice_unregistered"]["all"]
+    for png in ("checkerboard.png", "difference.png"):
+        img = sitk.ReadImage(str(tmp_path / png))
+        assert img.GetNumberOfComponentsPerPixel() == 3 and img.GetSize()[0] > 200

@@ -1,0 +1,261 @@
+"""Benchmark DeepReg against the affine stage and ANTs SyN on the validation brains.
+
+For every ordered pair of validation subjects (Mindboggle OASIS-TRT-20 17, 18, 19; the
+bundled sample pair alone if ../shared/data is absent):
+
+* Dice of warped manual labels: subcortical/aseg (< 1000) and cortical DKT (>= 1000);
+* % folding (det J <= 0) and SDlogJ of the transform, on a 2 mm grid over the fixed image;
+* median seconds of in-process ``register()`` (after one warm-up), CLI wall time
+  (``deepreg register`` in a fresh process: imports + file I/O included) and its peak RSS;
+* the same accuracy numbers and time for ANTs SyN (``antspyx``, ``[bench]`` extra) run in this
+  script, and the speed ratio;
+* the Dice of the stored 2 mm field vs. the same mapping densified to the fixed 1 mm grid.
+
+Writes ``benchmarks/results/bench_register.json`` and ``.md`` (and PNG overlays), prints the table.
+
+    python benchmarks/bench_register.py [--ants-pairs N] [--update-card]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from DeepRegLib.bundles import DEFAULT_MODEL, load_bundle  # noqa: E402
+from DeepRegLib.inference import register  # noqa: E402
+from DeepRegLib.metrics import dice_scores, summarise_dice  # noqa: E402
+from DeepRegLib.qa import transform_folding  # noqa: E402
+from DeepRegLib.visualize import overlay_panel, write_png  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "data" / "brain-mindboggle-oasis-trt20"
+VALIDATION = [17, 18, 19]
+
+
+def subject(n: int) -> dict:
+    base = (SHARED if SHARED.is_dir() else REPO / "Resources" / "SampleData") / f"OASIS-TRT-20-{n}"
+    return {"image": base / "t1weighted_brain.nii.gz", "labels": base / "labels.DKT31.manual+aseg.nii.gz"}
+
+
+def dice(fl: sitk.Image, wl: sitk.Image) -> dict:
+    return summarise_dice(dice_scores(sitk.GetArrayViewFromImage(fl), sitk.GetArrayViewFromImage(wl)))
+
+
+def cli_run(fixed: Path, moving: Path, out: Path, model: str) -> dict:
+    """Time ``deepreg register`` in a fresh interpreter; peak RSS of that child (MB)."""
+    cmd = [sys.executable, "-c",
+           "import resource,sys; from DeepRegLib.cli import main; rc=main(sys.argv[1:]); "
+           "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)",
+           "register", "--fixed", str(fixed), "--moving", str(moving), "--output-transform", str(out),
+           "--model", model, "--device", "cpu"]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr)
+    rss = [int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("MAXRSS")][0]
+    return {"wall_s": wall, "peak_rss_mb": rss / 1024.0, "h5_mb": out.stat().st_size / 1e6}
+
+
+def dense_dice(res, fl, ml) -> dict:
+    """Dice when the same mapping is stored as a dense field on the full fixed grid (1 mm)."""
+    f = sitk.TransformToDisplacementFieldFilter()
+    f.SetReferenceImage(res.fixed)
+    f.SetOutputPixelType(sitk.sitkVectorFloat64)
+    dense = sitk.DisplacementFieldTransform(f.Execute(res.transform()))
+    return dice(fl, sitk.Resample(ml, res.fixed, dense, sitk.sitkNearestNeighbor, 0, ml.GetPixelID()))
+
+
+def run_ants(fixed_path: Path, moving_path: Path, fl: sitk.Image, ml_path: Path) -> dict:
+    import ants  # antspyx
+    f = ants.image_read(str(fixed_path))
+    m = ants.image_read(str(moving_path))
+    t = time.perf_counter()
+    reg = ants.registration(fixed=f, moving=m, type_of_transform="SyN")
+    seconds = time.perf_counter() - t
+    ml = ants.image_read(str(ml_path))
+    wl = ants.apply_transforms(fixed=f, moving=ml, transformlist=reg["fwdtransforms"], interpolator="nearestNeighbor")
+    with tempfile.TemporaryDirectory() as tmp:
+        p = os.path.join(tmp, "wl.nii.gz")
+        ants.image_write(wl, p)
+        wl_img = sitk.ReadImage(p)
+        # the composite of ANTs' forward transforms (warp then affine), as ITK reads them
+        comp = sitk.CompositeTransform(3)
+        for tf in reversed(reg["fwdtransforms"]):
+            comp.AddTransform(sitk.ReadTransform(tf) if tf.endswith(".mat") else
+                              sitk.DisplacementFieldTransform(sitk.Cast(sitk.ReadImage(tf), sitk.sitkVectorFloat64)))
+        fold = transform_folding(comp, fl)
+    return {"seconds": seconds, "dice": dice(fl, sitk.Cast(wl_img, fl.GetPixelID())), **fold,
+            "warped": reg["warpedmovout"]}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="in-process timing repeats per pair")
+    ap.add_argument("--ants-pairs", type=int, default=6, help="pairs to run ANTs SyN on (0: skip)")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--update-card", action="store_true", help="write accuracy/speed into the model card")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(a.threads)
+    a.out.mkdir(parents=True, exist_ok=True)
+    subjects = VALIDATION if SHARED.is_dir() else [17, 18]
+    pairs = list(itertools.permutations(subjects, 2))
+    rows = []
+    try:
+        import ants  # noqa: F401
+        have_ants = a.ants_pairs > 0
+    except ImportError:
+        have_ants = False
+        print("antspyx not installed: ANTs SyN skipped (pip install .[bench])", file=sys.stderr)
+    register(subject(pairs[0][0])["image"], subject(pairs[0][1])["image"], model=a.model, device="cpu")  # warm-up
+    for n, (fs, ms) in enumerate(pairs):
+        F, M = subject(fs), subject(ms)
+        fixed = sitk.ReadImage(str(F["image"]), sitk.sitkFloat32)
+        moving = sitk.ReadImage(str(M["image"]), sitk.sitkFloat32)
+        fl, ml = sitk.ReadImage(str(F["labels"])), sitk.ReadImage(str(M["labels"]))
+        times, res = [], None
+        for _ in range(a.repeats):
+            t = time.perf_counter()
+            res = register(fixed, moving, model=a.model, device="cpu")
+            times.append(time.perf_counter() - t)
+        row = {"fixed": fs, "moving": ms, "register_s": statistics.median(times), "timings": res.timings,
+               "dice_unregistered": dice(fl, sitk.Resample(ml, fl, sitk.Transform(), sitk.sitkNearestNeighbor, 0)),
+               "dice_affine": dice(fl, res.warp_labels(ml, affine_only=True)),
+               "dice_deepreg": dice(fl, res.warp_labels(ml)),
+               "dice_deepreg_dense_1mm": dense_dice(res, fl, ml),
+               **{f"deepreg_{k}": v for k, v in transform_folding(res.transform(), fixed).items()}}
+        with tempfile.TemporaryDirectory() as tmp:
+            row["cli"] = cli_run(F["image"], M["image"], Path(tmp) / "T.h5", a.model)
+        overlays = [("affine", res.warp_image(moving, affine_only=True)), ("deepreg", res.warp_image(moving))]
+        if have_ants and n < a.ants_pairs:
+            ants_res = run_ants(F["image"], M["image"], fl, M["labels"])
+            warped = ants_res.pop("warped")
+            row["ants"] = ants_res
+            with tempfile.TemporaryDirectory() as tmp:
+                p = os.path.join(tmp, "w.nii.gz")
+                warped.to_file(p)
+                overlays.append(("ants_syn", sitk.ReadImage(p, sitk.sitkFloat32)))
+        if n == 0:
+            write_png(overlay_panel(fixed, overlays, "checkerboard"), str(a.out / "overlay_checkerboard.png"))
+            write_png(overlay_panel(fixed, overlays, "difference"), str(a.out / "overlay_difference.png"))
+        rows.append(row)
+        print(f"pair {ms}->{fs}: register {row['register_s']:.2f} s, CLI {row['cli']['wall_s']:.2f} s, "
+              f"Dice sub/cort affine {row['dice_affine']['subcortical']:.3f}/{row['dice_affine']['cortical']:.3f} "
+              f"deepreg {row['dice_deepreg']['subcortical']:.3f}/{row['dice_deepreg']['cortical']:.3f}"
+              + (f" ants {row['ants']['dice']['subcortical']:.3f}/{row['ants']['dice']['cortical']:.3f} "
+                 f"({row['ants']['seconds']:.1f} s)" if "ants" in row else ""), flush=True)
+    summary = summarise(rows, a)
+    (a.out / "bench_register.json").write_text(json.dumps({"summary": summary, "pairs": rows}, indent=2, default=float))
+    table = markdown(summary)
+    (a.out / "bench_register.md").write_text(table)
+    print(table)
+    if a.update_card:
+        update_card(a.model, summary)
+    return summary
+
+
+def med(rows, *keys):
+    vals = []
+    for r in rows:
+        v = r
+        for k in keys:
+            v = v.get(k) if isinstance(v, dict) else None
+        if v is not None:
+            vals.append(float(v))
+    return (statistics.median(vals) if vals else None), (float(np.mean(vals)) if vals else None), len(vals)
+
+
+def summarise(rows, a) -> dict:
+    s = {"model": a.model, "pairs": len(rows), "threads": a.threads, "machine": platform.processor() or platform.machine(),
+         "torch": torch.__version__, "validation_subjects": sorted({r["fixed"] for r in rows})}
+    for name, key in (("unregistered", "dice_unregistered"), ("affine", "dice_affine"), ("deepreg", "dice_deepreg"),
+                      ("deepreg_dense_1mm", "dice_deepreg_dense_1mm")):
+        s[name] = {part: med(rows, key, part)[1] for part in ("subcortical", "cortical", "all")}
+    s["deepreg"].update({"folding_percent": med(rows, "deepreg_folding_percent")[1],
+                         "sdlogj": med(rows, "deepreg_sdlogj")[1],
+                         "register_s_median": med(rows, "register_s")[0],
+                         "affine_s_median": med(rows, "timings", "affine")[0],
+                         "network_s_median": med(rows, "timings", "network")[0],
+                         "cli_wall_s_median": med(rows, "cli", "wall_s")[0],
+                         "cli_peak_rss_mb_max": max(r["cli"]["peak_rss_mb"] for r in rows),
+                         "h5_mb": rows[0]["cli"]["h5_mb"]})
+    ants_rows = [r for r in rows if "ants" in r]
+    if ants_rows:
+        s["ants_syn"] = {"pairs": len(ants_rows),
+                         **{part: med(ants_rows, "ants", "dice", part)[1] for part in ("subcortical", "cortical", "all")},
+                         "folding_percent": med(ants_rows, "ants", "folding_percent")[1],
+                         "sdlogj": med(ants_rows, "ants", "sdlogj")[1],
+                         "seconds_median": med(ants_rows, "ants", "seconds")[0],
+                         "deepreg_same_pairs": {part: med(ants_rows, "dice_deepreg", part)[1]
+                                                for part in ("subcortical", "cortical", "all")}}
+        s["speedup_vs_ants"] = s["ants_syn"]["seconds_median"] / s["deepreg"]["register_s_median"]
+    return s
+
+
+def _f(v, fmt="{:.3f}"):
+    return "n/a" if v is None else fmt.format(v)
+
+
+def markdown(s: dict) -> str:
+    lines = [f"Validation pairs: {s['pairs']} (subjects {s['validation_subjects']}), {s['threads']} CPU threads, "
+             f"torch {s['torch']}. Dice is the mean over labels; times are medians.", "",
+             "| method | Dice subcortical | Dice cortical | % folding | SDlogJ | seconds / pair |",
+             "|---|---|---|---|---|---|"]
+    lines.append(f"| unregistered | {_f(s['unregistered']['subcortical'])} | {_f(s['unregistered']['cortical'])} | | | |")
+    lines.append(f"| affine stage | {_f(s['affine']['subcortical'])} | {_f(s['affine']['cortical'])} | 0 | 0 | "
+                 f"{_f(s['deepreg']['affine_s_median'], '{:.2f}')} |")
+    d = s["deepreg"]
+    lines.append(f"| DeepReg {s['model']} | {_f(d['subcortical'])} | {_f(d['cortical'])} | {_f(d['folding_percent'], '{:.4f}')} | "
+                 f"{_f(d['sdlogj'])} | {_f(d['register_s_median'], '{:.2f}')} (CLI {_f(d['cli_wall_s_median'], '{:.2f}')}) |")
+    dd = s["deepreg_dense_1mm"]
+    lines.append(f"| same mapping, dense 1 mm field | {_f(dd['subcortical'])} | {_f(dd['cortical'])} | | | |")
+    if "ants_syn" in s:
+        an = s["ants_syn"]
+        lines.append(f"| ANTs SyN ({an['pairs']} pairs) | {_f(an['subcortical'])} | {_f(an['cortical'])} | "
+                     f"{_f(an['folding_percent'], '{:.4f}')} | {_f(an['sdlogj'])} | {_f(an['seconds_median'], '{:.1f}')} |")
+        ds = an["deepreg_same_pairs"]
+        lines.append(f"| DeepReg on those pairs | {_f(ds['subcortical'])} | {_f(ds['cortical'])} | | | |")
+        lines += ["", f"Speed ratio ANTs SyN / DeepReg register(): {s['speedup_vs_ants']:.0f}x"]
+    lines += ["", f"CLI peak RSS {d['cli_peak_rss_mb_max']:.0f} MB; transform file {d['h5_mb']:.1f} MB.", ""]
+    return "\n".join(lines)
+
+
+def update_card(model: str, s: dict) -> None:
+    bundle = load_bundle(model)
+    path = bundle.path / "card.json"
+    card = json.loads(path.read_text())
+    card["accuracy"] = {"benchmark": "benchmarks/bench_register.py", "pairs": s["pairs"],
+                        "validation_subjects": s["validation_subjects"],
+                        "dice_affine": s["affine"], "dice_deformable": {k: s["deepreg"][k] for k in ("subcortical", "cortical", "all")},
+                        "folding_percent": s["deepreg"]["folding_percent"], "sdlogj": s["deepreg"]["sdlogj"]}
+    if "ants_syn" in s:
+        card["accuracy"]["ants_syn"] = {k: s["ants_syn"][k] for k in ("pairs", "subcortical", "cortical", "all", "folding_percent")}
+    card["speed"] = {"threads": s["threads"], "register_s_median": s["deepreg"]["register_s_median"],
+                     "affine_s_median": s["deepreg"]["affine_s_median"], "network_s_median": s["deepreg"]["network_s_median"],
+                     "cli_wall_s_median": s["deepreg"]["cli_wall_s_median"],
+                     "cli_peak_rss_mb": s["deepreg"]["cli_peak_rss_mb_max"],
+                     "ants_syn_s_median": s.get("ants_syn", {}).get("seconds_median"),
+                     "speedup_vs_ants": s.get("speedup_vs_ants")}
+    path.write_text(json.dumps(card, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
