@@ -1,0 +1,43 @@
+"""Slow checks, run separately: ``python -m pytest -m slow``."""
+import itertools
+
+import pytest
+import SimpleITK as sitk
+
+from DeepRegLib.inference import register
+from DeepRegLib.metrics import dice_scores, summarise_dice
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_validation_pair_beats_affine(shared_mindboggle):
+    for fs, ms in itertools.permutations([17, 18, 19], 2):
+        f = shared_mindboggle / f"OASIS-TRT-20-{fs}"
+        m = shared_mindboggle / f"OASIS-TRT-20-{ms}"
+        res = register(f / "t1weighted_brain.nii.gz", m / "t1weighted_brain.nii.gz", device="cpu")
+        fl = sitk.ReadImage(str(f / "labels.DKT31.manual+aseg.nii.gz"))
+        ml = sitk.ReadImage(str(m / "labels.DKT31.manual+aseg.nii.gz"))
+        d = lambda w: summarise_dice(dice_scores(sitk.GetArrayViewFromImage(fl), sitk.GetArrayViewFromImage(w)))
+        aff, dfm = d(res.warp_labels(ml, affine_only=True)), d(res.warp_labels(ml))
+        assert dfm["subcortical"] > aff["subcortical"] and dfm["cortical"] > aff["cortical"], (fs, ms, aff, dfm)
+
+
+def test_training_smoke(tmp_path, monkeypatch):
+    """Two optimisation steps of the real training loop on a tiny grid, then resume from the checkpoint."""
+    pytest.importorskip("training.train_ldr")
+    from training import data as tdata
+    from training.train_ldr import TrainConfig, train
+    if not tdata.data_root().is_dir():
+        pytest.skip("Mindboggle data not found")
+    monkeypatch.setattr(tdata, "TRAIN_SUBJECTS", [1, 2])
+    monkeypatch.setattr(tdata, "VALIDATION_SUBJECTS", [17, 18])
+    monkeypatch.setattr(tdata, "REPO", tmp_path)
+    import training.train_ldr as tl
+    monkeypatch.setattr(tl, "REPO", tmp_path)
+    cfg = TrainConfig(run=str(tmp_path / "run"), cascades=1, size=(32, 32, 32), spacing=5.0, steps=2, val_every=1)
+    run = train(cfg)
+    assert (run / "best.pt").exists() and (run / "last.pt").exists()
+    cfg.steps = 3
+    train(cfg)  # resumes at step 2
+    import json
+    assert json.loads((run / "history.json").read_text())["step"] == 3
