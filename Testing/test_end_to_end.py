@@ -68,7 +68,7 @@ def test_recovers_known_affine_on_real_brain(sample_pair, tmp_path):
     half = np.asarray(d).reshape(3, 3) @ (np.asarray([170 * 1.3, 200 * 1.1, 130 * 1.6]) / 2)
     ref.SetOrigin(tuple(centre - half))
     moving = sitk.Resample(fixed, ref, known.GetInverse(), sitk.sitkLinear, 0.0)
-    # mapping fixed -> moving is ``known.GetInverse()``'s inverse: x -> known^{-1}... careful:
+    # the fixed point p is seen in the moving image at q = known(p):
     # moving(q) = fixed(known^{-1}(q)), so the fixed point p corresponds to q = known(p).
     res = register(fixed, moving, device="cpu")
     arr = sitk.GetArrayViewFromImage(fixed)

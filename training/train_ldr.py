@@ -118,7 +118,7 @@ def train(cfg: TrainConfig) -> Path:
         loss.backward()
         opt.step()
         state["step"] += 1
-        running.append([float(loss_sim), float(loss_reg)])
+        running.append([float(loss_sim.detach()), float(loss_reg.detach())])
         if state["step"] % cfg.val_every == 0:
             v = validate(net, val_set)
             rec = {"step": state["step"], "sim": float(np.mean([r[0] for r in running])),
