@@ -69,7 +69,6 @@ def test_recovers_known_affine_on_real_brain(sample_pair, tmp_path):
     ref.SetOrigin(tuple(centre - half))
     moving = sitk.Resample(fixed, ref, known.GetInverse(), sitk.sitkLinear, 0.0)
     # the fixed point p is seen in the moving image at q = known(p):
-    # moving(q) = fixed(known^{-1}(q)), so the fixed point p corresponds to q = known(p).
     res = register(fixed, moving, device="cpu")
     arr = sitk.GetArrayViewFromImage(fixed)
     kk, jj, ii = np.nonzero(arr > np.percentile(arr[arr > 0], 50))
