@@ -227,7 +227,7 @@ def grid_transform_from_result(result, margin: int = GRID_MARGIN_VOXELS):
     data.GetPointData().SetScalars(vectors)
     t = slicer.vtkOrientedGridTransform()
     t.SetDisplacementGridData(data)
-    t.SetGridDirectionMatrix(numpy_to_vtk_matrix(np.diag([-1.0, -1.0, 1.0, 1.0])))  # index axes L, P, S
+    t.SetGridDirectionMatrix(numpy_to_vtk_matrix(FLIP))  # index axes L, P, S
     t.SetInterpolationModeToLinear()
     return t
 
