@@ -2,8 +2,11 @@
 
 Why classical and not a learned affine network: brains arrive in native scanner
 position (unregistered Dice ~0.03), a moments initialisation plus a two-level
-correlation-driven affine at ~4 mm converges in ~0.3-0.5 s on 2 cores, needs no
-training data, and does not fail silently on poses a network never saw.
+correlation-driven affine at ~4 mm needs no training data and does not fail silently
+on poses a network never saw.  The metric is evaluated on a fixed-seed random 15 % of
+the coarse voxels: on 18 Mindboggle pairs this cut the median time from 0.60 s to 0.16 s
+(2 cores) for a change in affine-only Dice of 0.544 -> 0.539 (subcortical), and the
+result is deterministic because the seed is fixed.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ class AffineConfig:
     smoothing_sigmas: tuple = (1.0, 0.0)
     iterations: int = 200
     learning_rate: float = 1.0
+    sampling_fraction: float = 0.15  # of coarse voxels, random; 1.0 = all voxels
+    sampling_seed: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,7 +45,11 @@ def affine_register(fixed: sitk.Image, moving: sitk.Image, config: AffineConfig 
         f, m, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS)
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsCorrelation()
-    reg.SetMetricSamplingStrategy(reg.NONE)
+    if config.sampling_fraction >= 1.0:
+        reg.SetMetricSamplingStrategy(reg.NONE)
+    else:
+        reg.SetMetricSamplingStrategy(reg.RANDOM)
+        reg.SetMetricSamplingPercentage(config.sampling_fraction, config.sampling_seed)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(config.learning_rate, 1e-4, config.iterations,
                                                  relaxationFactor=0.7)

@@ -37,6 +37,8 @@ class TrainConfig:
     spacing: float = 2.0
     size: tuple = (80, 96, 80)
     similarity: str = "cc"  # 'cc' (seed) or 'lncc'
+    ncc_window: int = 9  # voxels of the network grid, for 'lncc'
+    init: str = ""  # checkpoint whose weights start a fresh run (fine-tuning); ignored on resume
     smooth_weight: float = 0.5
     lr: float = 1e-4
     steps: int = 100000
@@ -92,13 +94,27 @@ def train(cfg: TrainConfig) -> Path:
         state = ck["state"]
         print(f"resumed at step {state['step']} (best val Dice {state['best_dice']:.4f})", flush=True)
     else:
+        if cfg.init:
+            ck = torch.load(REPO / cfg.init if not Path(cfg.init).is_absolute() else cfg.init,
+                            map_location="cpu", weights_only=False)
+            net.load_state_dict(ck["model"])
+            state["init"] = {"checkpoint": cfg.init, "step": ck["state"]["step"],
+                             "best_dice": ck["state"]["best_dice"]}
+            state["init"]["validation"] = validate(net, val_set)
+            print(f"initialised from {cfg.init} (step {ck['state']['step']}): {state['init']['validation']}",
+                  flush=True)
         state["affine_only_dice"] = affine_only_dice(val_set)
         print(f"affine-only validation Dice (grid): {state['affine_only_dice']:.4f}", flush=True)
     (run / "config.json").write_text(json.dumps({**asdict(cfg), "size": list(cfg.size),
                                                  "train_subjects": TRAIN_SUBJECTS,
                                                  "validation_subjects": VALIDATION_SUBJECTS,
                                                  "parameters": count_parameters(net)}, indent=2))
-    sim = correlation_coefficient_loss if cfg.similarity == "cc" else local_ncc_loss
+    if cfg.similarity == "cc":
+        sim = correlation_coefficient_loss
+    elif cfg.similarity == "lncc":
+        sim = lambda a, b: local_ncc_loss(a, b, window=cfg.ncc_window)  # noqa: E731
+    else:
+        raise ValueError(f"unknown similarity {cfg.similarity!r}")
     rng = np.random.default_rng(cfg.seed + state["step"])
     t_start = time.time()
     running = []
