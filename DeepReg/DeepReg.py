@@ -5,7 +5,7 @@ SimpleITK).  All MRML work lives in ``DeepRegLib.mrml``; :class:`DeepRegLogic` i
 wrapper of :func:`DeepRegLib.mrml.register_nodes`, usable from the Python console::
 
     logic = slicer.util.getModuleLogic("DeepReg")   # or DeepReg.DeepRegLogic()
-    tnode = logic.register(fixedNode, movingNode, model="ldr_brain_v1", device="auto")
+    tnode = logic.register(fixedNode, movingNode, device="auto")  # model=DEFAULT_MODEL
 
 Outside Slicer (the headless ``slicer-core`` wheel used by the tests) the Qt and
 ``slicer.ScriptedLoadableModule`` parts are unavailable; the module still imports, so
@@ -70,6 +70,7 @@ try:
 except ImportError:  # Slicer < 5.4 or headless
     parameterNodeWrapper = None
 
+from DeepRegLib import DEFAULT_MODEL  # noqa: E402  (no torch needed)
 from DeepRegLib.errors import DeepRegError  # noqa: E402  (no torch needed)
 
 log = logging.getLogger("DeepReg")
@@ -165,7 +166,7 @@ if parameterNodeWrapper is not None:
 
         fixedVolume: vtkMRMLScalarVolumeNode
         movingVolume: vtkMRMLScalarVolumeNode
-        model: str = "ldr_brain_v1"
+        model: str = DEFAULT_MODEL
         device: Annotated[str, Choice(list(DEVICES))] = "Auto"
         outputTransform: vtkMRMLGridTransformNode
         outputVolume: vtkMRMLScalarVolumeNode

@@ -5,3 +5,6 @@ Pure Python on torch, numpy and SimpleITK; never imports Slicer except in
 transforms map fixed points to moving points (resampling convention).
 """
 __version__ = "0.1.0"
+
+#: the bundled model used when none is named (kept here so that importing it needs no torch)
+DEFAULT_MODEL = "ldr_brain_v1"

@@ -18,7 +18,7 @@ from .errors import DeepRegError, ModelNotFoundError
 from .models import RecursiveCascade, build_network
 from .pipeline import InputSpec
 
-DEFAULT_MODEL = "ldr_brain_v1"
+from . import DEFAULT_MODEL  # noqa: F401  (re-exported)
 CARD_FILE = "card.json"
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from DeepRegLib.bundles import list_models, load_bundle
+from DeepRegLib.bundles import DEFAULT_MODEL, list_models, load_bundle
 from DeepRegLib.inference import register
 from DeepRegLib.metrics import dice_scores, summarise_dice
 from DeepRegLib.qa import transform_folding
@@ -34,8 +34,8 @@ def check_pair(fixed, moving, fixed_labels, moving_labels):
 
 def test_bundled_models_listed_with_cards():
     models = list_models()
-    assert "ldr_brain_v1" in models
-    card = load_bundle("ldr_brain_v1").card
+    assert DEFAULT_MODEL in models
+    card = load_bundle(DEFAULT_MODEL).card
     for key in ("input", "training", "licence", "architecture", "accuracy", "speed"):
         assert key in card, key
     assert card["training"]["validation_subjects"] and card["training"]["command"]

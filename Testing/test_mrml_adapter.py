@@ -24,7 +24,7 @@ from vtk.util.numpy_support import numpy_to_vtk, vtk_to_numpy  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_conventions import CASES, build, expected_map, g, physical_points  # noqa: E402
 
-from DeepRegLib import mrml  # noqa: E402
+from DeepRegLib import DEFAULT_MODEL, mrml  # noqa: E402
 from DeepRegLib import transforms as tr  # noqa: E402
 from DeepRegLib.errors import InputError  # noqa: E402
 from DeepRegLib.inference import RegistrationResult  # noqa: E402
@@ -311,7 +311,7 @@ def test_brain_inputs_unchanged_and_node_recorded(brain_run):
     assert node.IsA("vtkMRMLGridTransformNode")
     assert node.GetNodeReference(node.GetFixedNodeReferenceRole()) is r["fixed"]
     assert node.GetNodeReference(node.GetMovingNodeReferenceRole()) is r["moving"]
-    assert node.GetAttribute("DeepReg.Model") == "ldr_brain_v1" and node.GetAttribute("DeepReg.Time")
+    assert node.GetAttribute("DeepReg.Model") == DEFAULT_MODEL and node.GetAttribute("DeepReg.Time")
     assert [s for s, _ in r["stages"]][0] == "loading" and r["stages"][-1][1] == 1.0
     jac = node.GetNodeReference("DeepReg.jacobian")
     assert jac is not None and 0.2 < np.median(slicer.util.arrayFromVolume(jac)) < 2.0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from DeepRegLib.affine import AffineConfig
 from DeepRegLib.models import build_network, count_parameters
 from DeepRegLib.pipeline import InputSpec
 from training.data import TRAIN_SUBJECTS, VALIDATION_SUBJECTS
@@ -48,13 +49,16 @@ def export(checkpoint: Path, name: str, out: Path, command: str, description: st
                   "channels": ["fixed (normalised)", "moving after the affine stage (normalised)"],
                   "expects": "skull-stripped T1-weighted brain MRI"},
         "output": "voxel flow on the input grid, fixed -> moving; composed of all cascades",
-        "affine_stage": "SimpleITK moments init + affine, correlation metric, 4 mm (DeepRegLib.affine)",
+        "affine_stage": {"method": "SimpleITK moments init + affine, correlation metric (DeepRegLib.affine)",
+                         **AffineConfig().to_dict()},
         "training": {
             "data": "Mindboggle-101 OASIS-TRT-20 T1 brains (skull-stripped, 1 mm)",
             "train_subjects": TRAIN_SUBJECTS, "validation_subjects": VALIDATION_SUBJECTS,
             "licence": LICENCE,
             "loss": f"1 - CorrCoef (global) + {cfg['smooth_weight']} x smoothness (per cascade)"
-                    if cfg["similarity"] == "cc" else f"1 - local NCC + {cfg['smooth_weight']} x smoothness",
+                    if cfg["similarity"] == "cc" else
+                    f"1 - local NCC ({cfg.get('ncc_window', 9)}^3 window) + {cfg['smooth_weight']} x smoothness (per cascade)",
+            "initialised_from": ck["state"].get("init"),
             "steps": ck["state"]["step"], "optimizer": f"Adam lr {cfg['lr']}", "batch": 1,
             "augmentation": "random left-right flip of both images",
             "selection": "best mean label Dice on the validation pairs (network grid), checked every "
