@@ -41,3 +41,9 @@ def test_training_smoke(tmp_path, monkeypatch):
     train(cfg)  # resumes at step 2
     import json
     assert json.loads((run / "history.json").read_text())["step"] == 3
+    # fine-tuning: a fresh run initialised from that checkpoint, with the local NCC loss
+    ft = TrainConfig(run=str(tmp_path / "ft"), cascades=1, size=(32, 32, 32), spacing=5.0, steps=1, val_every=1,
+                     similarity="lncc", ncc_window=5, init=str(run / "best.pt"))
+    hist = json.loads((train(ft) / "history.json").read_text())
+    assert hist["step"] == 1 and hist["init"]["checkpoint"] == str(run / "best.pt")
+    assert 0.0 <= hist["init"]["validation"]["dice"] <= 1.0
