@@ -67,7 +67,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     w = read_image(a.warped_labels, sitk.sitkInt32)
     if f.GetSize() != w.GetSize():
         raise_input(f"label maps differ in size: {f.GetSize()} vs {w.GetSize()} (resample onto the fixed grid first)")
-    d = dice_scores(sitk.GetArrayViewFromImage(f), sitk.GetArrayViewFromImage(w))
+    d = dice_scores(f, w)
     out = {"dice": summarise_dice(d), "dice_per_label": {str(k): round(v, 4) for k, v in d.items()}}
     if a.hd95:
         h = hd95(f, w)

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from .errors import InputError
 from .imageio import read_image, write_image
-from .metrics import dice_scores, summarise_dice
+from .metrics import dice_summary
 from .visualize import overlay_panel, write_png
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "Resources" / "SampleData"
@@ -23,10 +23,6 @@ SAMPLE_MOVING = "OASIS-TRT-20-18"
 def sample_paths(subject: str) -> dict:
     base = Path(os.environ.get("DEEPREG_SAMPLE_DIR", SAMPLE_DIR)) / subject
     return {"image": base / "t1weighted_brain.nii.gz", "labels": base / "labels.DKT31.manual+aseg.nii.gz"}
-
-
-def _dice(fixed_labels: sitk.Image, warped: sitk.Image) -> dict:
-    return summarise_dice(dice_scores(sitk.GetArrayViewFromImage(fixed_labels), sitk.GetArrayViewFromImage(warped)))
 
 
 def run_demo(output_dir: str, model: Optional[str] = None, device: str = "auto",
@@ -54,9 +50,9 @@ def run_demo(output_dir: str, model: Optional[str] = None, device: str = "auto",
     report = {
         "fixed": str(f["image"]), "moving": str(m["image"]), "model": res.model, "device": res.device,
         "register_seconds": round(seconds, 3), "timings": {k: round(v, 3) for k, v in res.timings.items()},
-        "dice_unregistered": _dice(fl, sitk.Resample(ml, fl, sitk.Transform(), sitk.sitkNearestNeighbor, 0)),
-        "dice_affine": _dice(fl, res.warp_labels(ml, affine_only=True)),
-        "dice_deformable": _dice(fl, wl),
+        "dice_unregistered": dice_summary(fl, sitk.Resample(ml, fl, sitk.Transform(), sitk.sitkNearestNeighbor, 0)),
+        "dice_affine": dice_summary(fl, res.warp_labels(ml, affine_only=True)),
+        "dice_deformable": dice_summary(fl, wl),
         "outputs": {"transform": str(out / "transform.h5"), "warped": str(out / "warped.nii.gz"),
                     "warped_labels": str(out / "warped_labels.nii.gz"),
                     "checkerboard_png": str(out / "checkerboard.png"), "difference_png": str(out / "difference.png")},

@@ -1,10 +1,17 @@
 """Registration metrics: per-label Dice, HD95 (mm), % folding and SDlogJ."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Dict, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import SimpleITK as sitk
+
+LabelMap = Union[np.ndarray, sitk.Image]
+
+
+def _as_array(labels: LabelMap) -> np.ndarray:
+    # np.asarray on a SimpleITK image would iterate it voxel by voxel (minutes, no error)
+    return sitk.GetArrayViewFromImage(labels) if isinstance(labels, sitk.Image) else np.asarray(labels)
 
 
 def _labels(a: np.ndarray, b: np.ndarray, labels: Optional[Iterable[int]]) -> list:
@@ -13,11 +20,11 @@ def _labels(a: np.ndarray, b: np.ndarray, labels: Optional[Iterable[int]]) -> li
     return [int(l) for l in np.intersect1d(np.unique(a), np.unique(b)) if l != 0]
 
 
-def dice_scores(fixed_labels: np.ndarray, warped_labels: np.ndarray,
+def dice_scores(fixed_labels: LabelMap, warped_labels: LabelMap,
                 labels: Optional[Iterable[int]] = None) -> Dict[int, float]:
-    """Dice of each label (default: non-zero labels present in both maps). Arrays on one grid."""
-    a = np.asarray(fixed_labels).ravel()
-    b = np.asarray(warped_labels).ravel()
+    """Dice of each label (default: non-zero labels present in both maps). Arrays or images on one grid."""
+    a = _as_array(fixed_labels).ravel()
+    b = _as_array(warped_labels).ravel()
     if a.shape != b.shape:
         raise ValueError(f"label maps differ in size: {a.shape} vs {b.shape}")
     labs = _labels(a, b, labels)
@@ -66,3 +73,8 @@ def summarise_dice(scores: Dict[int, float]) -> Dict[str, float]:
     return {"all": mean(scores.values()),
             "subcortical": mean(v for k, v in scores.items() if k < 1000),
             "cortical": mean(v for k, v in scores.items() if k >= 1000)}
+
+
+def dice_summary(fixed_labels: LabelMap, warped_labels: LabelMap) -> Dict[str, float]:
+    """:func:`summarise_dice` of :func:`dice_scores`: mean Dice over all, subcortical and cortical labels."""
+    return summarise_dice(dice_scores(fixed_labels, warped_labels))

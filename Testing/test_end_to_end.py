@@ -9,22 +9,20 @@ import SimpleITK as sitk
 
 from DeepRegLib.bundles import DEFAULT_MODEL, list_models, load_bundle
 from DeepRegLib.inference import register
-from DeepRegLib.metrics import dice_scores, summarise_dice
+from DeepRegLib.metrics import dice_summary
 from DeepRegLib.qa import transform_folding
 
 FOLDING_BOUND = 0.5  # percent of voxels with det J <= 0
 
 
-def dice(a: sitk.Image, b: sitk.Image) -> dict:
-    return summarise_dice(dice_scores(sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b)))
 
 
 def check_pair(fixed, moving, fixed_labels, moving_labels):
     res = register(fixed, moving, device="cpu")
     fl = sitk.ReadImage(str(fixed_labels))
     ml = sitk.ReadImage(str(moving_labels))
-    d_aff = dice(fl, res.warp_labels(ml, affine_only=True))
-    d_def = dice(fl, res.warp_labels(ml))
+    d_aff = dice_summary(fl, res.warp_labels(ml, affine_only=True))
+    d_def = dice_summary(fl, res.warp_labels(ml))
     assert d_aff["all"] > 0.3, f"affine stage failed: {d_aff}"
     assert d_def["all"] > d_aff["all"] + 0.01, f"deformable {d_def} not better than affine {d_aff}"
     fold = transform_folding(res.transform(), res.fixed)

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from DeepRegLib.bundles import DEFAULT_MODEL, load_bundle  # noqa: E402
 from DeepRegLib.inference import register  # noqa: E402
-from DeepRegLib.metrics import dice_scores, summarise_dice  # noqa: E402
+from DeepRegLib.metrics import dice_summary  # noqa: E402
 from DeepRegLib.qa import transform_folding  # noqa: E402
 from DeepRegLib.visualize import overlay_panel, write_png  # noqa: E402
 
@@ -50,10 +50,6 @@ VALIDATION = [17, 18, 19]
 def subject(n: int) -> dict:
     base = (SHARED if SHARED.is_dir() else REPO / "Resources" / "SampleData") / f"OASIS-TRT-20-{n}"
     return {"image": base / "t1weighted_brain.nii.gz", "labels": base / "labels.DKT31.manual+aseg.nii.gz"}
-
-
-def dice(fl: sitk.Image, wl: sitk.Image) -> dict:
-    return summarise_dice(dice_scores(sitk.GetArrayViewFromImage(fl), sitk.GetArrayViewFromImage(wl)))
 
 
 def cli_run(fixed: Path, moving: Path, out: Path, model: str) -> dict:
@@ -81,7 +77,7 @@ def dense_dice(res, fl, ml) -> dict:
     f.SetReferenceImage(res.fixed)
     f.SetOutputPixelType(sitk.sitkVectorFloat64)
     dense = sitk.DisplacementFieldTransform(f.Execute(res.transform()))
-    return dice(fl, sitk.Resample(ml, res.fixed, dense, sitk.sitkNearestNeighbor, 0, ml.GetPixelID()))
+    return dice_summary(fl, sitk.Resample(ml, res.fixed, dense, sitk.sitkNearestNeighbor, 0, ml.GetPixelID()))
 
 
 def run_ants(fixed_path: Path, moving_path: Path, fl: sitk.Image, ml_path: Path) -> dict:
@@ -103,7 +99,7 @@ def run_ants(fixed_path: Path, moving_path: Path, fl: sitk.Image, ml_path: Path)
             comp.AddTransform(sitk.ReadTransform(tf) if tf.endswith(".mat") else
                               sitk.DisplacementFieldTransform(sitk.Cast(sitk.ReadImage(tf), sitk.sitkVectorFloat64)))
         fold = transform_folding(comp, fl)
-    return {"seconds": seconds, "dice": dice(fl, sitk.Cast(wl_img, fl.GetPixelID())), **fold,
+    return {"seconds": seconds, "dice": dice_summary(fl, sitk.Cast(wl_img, fl.GetPixelID())), **fold,
             "warped": reg["warpedmovout"]}
 
 
@@ -140,9 +136,9 @@ def main(argv=None) -> dict:
             res = register(fixed, moving, model=a.model, device="cpu")
             times.append(time.perf_counter() - t)
         row = {"fixed": fs, "moving": ms, "register_s": statistics.median(times), "timings": res.timings,
-               "dice_unregistered": dice(fl, sitk.Resample(ml, fl, sitk.Transform(), sitk.sitkNearestNeighbor, 0)),
-               "dice_affine": dice(fl, res.warp_labels(ml, affine_only=True)),
-               "dice_deepreg": dice(fl, res.warp_labels(ml)),
+               "dice_unregistered": dice_summary(fl, sitk.Resample(ml, fl, sitk.Transform(), sitk.sitkNearestNeighbor, 0)),
+               "dice_affine": dice_summary(fl, res.warp_labels(ml, affine_only=True)),
+               "dice_deepreg": dice_summary(fl, res.warp_labels(ml)),
                "dice_deepreg_dense_1mm": dense_dice(res, fl, ml),
                **{f"deepreg_{k}": v for k, v in transform_folding(res.transform(), fixed).items()}}
         with tempfile.TemporaryDirectory() as tmp:
