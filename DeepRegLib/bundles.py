@@ -3,6 +3,8 @@
 A bundle is a folder ``<models dir>/<name>/`` holding ``card.json`` and the weights
 file it names.  Folders searched, in order: each entry of ``$DEEPREG_MODELS_PATH``
 (``os.pathsep``-separated), then ``Resources/models`` beside the ``DeepRegLib`` package.
+Listing and reading cards needs no torch (the Slicer panel lists models before torch is
+installed); torch is imported only to build a network.
 """
 from __future__ import annotations
 
@@ -10,13 +12,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
-
-import torch
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 from .errors import DeepRegError, ModelNotFoundError
-from .models import RecursiveCascade, build_network
 from .pipeline import InputSpec
+
+if TYPE_CHECKING:
+    from .models import RecursiveCascade
 
 from . import DEFAULT_MODEL  # noqa: F401  (re-exported)
 CARD_FILE = "card.json"
@@ -58,7 +60,10 @@ class ModelBundle:
                    f"cortical {dice.get('cortical', float('nan')):.3f})"
         return txt
 
-    def network(self, device: str = "cpu") -> RecursiveCascade:
+    def network(self, device: str = "cpu") -> "RecursiveCascade":
+        import torch
+
+        from .models import build_network
         net = build_network(self.architecture, self.cascades, **self.card["architecture"].get("kwargs", {}))
         weights = self.path / self.card["weights"]
         if not weights.exists():

@@ -29,7 +29,6 @@ import datetime
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import numpy as np
@@ -276,21 +275,8 @@ def jacobian_volume_node(result, scene, name: str = "DeepRegJacobian", node=None
 # ----------------------------------------------------------------------------- models
 def list_model_cards() -> Dict[str, dict]:
     """``{name: card}`` of the bundled models (works before torch is installed)."""
-    try:
-        from .bundles import list_models
-        return {n: b.card for n, b in list_models().items()}
-    except ImportError:  # torch missing: read the cards directly
-        import os
-        dirs = [Path(p) for p in os.environ.get("DEEPREG_MODELS_PATH", "").split(os.pathsep) if p]
-        dirs.append(Path(__file__).resolve().parent.parent / "Resources" / "models")
-        found: Dict[str, dict] = {}
-        for d in dirs:
-            for card in sorted(d.glob("*/card.json")) if d.is_dir() else []:
-                try:
-                    found.setdefault(card.parent.name, json.loads(card.read_text()))
-                except ValueError:
-                    continue
-        return found
+    from .bundles import list_models
+    return {n: b.card for n, b in list_models().items()}
 
 
 def model_tooltip(card: dict) -> str:

@@ -119,3 +119,17 @@ def test_extension_layout_and_cmake_lists():
     for p in re.findall(r"^\s+(Resources/\S+)$", mod, re.M):
         if "${" not in p:
             assert (REPO / p).is_file(), p
+
+
+def test_model_cards_listed_without_torch():
+    """The panel fills its model list before torch is installed: listing cards must not import torch."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from DeepRegLib import DEFAULT_MODEL, mrml\n"
+            "cards = mrml.list_model_cards()\n"
+            "assert DEFAULT_MODEL in cards and cards[DEFAULT_MODEL]['input']['spacing'] > 0, cards\n"
+            "print(mrml.model_tooltip(cards[DEFAULT_MODEL]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "grid [80, 96, 80]" in proc.stdout
