@@ -21,28 +21,30 @@ def test_every_validation_pair_beats_affine(shared_mindboggle):
         assert dfm["subcortical"] > aff["subcortical"] and dfm["cortical"] > aff["cortical"], (fs, ms, aff, dfm)
 
 
-def test_training_smoke(tmp_path, monkeypatch):
-    """Two optimisation steps of the real training loop on a tiny grid, then resume from the checkpoint."""
-    pytest.importorskip("training.train_ldr")
-    from training import data as tdata
-    from training.train_ldr import TrainConfig, train
-    if not tdata.data_root().is_dir():
-        pytest.skip("Mindboggle data not found")
-    monkeypatch.setattr(tdata, "TRAIN_SUBJECTS", [1, 2])
-    monkeypatch.setattr(tdata, "VALIDATION_SUBJECTS", [17, 18])
-    monkeypatch.setattr(tdata, "REPO", tmp_path)
-    import training.train_ldr as tl
-    monkeypatch.setattr(tl, "REPO", tmp_path)
-    cfg = TrainConfig(run=str(tmp_path / "run"), cascades=1, size=(32, 32, 32), spacing=5.0, steps=2, val_every=1)
-    run = train(cfg)
-    assert (run / "best.pt").exists() and (run / "last.pt").exists()
-    cfg.steps = 3
-    train(cfg)  # resumes at step 2
-    import json
-    assert json.loads((run / "history.json").read_text())["step"] == 3
-    # fine-tuning: a fresh run initialised from that checkpoint, with the local NCC loss
-    ft = TrainConfig(run=str(tmp_path / "ft"), cascades=1, size=(32, 32, 32), spacing=5.0, steps=1, val_every=1,
-                     similarity="lncc", ncc_window=5, init=str(run / "best.pt"))
-    hist = json.loads((train(ft) / "history.json").read_text())
-    assert hist["step"] == 1 and hist["init"]["checkpoint"] == str(run / "best.pt")
-    assert 0.0 <= hist["init"]["validation"]["dice"] <= 1.0
+def test_training_smoke_on_real_brains(shared_mindboggle, tmp_path, monkeypatch):
+    """Two steps of the real trainer on Mindboggle pairs (small grid), resume, then a fine-tune from it."""
+    from training import experiments
+    from training.trainer import Trainer
+    monkeypatch.setenv("DEEPREG_MINDBOGGLE", str(shared_mindboggle))
+    cfg = experiments.load("ldr_noteacher")
+    cfg.run_dir = str(tmp_path / "run")
+    cfg.data.cache_dir = str(tmp_path / "cache")
+    cfg.data.train_subjects, cfg.data.validation_subjects = [1, 2], [17, 18]
+    cfg.data.size, cfg.data.spacing = (32, 32, 32), 5.0
+    cfg.loop.steps, cfg.loop.val_every = 2, 1
+    tr = Trainer(cfg, verbose=False)
+    tr.fit()
+    assert (tmp_path / "run" / "best.pt").exists() and 0.0 < tr.history[-1]["dice"] <= 1.0
+    cfg.loop.steps = 3
+    resumed = Trainer(cfg, verbose=False)
+    assert resumed.step == 2
+    resumed.fit()
+    assert resumed.step == 3
+    ft = experiments.load("ldr_noteacher")
+    ft.__dict__.update(data=cfg.data, run_dir=str(tmp_path / "ft"))
+    ft.model.init = str(tmp_path / "run")
+    ft.loss.similarity, ft.loss.ncc_window = "lncc", 5
+    ft.loop.steps, ft.loop.val_every = 1, 1
+    t = Trainer(ft, verbose=False)
+    assert t.extra["init"]["from"] == str(tmp_path / "run")
+    t.fit()

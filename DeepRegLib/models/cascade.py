@@ -1,7 +1,8 @@
 """Recursive cascades: each subnet refines the warp of the previous ones (Zhao et al., RCN)."""
 from __future__ import annotations
 
-from typing import Callable, List, Tuple
+import math
+from typing import Callable, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -25,13 +26,22 @@ class RecursiveCascade(nn.Module):
     """Compose ``n`` subnets; the final flow is the composition of every cascade's flow.
 
     ``forward(fixed, moving)`` returns ``(flow, flows)``: the total voxel flow and the
-    per-cascade flows.  Inputs of any size are padded to the subnets' multiple.
+    per-cascade flows, each ``(B, 3, D, H, W)``.  Inputs of any size are padded to the
+    subnets' common multiple.  ``make_subnet`` is a factory called ``cascades`` times, or
+    a sequence of already-built subnets (e.g. an affine subnet followed by dense ones).
     """
 
-    def __init__(self, make_subnet: Callable[[], nn.Module], cascades: int = 1) -> None:
+    def __init__(self, make_subnet: Union[Callable[[], nn.Module], Sequence[nn.Module]], cascades: int = 1) -> None:
         super().__init__()
-        self.subnets = nn.ModuleList([make_subnet() for _ in range(cascades)])
-        self.multiple = int(getattr(self.subnets[0], "multiple", 1))
+        if callable(make_subnet) and not isinstance(make_subnet, nn.Module):
+            subnets = [make_subnet() for _ in range(cascades)]
+        else:
+            subnets = list(make_subnet)
+        self.subnets = nn.ModuleList(subnets)
+        self.multiple = 1
+        for s in self.subnets:
+            m = int(getattr(s, "multiple", 1))
+            self.multiple = self.multiple * m // math.gcd(self.multiple, m)
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         fixed_p, shape = _pad(fixed, self.multiple)

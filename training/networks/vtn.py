@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..spatial import identity_grid
-from .blocks import ConvAct, small_init
+from DeepRegLib.spatial import identity_grid
+from DeepRegLib.models.blocks import ConvAct, small_init
 
 
 class VTNDense(nn.Module):

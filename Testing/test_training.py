@@ -1,0 +1,283 @@
+"""The training foundation: config, data with geometry, cache keys, losses, strategies, resume, export.
+
+Everything here runs on synthetic 32^3 pairs in seconds (the real runs stay out of CI).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from DeepRegLib.grid import Grid
+from training import experiments
+from training.config import ExperimentConfig, apply_overrides, from_dict, to_dict
+from training.data import flip_axis, make_batch
+from training.data import cache as tcache
+from training.data.synthetic import build as synthetic_pairs
+from training.losses import (CompositeLoss, correlation_coefficient_loss, critic_gap, flow_distillation_loss,
+                             gradient_penalty, local_ncc_loss, smoothness_loss, soft_dice_loss)
+from training.networks import FlowDiscriminator, build_model
+from training.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def smoke_cfg(name: str, tmp_path: Path, **loop) -> ExperimentConfig:
+    cfg = experiments.load(name)
+    cfg.run_dir = str(tmp_path / name)
+    if cfg.strategy.teacher:
+        cfg.strategy.teacher = str(tmp_path / "smoke_teacher")
+    for k, v in loop.items():
+        setattr(cfg.loop, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def smoke_teacher(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("teacher")
+    return Trainer(smoke_cfg("smoke_teacher", tmp), verbose=False).fit().parent
+
+
+# ----------------------------------------------------------------------------- config
+def test_overrides_and_round_trip():
+    cfg = experiments.load("ldr_aldk")
+    apply_overrides(cfg, ["optim.lr=1e-3", "loop.steps=7", "data.size=(16, 16, 16)", "loss.similarity=lncc",
+                          "data.flip_lr=false"])
+    assert cfg.optim.lr == 1e-3 and cfg.loop.steps == 7 and cfg.data.size == (16, 16, 16)
+    assert cfg.loss.similarity == "lncc" and cfg.data.flip_lr is False
+    assert from_dict(json.loads(json.dumps(to_dict(cfg)))) == cfg
+    with pytest.raises(KeyError):
+        apply_overrides(cfg, ["optim.nope=1"])
+    with pytest.raises(ValueError):
+        apply_overrides(cfg, ["optim.lr"])
+
+
+def test_every_experiment_file_builds_a_config():
+    for name in experiments.names():
+        cfg = experiments.load(name)
+        assert cfg.name == name and cfg.description
+        build_model(cfg.model)  # the network it names exists
+
+
+# ----------------------------------------------------------------------------- data
+def test_flip_axis_follows_the_grid_direction():
+    g = Grid((0.0, 0.0, 0.0), (2.0, 2.0, 2.0), (8, 6, 4))
+    assert flip_axis(g, "LR") == 4 and flip_axis(g, "SI") == 2  # identity: index i is L-R, array axis 4
+    permuted = np.array([[0, 0, 1], [0, 1, 0], [-1, 0, 0]], float)  # columns: index axes in LPS
+    assert flip_axis(g, "LR", permuted) == 2  # L-R is now index axis k, array axis 2
+
+
+def test_batch_flip_mirrors_images_and_labels_together():
+    data = synthetic_pairs(2, (16, 12, 8), 2.0)
+    plain = make_batch(data, [0, 1])
+    flipped = make_batch(data, [0, 1], flips=[True, False])
+    assert plain["fixed"].shape == (2, 1, 8, 12, 16)
+    assert torch.equal(flipped["fixed"][0], plain["fixed"][0].flip(3))  # last axis: x = L-R
+    assert torch.equal(flipped["moving_labels"][0], plain["moving_labels"][0].flip(3))
+    assert torch.equal(flipped["fixed"][1], plain["fixed"][1])
+    assert plain["spacing"].tolist() == [2.0, 2.0, 2.0]
+
+
+def test_cache_key_changes_with_everything_that_shapes_the_data(tmp_path):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return synthetic_pairs(1, (8, 8, 8))
+
+    base = {"split": "train", "subjects": [1, 2], "affine": {"sampling_fraction": 0.15}, "code": "abc"}
+    a = tcache.cached(tmp_path, "t", base, build)
+    tcache.cached(tmp_path, "t", dict(base), build)
+    assert len(calls) == 1  # same content: reused
+    tcache.cached(tmp_path, "t", {**base, "affine": {"sampling_fraction": 1.0}}, build)
+    tcache.cached(tmp_path, "t", {**base, "code": "abd"}, build)
+    assert len(calls) == 3  # a changed affine stage or code rebuilds
+    b = tcache.load_pairset(next(tmp_path.glob("t-*.npz")))
+    assert np.array_equal(a.fixed, b.fixed) and a.grids == b.grids
+
+
+def test_code_version_tracks_the_preparation_code(tmp_path):
+    f = tmp_path / "mod.py"  # an absolute path: REPO / f is f
+    f.write_text("x = 1\n")
+    v1 = tcache.code_version([str(f)])
+    f.write_text("x = 2\n")
+    assert tcache.code_version([str(f)]) != v1
+    assert {"DeepRegLib/affine.py", "DeepRegLib/pipeline.py", "DeepRegLib/preprocess.py"} <= set(tcache.CODE_FILES)
+
+
+def test_mindboggle_cache_key_includes_affine_settings(shared_mindboggle, tmp_path, monkeypatch):
+    from DeepRegLib.affine import AffineConfig
+    from DeepRegLib.preprocess import Normalisation
+    from training.data import mindboggle
+    monkeypatch.setenv("DEEPREG_MINDBOGGLE", str(shared_mindboggle))
+    monkeypatch.setattr(mindboggle, "build", lambda s, spec, aff, verbose=True: synthetic_pairs(1, (8, 8, 8)))
+    mindboggle.load("val", 2.0, (8, 8, 8), Normalisation(), AffineConfig(), tmp_path, [17, 18])
+    mindboggle.load("val", 2.0, (8, 8, 8), Normalisation(), AffineConfig(sampling_fraction=1.0), tmp_path, [17, 18])
+    mindboggle.load("val", 2.0, (8, 8, 8), Normalisation(), AffineConfig(), tmp_path, [17, 18])
+    assert len(list(tmp_path.glob("mindboggle-val-*.npz"))) == 2
+
+
+# ----------------------------------------------------------------------------- losses (known answers)
+def test_similarity_losses():
+    x = torch.rand(2, 1, 12, 12, 12)
+    assert correlation_coefficient_loss(x, x) < 1e-3  # eps in the denominator
+    assert abs(float(correlation_coefficient_loss(x, -x)) - 2.0) < 1e-4
+    assert correlation_coefficient_loss(x, 3 * x + 1) < 1e-3
+    assert local_ncc_loss(x, x, 5) < 1e-2  # eps in the denominator
+    assert local_ncc_loss(x, torch.rand_like(x), 5) > 0.5
+
+
+def test_smoothness_is_in_physical_units():
+    # u_x(mm) = 0.1 * x(mm): du/dx = 0.1 along one axis, zero elsewhere -> mean of squares over 3 axes
+    def field(n, spacing):
+        x = torch.arange(n, dtype=torch.float32) * spacing  # mm along array axis 2 (x)
+        u_mm = 0.1 * x.view(1, 1, 1, 1, n).expand(1, 1, n, n, n)
+        flow = torch.zeros(1, 3, n, n, n)
+        flow[:, 2:3] = u_mm / spacing  # voxels
+        return flow
+    for n, s in ((16, 2.0), (32, 1.0)):  # the same physical field on two grids
+        val = smoothness_loss(field(n, s), (s, s, s))
+        expected = (0.1 ** 2) / 3.0 / 3.0  # one of 3 components, along one of 3 axes, is 0.1 everywhere
+        assert abs(float(val) - expected) < 1e-6, (n, s, float(val), expected)
+
+
+def test_soft_dice_and_distillation():
+    lab = torch.zeros(1, 1, 8, 8, 8, dtype=torch.long)
+    lab[:, :, 2:6, 2:6, 2:6] = 3
+    zero = torch.zeros(1, 3, 8, 8, 8)
+    assert soft_dice_loss(lab, lab, zero, [3]) < 1e-4
+    other = torch.zeros_like(lab)
+    other[:, :, 2:6, 2:6, 4:8] = 3  # half overlap
+    assert abs(float(soft_dice_loss(lab, other, zero, [3])) - 0.5) < 1e-3
+    s = torch.zeros(1, 3, 4, 4, 4)
+    t = torch.zeros(1, 3, 4, 4, 4)
+    t[:, 0] = 1.0  # one voxel along z at 2 mm spacing = 2 mm -> 4 mm^2
+    assert abs(float(flow_distillation_loss(s, t, (2.0, 1.0, 1.0))) - 4.0) < 1e-6
+
+
+def test_gradient_penalty_of_a_linear_critic():
+    class Linear(torch.nn.Module):  # D(phi) = sum(w * phi): gradient w everywhere, norm ||w||
+        def __init__(self, w):
+            super().__init__()
+            self.w = w
+
+        def forward(self, phi):
+            return (self.w * phi).flatten(1).sum(1)
+    w = torch.full((1, 3, 4, 4, 4), 0.5)
+    critic = Linear(w)
+    a, b = torch.randn(2, 3, 4, 4, 4), torch.randn(2, 3, 4, 4, 4)
+    expected = (float(w.norm()) - 1.0) ** 2
+    assert abs(float(gradient_penalty(critic, a, b)) - expected) < 1e-4
+    assert abs(float(critic_gap(critic, a, a))) < 1e-9
+
+
+def test_discriminator_matches_the_seed():
+    d = FlowDiscriminator()
+    convs = [m for m in d.body if isinstance(m, torch.nn.Conv3d)]
+    assert len(convs) == 6
+    assert [c.out_channels for c in convs] == [16, 32, 64, 128, 256, 256]
+    assert all(c.kernel_size == (4, 4, 4) and c.stride == (2, 2, 2) for c in convs)
+    v = d(torch.randn(2, 3, 64, 64, 64))
+    assert v.shape == (2,) and bool(((v > 0) & (v < 1)).all())
+
+
+def test_composite_loss_names_every_term():
+    data = synthetic_pairs(1, (16, 16, 16))
+    batch = make_batch(data, [0])
+    cfg = experiments.load("smoke_distill").loss
+    flow = torch.zeros(1, 3, 16, 16, 16, requires_grad=True)
+    out = CompositeLoss(cfg)(batch, flow, [flow], teacher_flow=torch.ones(1, 3, 16, 16, 16))
+    assert set(out) == {"total", "sim", "smooth", "dice", "distill"}
+    expected = out["sim"] + cfg.smooth * out["smooth"] + cfg.dice * out["dice"] + cfg.distill * out["distill"]
+    assert torch.allclose(out["total"], expected)
+
+
+# ----------------------------------------------------------------------------- strategies and the loop
+@pytest.mark.parametrize("name", ["smoke_standard", "smoke_distill", "smoke_adversarial"])
+def test_strategy_smoke_step_changes_weights_and_logs(name, tmp_path, smoke_teacher):
+    cfg = smoke_cfg(name, smoke_teacher, steps=2)
+    cfg.run_dir = str(tmp_path / name)
+    tr = Trainer(cfg, verbose=False)
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    tr.fit()
+    after = tr.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    run = Path(cfg.run_dir)
+    for f in ("config.json", "log.csv", "val.csv", "last.pt", "best.pt", "loss.png", "val_dice.png"):
+        assert (run / f).exists(), f
+    header = (run / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"sim", "smooth", "total"} <= set(header)
+    if name == "smoke_distill":
+        assert "distill" in header
+    if name == "smoke_adversarial":
+        assert {"adv", "critic_gap", "critic_gp", "critic_loss"} <= set(header)
+        ck = torch.load(run / "last.pt", weights_only=False)
+        assert set(ck["modules"]) == {"model", "critic"} and set(ck["optimisers"]) == {"model", "critic"}
+
+
+def test_resume_continues_exactly(tmp_path, smoke_teacher):
+    """4 steps in one go == 2 steps, stop, resume with the same config for 2 more (same weights, bit for bit)."""
+    straight = smoke_cfg("smoke_adversarial", smoke_teacher, steps=4, val_every=2)
+    straight.run_dir = str(tmp_path / "straight")
+    a = Trainer(straight, verbose=False)
+    a.fit()
+    split = smoke_cfg("smoke_adversarial", smoke_teacher, steps=2, val_every=2)
+    split.run_dir = str(tmp_path / "split")
+    Trainer(split, verbose=False).fit()
+    split.loop.steps = 4
+    b = Trainer(split, verbose=False)
+    assert b.step == 2
+    b.fit()
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+    for k, v in a.strategy.modules["critic"].state_dict().items():
+        assert torch.equal(v, b.strategy.modules["critic"].state_dict()[k]), k
+    assert len(b.commands) == 2
+    changed = smoke_cfg("smoke_adversarial", smoke_teacher, steps=5)
+    changed.run_dir = split.run_dir
+    changed.optim.lr = 1.0
+    with pytest.raises(ValueError, match="optim.lr"):
+        Trainer(changed, verbose=False)
+
+
+def test_cli_runs_an_experiment_with_overrides(tmp_path):
+    from training.__main__ import main
+    run = tmp_path / "cli"
+    assert main(["run", "smoke_standard", "--set", "loop.steps=1", "--set", "optim.lr=3e-4",
+                 "--run-dir", str(run)]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["optim"]["lr"] == 3e-4 and saved["loop"]["steps"] == 1
+    ck = torch.load(run / "last.pt", weights_only=False)
+    assert ck["commands"][0].startswith("python -m training run smoke_standard --set loop.steps=1")
+
+
+def test_export_writes_the_card_from_the_checkpoint(tmp_path, smoke_teacher):
+    from DeepRegLib.bundles import load_bundle
+    from training.export import export
+    cfg = smoke_cfg("smoke_adversarial", smoke_teacher, steps=1)
+    cfg.run_dir = str(tmp_path / "student")
+    Trainer(cfg, command="python -m training run smoke_adversarial", verbose=False).fit()
+    folder = export(tmp_path / "student" / "best.pt", "smoke_student", tmp_path / "models", "python -m training export X")
+    card = json.loads((folder / "card.json").read_text())
+    assert card["training"]["commands"] == ["python -m training run smoke_adversarial"]
+    assert card["training"]["strategy"] == "adversarial"
+    assert card["training"]["teacher"]["experiment"] == "smoke_teacher"
+    assert card["architecture"]["kwargs"] == {} and card["architecture"]["cascades"] == 1
+    assert card["input"]["size"] == [32, 32, 32] and card["affine_stage"]["sampling_fraction"] == 0.15
+    assert card["training"]["config"]["loss"]["gamma"] == cfg.loss.gamma
+    net = load_bundle(str(folder)).network()
+    trained = torch.load(tmp_path / "student" / "best.pt", weights_only=False)["modules"]["model"]
+    for k, v in net.state_dict().items():
+        assert torch.allclose(v, trained[k].float(), atol=1e-3 * (1 + float(trained[k].abs().max()))), k
+    with pytest.raises(ValueError, match="training-only"):
+        export(smoke_teacher / "smoke_teacher" / "best.pt", "t", tmp_path / "models", "x")
+
+
+def test_engine_never_imports_training():
+    for f in (REPO / "DeepRegLib").rglob("*.py"):
+        assert not re.search(r"^\s*(import|from)\s+training\b", f.read_text(), re.M), f

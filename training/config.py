@@ -1,0 +1,187 @@
+"""Nested configuration dataclasses for every training run.
+
+One :class:`ExperimentConfig` describes a run completely: data, network, losses,
+optimiser, strategy (standard, distillation, adversarial, ...), curricula and the
+loop.  Experiments (``training/experiments/<name>.py``) build one; the command line
+overrides fields with ``--set section.field=value``; the resolved config is saved as
+``config.json`` in the run folder and inside every checkpoint.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+
+@dataclass
+class DataConfig:
+    """Which pairs, on which network grid (``size`` is ITK order x, y, z; ``spacing`` mm)."""
+
+    task: str = "mindboggle"  # 'mindboggle' | 'synthetic'
+    spacing: float = 2.0
+    size: Tuple[int, int, int] = (80, 96, 80)
+    normalisation: str = "percentile"
+    train_subjects: Optional[List[int]] = None  # None: the task's default split
+    validation_subjects: Optional[List[int]] = None
+    flip_lr: bool = True  # random left-right flip of both images (axis found from the grid)
+    synthetic_pairs: int = 8  # 'synthetic' task only
+    affine: Dict[str, Any] = field(default_factory=dict)  # DeepRegLib.affine.AffineConfig overrides
+    cache_dir: str = "training/cache"
+
+
+@dataclass
+class ModelConfig:
+    """The network being trained: an engine architecture (``ldr``) or a training-only one (``vtn``)."""
+
+    architecture: str = "ldr"
+    cascades: int = 2
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # subnet constructor arguments
+    affine_subnet: bool = False  # RCN: an affine subnet before the dense cascades (teachers)
+    init: str = ""  # checkpoint whose model weights start a fresh run (fine-tuning)
+
+
+@dataclass
+class LossConfig:
+    """Weights of the named loss terms (0 switches a term off)."""
+
+    similarity: str = "cc"  # 'cc' (global, the seed's) | 'lncc'
+    ncc_window: int = 9  # voxels, for 'lncc'
+    smooth: float = 0.5  # diffusion regulariser on each cascade's flow (dimensionless, physical units)
+    dice: float = 0.0  # label-aware: soft Dice of warped moving labels vs fixed labels
+    dice_labels_per_step: int = 16  # random subset of labels per step (memory)
+    distill: float = 0.0  # flow distillation: mean squared difference to the teacher, mm^2
+    gamma: float = 0.5  # ALDK: L = gamma * l_rec + (1 - gamma) * l_dis (student side)
+    gradient_penalty: float = 10.0  # ALDK / WGAN-GP lambda (critic side)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    betas: Tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    critic_lr: float = 1e-4
+    grad_clip: float = 0.0  # 0: none
+
+
+@dataclass
+class StrategyConfig:
+    """How one step updates the weights.
+
+    ``standard``: similarity + regularisers (+ Dice). ``distill``: plus flow distillation
+    from a frozen teacher. ``adversarial``: ALDK (student vs a flow critic, teacher flows
+    as the real samples).
+    """
+
+    name: str = "standard"  # 'standard' | 'distill' | 'adversarial'
+    teacher: str = ""  # checkpoint of the frozen teacher (run folder or .pt)
+    critic_steps: int = 1  # critic updates per critic round
+    critic_every: int = 2  # student steps per critic round (the student is updated more often)
+
+
+@dataclass
+class CurriculumConfig:
+    """Curricula (schedules applied by callbacks); all off by default."""
+
+    blur_sigma_mm: float = 0.0  # input blur: start sigma (mm), annealed to 0
+    blur_steps: int = 0  # steps over which the sigma reaches 0
+    blur_shape: str = "linear"  # 'linear' | 'cosine' | 'step'
+    dropout_floor: float = 1.0  # curriculum dropout: retain probability annealed 1 -> floor
+    dropout_gamma: float = 1e-3  # rate of the exponential annealing, per step
+    smoothing_sigma: float = 0.0  # curriculum by smoothing: feature blur sigma (voxels), start
+    smoothing_decay: float = 0.9  # multiplied every smoothing_every steps
+    smoothing_every: int = 0
+
+
+@dataclass
+class LoopConfig:
+    steps: int = 1000
+    minutes: float = 0.0  # wall-clock limit of one invocation (0: none); resume continues
+    batch_size: int = 1
+    val_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"  # 'auto' (cuda when available) | 'cpu' | 'cuda'
+    amp: bool = True  # automatic mixed precision on cuda only
+    threads: int = 2
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    description: str = ""
+    run_dir: str = ""  # default training/runs/<name>
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+
+def to_dict(cfg: Any) -> Dict[str, Any]:
+    """JSON-ready nested dict (tuples become lists)."""
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+    return conv(cfg)
+
+
+def from_dict(d: Dict[str, Any], cls: type = ExperimentConfig) -> Any:
+    """Inverse of :func:`to_dict` (unknown keys are an error, so stale configs are noticed)."""
+    kwargs = {}
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for k, v in d.items():
+        if k not in names:
+            raise KeyError(f"{cls.__name__} has no field {k!r}")
+        default = getattr(cls(), k)
+        if dataclasses.is_dataclass(default):
+            kwargs[k] = from_dict(v, type(default))
+        elif isinstance(default, tuple):
+            kwargs[k] = tuple(v)
+        else:
+            kwargs[k] = v
+    return cls(**kwargs)
+
+
+def _parse_value(text: str, current: Any) -> Any:
+    if isinstance(current, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    if isinstance(current, bool):
+        if isinstance(value, str):
+            return value.lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if isinstance(current, float) and isinstance(value, int):
+        return float(value)
+    if isinstance(current, tuple):
+        return tuple(value)
+    return value
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: List[str]) -> ExperimentConfig:
+    """Apply ``section.field=value`` strings (e.g. ``optim.lr=1e-4``) in place; returns ``cfg``."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form section.field=value")
+        key, text = item.split("=", 1)
+        target = cfg
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if not hasattr(target, p):
+                raise KeyError(f"unknown config section {p!r} in {key!r}")
+            target = getattr(target, p)
+        leaf = parts[-1]
+        if not dataclasses.is_dataclass(target) or leaf not in {f.name for f in dataclasses.fields(target)}:
+            raise KeyError(f"unknown config field {key!r}")
+        setattr(target, leaf, _parse_value(text, getattr(target, leaf)))
+    return cfg

@@ -1,0 +1,8 @@
+"""Smoke: the adversarial strategy on synthetic 32^3 pairs, a few steps (tests and quick checks)."""
+from ._base import smoke
+
+
+def config():
+    cfg = smoke("adversarial", teacher="training/runs/smoke_teacher")
+
+    return cfg

@@ -1,0 +1,116 @@
+"""Export a training checkpoint as a model bundle: float16 weights + a JSON model card.
+
+The card is written entirely from the checkpoint: the resolved experiment config, the
+commands that really ran (recorded by the trainer at each invocation), the selection
+metrics and, for distilled students, the teacher's own checkpoint. Nothing is typed by
+hand. Accuracy and speed at full resolution are added by ``benchmarks/bench_register.py
+--update-card``.
+
+    python -m training export training/runs/ldr_aldk --name ldr_aldk_brain
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from DeepRegLib.models import SUBNETS, count_parameters
+
+from .config import from_dict
+from .data import mindboggle
+from .data.registry import affine_config, normalisation
+from .networks import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = {
+    "mindboggle": {"data": mindboggle.DESCRIPTION, "licence": mindboggle.LICENCE,
+                   "expects": "skull-stripped T1-weighted brain MRI"},
+    "synthetic": {"data": "synthetic ellipsoid pairs (training/data/synthetic.py)", "licence": "Apache-2.0",
+                  "expects": "synthetic test images only"},
+}
+KINDS = {"ldr": "light-weight"}
+
+
+def _teacher_summary(path: str) -> Optional[dict]:
+    p = Path(path) if Path(path).is_absolute() else REPO / path
+    p = p / "best.pt" if p.is_dir() else p
+    if not p.exists():
+        return {"checkpoint": path, "note": "checkpoint not present at export time"}
+    ck = torch.load(p, map_location="cpu", weights_only=False)
+    cfg = from_dict(ck["config"])
+    net = build_model(cfg.model)
+    return {"checkpoint": path, "experiment": cfg.name, "description": cfg.description,
+            "parameters": count_parameters(net), "steps": ck["step"],
+            "validation_grid": next((h for h in ck["history"] if h.get("dice") == ck["best_score"]), None),
+            "commands": ck["commands"]}
+
+
+def export(checkpoint: Path, name: str, out: Path, export_command: str) -> Path:
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    cfg = from_dict(ck["config"])
+    if cfg.model.architecture not in SUBNETS:
+        raise ValueError(f"{cfg.model.architecture!r} is a training-only network; only {sorted(SUBNETS)} can be bundled")
+    net = build_model(cfg.model)
+    net.load_state_dict(ck["modules"]["model"])
+    task = TASKS[cfg.data.task]
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.half() for k, v in net.state_dict().items()}, folder / "weights.pt")
+    card_path = folder / "card.json"
+    old = json.loads(card_path.read_text()) if card_path.exists() else {}
+    best = next((h for h in ck["history"] if h.get("dice") == ck["best_score"]), None)
+    card = {
+        "name": name,
+        "kind": KINDS.get(cfg.model.architecture, "light-weight"),
+        "description": cfg.description,
+        "weights": "weights.pt",
+        "weights_dtype": "float16 (cast to float32 on load)",
+        "architecture": {"name": cfg.model.architecture, "cascades": cfg.model.cascades,
+                         "kwargs": dict(cfg.model.kwargs), "parameters": count_parameters(net),
+                         "parameters_per_cascade": count_parameters(net.subnets[0])},
+        "input": {"spacing": cfg.data.spacing, "size": list(cfg.data.size),
+                  "normalisation": normalisation(cfg.data).to_dict(),
+                  "grid": "LPS-aligned box (identity direction) of size (x, y, z) voxels at `spacing` mm, "
+                          "centred on the fixed image's foreground bounding box",
+                  "channels": ["fixed (normalised)", "moving after the affine stage (normalised)"],
+                  "expects": task["expects"]},
+        "output": "voxel flow on the input grid, fixed -> moving; composed of all cascades",
+        "affine_stage": {"method": "SimpleITK moments init + affine, correlation metric (DeepRegLib.affine)",
+                         **affine_config(cfg.data).to_dict()},
+        "training": {
+            "experiment": cfg.name, "data": task["data"],
+            "train_subjects": cfg.data.train_subjects or (mindboggle.TRAIN_SUBJECTS if cfg.data.task == "mindboggle" else None),
+            "validation_subjects": cfg.data.validation_subjects or (mindboggle.VALIDATION_SUBJECTS if cfg.data.task == "mindboggle" else None),
+            "licence": task["licence"],
+            "strategy": cfg.strategy.name,
+            "teacher": _teacher_summary(cfg.strategy.teacher) if cfg.strategy.teacher else None,
+            "steps": ck["step"], "train_minutes": round(ck["train_seconds"] / 60.0, 1),
+            "selection": f"best mean label Dice on the validation pairs (network grid), every {cfg.loop.val_every} steps",
+            "best_validation_grid": best,
+            "affine_only_validation_grid": ck["extra"].get("affine_only_validation"),
+            "initialised_from": ck["extra"].get("init"),
+            "config": ck["config"],
+            "commands": ck["commands"],
+            "export": export_command,
+        },
+        "licence": task["licence"],
+        "accuracy": old.get("accuracy", {}),
+        "speed": old.get("speed", {}),
+    }
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return folder
+
+
+def main(argv=None) -> None:
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m training export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", type=Path, help="run folder (uses best.pt) or checkpoint file")
+    p.add_argument("--name", required=True)
+    p.add_argument("--out", type=Path, default=REPO / "Resources" / "models")
+    a = p.parse_args(argv)
+    ck = a.run / "best.pt" if a.run.is_dir() else a.run
+    print(export(ck, a.name, a.out, "python -m training export " + " ".join(argv if argv is not None else sys.argv[1:])))

@@ -1,0 +1,25 @@
+"""Strategies: how one training step updates the weights.
+
+A strategy owns its extra modules (teacher, critic) and optimisers; the
+:class:`training.trainer.Trainer` owns the loop, data, callbacks and checkpoints. A
+strategy's ``train_step(batch)`` may run any number of forward/backward passes and
+optimiser steps (room for SAM's two passes and Reptile's inner loop), and returns the
+named scalars to log.
+"""
+from __future__ import annotations
+
+from .adversarial import AdversarialStrategy
+from .base import Strategy
+from .distill import DistillStrategy
+from .standard import StandardStrategy
+
+STRATEGIES = {"standard": StandardStrategy, "distill": DistillStrategy, "adversarial": AdversarialStrategy}
+
+
+def build_strategy(name: str, trainer) -> Strategy:
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose from {sorted(STRATEGIES)}")
+    return STRATEGIES[name](trainer)
+
+
+__all__ = ["Strategy", "StandardStrategy", "DistillStrategy", "AdversarialStrategy", "STRATEGIES", "build_strategy"]

@@ -1,0 +1,50 @@
+"""Distillation from a frozen teacher: the student's loss adds the flow distillation term."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+import torch
+
+from ..config import from_dict
+from ..networks import build_model
+from .base import Strategy
+
+
+def load_teacher(path: str, device: torch.device) -> torch.nn.Module:
+    """A frozen network from a run folder (its ``best.pt``) or a checkpoint file, built from its saved config."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "best.pt"
+    if not p.exists():
+        raise FileNotFoundError(f"teacher checkpoint not found: {p} (train the teacher experiment first)")
+    ck = torch.load(p, map_location="cpu", weights_only=False)
+    net = build_model(from_dict(ck["config"]).model)
+    net.load_state_dict(ck["modules"]["model"])
+    net.to(device).eval()
+    for prm in net.parameters():
+        prm.requires_grad_(False)
+    return net
+
+
+class DistillStrategy(Strategy):
+    name = "distill"
+
+    def __init__(self, trainer) -> None:
+        super().__init__(trainer)
+        if not self.cfg.strategy.teacher:
+            raise ValueError("strategy 'distill' needs strategy.teacher (a run folder or checkpoint)")
+        self.teacher = load_teacher(self.trainer.resolve(self.cfg.strategy.teacher), trainer.device)
+
+    def teacher_flow(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad(), self.autocast():
+            flow, _ = self.teacher(batch["fixed"], batch["moving"])  # the teacher always sees sharp inputs
+        return flow.float()
+
+    def train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        t_flow = self.teacher_flow(batch)
+        with self.autocast():
+            flow, flows = self.forward(batch)
+            terms = self.loss(batch, flow.float(), [f.float() for f in flows], teacher_flow=t_flow)
+        self.optimise(terms["total"])
+        return self.scalars(terms)

@@ -1,0 +1,209 @@
+"""The one training loop: data, model, a pluggable strategy, callbacks, atomic resumable checkpoints.
+
+Usage (what ``python -m training run EXPERIMENT`` does)::
+
+    trainer = Trainer(cfg)          # resumes from <run_dir>/last.pt when it exists
+    trainer.fit()
+
+Everything random is seeded (Python, numpy, torch, the pair sampler, the loss's label
+sampler) and every RNG state is stored in the checkpoints, so an interrupted run that
+is resumed with the same command continues the same sequence of batches.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from .callbacks import CSVLogger, TimeLimit, Validate
+from .config import ExperimentConfig, from_dict, to_dict
+from .data import load_split, make_batch
+from .evaluate import affine_only_grid, evaluate_grid
+from .networks import build_model
+from .strategies import build_strategy
+
+REPO = Path(__file__).resolve().parents[1]
+#: loop fields that may change between invocations of one run (everything else must match)
+RESUMABLE_CHANGES = {"steps", "minutes", "val_every", "log_every", "threads", "device"}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("loop.device=cuda but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    def __init__(self, cfg: ExperimentConfig, command: Optional[str] = None, callbacks: Optional[list] = None,
+                 verbose: bool = True) -> None:
+        self.cfg = cfg
+        self.verbose = verbose
+        torch.set_num_threads(max(1, cfg.loop.threads))
+        self.run_dir = self.resolve(cfg.run_dir or f"training/runs/{cfg.name}")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(cfg.loop.device)
+        self.amp = bool(cfg.loop.amp and self.device.type == "cuda")
+        seed_everything(cfg.loop.seed)
+        self.sampler = np.random.default_rng(cfg.loop.seed)
+        self.loss_generator = torch.Generator().manual_seed(cfg.loop.seed + 1)
+        self.train_data = load_split(cfg.data, "train")
+        self.val_data = load_split(cfg.data, "val")
+        self.model = build_model(cfg.model).to(self.device)
+        self.input_transforms: List[Callable[[torch.Tensor], torch.Tensor]] = []
+        self.step = 0
+        self.best_score = -float("inf")
+        self.history: List[Dict[str, float]] = []
+        self.train_seconds = 0.0
+        self.commands: List[str] = []
+        self.stop = False
+        self.extra: Dict[str, object] = {}
+        last = self.run_dir / "last.pt"
+        resumed = last.exists()
+        if not resumed and cfg.model.init:
+            self.load_init(cfg.model.init)
+        self.strategy = build_strategy(cfg.strategy.name, self)
+        from .curricula import curriculum_callbacks
+        self.callbacks = [*curriculum_callbacks(cfg.curriculum), CSVLogger(cfg.loop.log_every),
+                          Validate(cfg.loop.val_every), TimeLimit(cfg.loop.minutes), *(callbacks or [])]
+        if resumed:
+            self.load(last)
+        else:
+            self.extra["affine_only_validation"] = affine_only_grid(self.val_data) if self.val_data.has_labels else {}
+        self.commands.append(command or " ".join(sys.argv))
+        (self.run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def resolve(path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else REPO / p
+
+    def log(self, msg: str) -> None:
+        if self.verbose:
+            print(msg, flush=True)
+
+    def network_inputs(self, batch: Dict[str, torch.Tensor]):
+        """``(fixed, moving)`` as the network sees them in training (after curriculum input transforms)."""
+        f, m = batch["fixed"], batch["moving"]
+        for t in self.input_transforms:
+            f, m = t(f, batch), t(m, batch)
+        return f, m
+
+    def load_init(self, path: str) -> None:
+        """Start from another run's model weights (training checkpoint) or a bundle's ``weights.pt``."""
+        p = self.resolve(path)
+        obj = torch.load(p / "best.pt" if p.is_dir() else p, map_location="cpu", weights_only=False)
+        state = obj["modules"]["model"] if isinstance(obj, dict) and "modules" in obj else obj
+        self.model.load_state_dict({k: v.float() for k, v in state.items()})
+        self.extra["init"] = {"from": path}
+        self.log(f"[train] initialised model weights from {path}")
+
+    def next_batch(self) -> Dict[str, torch.Tensor]:
+        idx = self.sampler.integers(len(self.train_data), size=self.cfg.loop.batch_size)
+        flips = (self.sampler.random(len(idx)) < 0.5) if self.cfg.data.flip_lr else None
+        return make_batch(self.train_data, idx.tolist(), self.device, flips)
+
+    def validate(self) -> Dict[str, float]:
+        return evaluate_grid(self.model, self.val_data, self.device)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "config": to_dict(self.cfg),
+            "modules": {k: m.state_dict() for k, m in self.strategy.modules.items()},
+            "optimisers": {k: o.state_dict() for k, o in self.strategy.optimisers.items()},
+            "scaler": self.strategy.scaler.state_dict(),
+            "step": self.step, "best_score": self.best_score, "history": self.history,
+            "train_seconds": self.train_seconds, "commands": self.commands, "extra": self.extra,
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    "sampler": self.sampler.bit_generator.state, "loss": self.loss_generator.get_state()},
+            "callbacks": [getattr(c, "state_dict", lambda: None)() for c in self.callbacks],
+        }
+
+    def save(self, name: str) -> Path:
+        path = self.run_dir / name
+        atomic_save(self.state_dict(), path)
+        return path
+
+    def load(self, path: Path) -> None:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        saved = from_dict(ck["config"])
+        diff = _config_differences(to_dict(saved), to_dict(self.cfg))
+        if diff:
+            raise ValueError(f"{path} was trained with a different config ({'; '.join(diff)}); "
+                             "use a new run_dir (--run-dir) or the original settings")
+        for k, m in self.strategy.modules.items():
+            m.load_state_dict(ck["modules"][k])
+        for k, o in self.strategy.optimisers.items():
+            o.load_state_dict(ck["optimisers"][k])
+        self.strategy.scaler.load_state_dict(ck["scaler"])
+        self.step, self.best_score, self.history = ck["step"], ck["best_score"], ck["history"]
+        self.train_seconds, self.commands, self.extra = ck["train_seconds"], ck["commands"], ck["extra"]
+        r = ck["rng"]
+        random.setstate(r["python"])
+        np.random.set_state(r["numpy"])
+        torch.set_rng_state(r["torch"])
+        if r["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(r["cuda"])
+        self.sampler.bit_generator.state = r["sampler"]
+        self.loss_generator.set_state(r["loss"])
+        for c, s in zip(self.callbacks, ck.get("callbacks", [])):
+            if s is not None and hasattr(c, "load_state_dict"):
+                c.load_state_dict(s)
+        self.log(f"[train] resumed {self.run_dir.name} at step {self.step} (best {self.best_score:.4f})")
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> Path:
+        """Train to ``loop.steps`` (or the time limit); returns the run folder."""
+        for c in self.callbacks:
+            c.on_train_start(self)
+        self.model.train()
+        self.stop = False
+        while self.step < self.cfg.loop.steps and not self.stop:
+            t0 = time.perf_counter()
+            for c in self.callbacks:
+                c.on_step_start(self)
+            logs = self.strategy.train_step(self.next_batch())
+            self.step += 1
+            self.train_seconds += time.perf_counter() - t0
+            for c in self.callbacks:
+                c.on_step_end(self, logs)
+        for c in self.callbacks:
+            c.on_train_end(self)
+        return self.run_dir
+
+
+def _config_differences(a: dict, b: dict, prefix: str = "") -> List[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        key = f"{prefix}{k}"
+        if prefix == "loop." and k in RESUMABLE_CHANGES:
+            continue
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict) and k not in ("kwargs", "affine"):
+            out += _config_differences(a[k], b[k], key + ".")
+        elif a.get(k) != b.get(k):
+            out.append(f"{key}: {a.get(k)!r} -> {b.get(k)!r}")
+    return out
