@@ -59,7 +59,8 @@ class CSVLogger(Callback):
             row = {"step": trainer.step, **{k: float(np.mean([r[k] for r in self.buffer if k in r])) for k in keys},
                    "sec_per_step": (time.perf_counter() - self.t0) / len(self.buffer),
                    "lr": trainer.strategy.optimisers["model"].param_groups[0]["lr"]}
-            append_csv(trainer.run_dir / "log.csv", row)
+            if trainer.dist.main:
+                append_csv(trainer.run_dir / "log.csv", row)
             self.buffer, self.t0 = [], time.perf_counter()
 
 
@@ -69,8 +70,21 @@ class Validate(Callback):
     def __init__(self, every: int, metric: str = "dice") -> None:
         self.every = max(1, every)
         self.metric = metric
+        self.last_step = -1
+
+    def on_train_start(self, trainer) -> None:
+        # a run starts fresh (step 0) or from last.pt, which was written by a validation at this step
+        self.last_step = trainer.step if trainer.step > 0 else -1
 
     def run(self, trainer) -> None:
+        from .distributed import barrier
+        self.last_step = trainer.step
+        trainer.sync_rng_states()
+        if trainer.dist.main:
+            self._run(trainer)
+        barrier(trainer.dist)
+
+    def _run(self, trainer) -> None:
         v = trainer.validate()
         rec = {"step": trainer.step, **v, "train_minutes": trainer.train_seconds / 60.0}
         trainer.history.append(rec)
@@ -89,7 +103,7 @@ class Validate(Callback):
             self.run(trainer)
 
     def on_train_end(self, trainer) -> None:
-        if not trainer.history or trainer.history[-1]["step"] != trainer.step:
+        if self.last_step != trainer.step:  # the same decision on every rank
             self.run(trainer)
 
 

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from . import distributed as ddp
 from .callbacks import CSVLogger, TimeLimit, Validate
 from .config import ExperimentConfig, from_dict, to_dict
 from .data import load_split, make_batch
@@ -62,14 +63,23 @@ class Trainer:
         self.verbose = verbose
         torch.set_num_threads(max(1, cfg.loop.threads))
         self.run_dir = self.resolve(cfg.run_dir or f"training/runs/{cfg.name}")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(cfg.loop.device)
+        self.dist = ddp.setup(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        if self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        ddp.barrier(self.dist)
+        self.verbose = verbose and self.dist.main
         self.amp = bool(cfg.loop.amp and self.device.type == "cuda")
         seed_everything(cfg.loop.seed)
-        self.sampler = np.random.default_rng(cfg.loop.seed)
-        self.loss_generator = torch.Generator().manual_seed(cfg.loop.seed + 1)
+        # each rank samples its own shard of the training pairs with its own stream
+        self.sampler = np.random.default_rng([cfg.loop.seed, self.dist.rank])
+        self.loss_generator = torch.Generator().manual_seed(cfg.loop.seed + 1 + 1000 * self.dist.rank)
         self.train_data = load_split(cfg.data, "train")
-        self.val_data = load_split(cfg.data, "val")
+        self.val_data = load_split(cfg.data, "val") if self.dist.main else None
+        self.shard = np.arange(self.dist.rank, len(self.train_data), self.dist.world)
         self.model = build_model(cfg.model).to(self.device)
         self.input_transforms: List[Callable[[torch.Tensor], torch.Tensor]] = []
         self.step = 0
@@ -84,15 +94,24 @@ class Trainer:
         if not resumed and cfg.model.init:
             self.load_init(cfg.model.init)
         self.strategy = build_strategy(cfg.strategy.name, self)
+        self.net = self.model  # what training forwards through: the DDP wrapper when distributed
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+            self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            for name, m in self.strategy.modules.items():
+                if name != "model":
+                    ddp.broadcast_module(m)
+        self._rng_states: Optional[list] = None
         from .curricula import curriculum_callbacks
         self.callbacks = [*curriculum_callbacks(cfg.curriculum), CSVLogger(cfg.loop.log_every),
                           Validate(cfg.loop.val_every), TimeLimit(cfg.loop.minutes), *(callbacks or [])]
         if resumed:
             self.load(last)
-        else:
+        elif self.dist.main:
             self.extra["affine_only_validation"] = affine_only_grid(self.val_data) if self.val_data.has_labels else {}
         self.commands.append(command or " ".join(sys.argv))
-        (self.run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+        if self.dist.main:
+            (self.run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -121,7 +140,7 @@ class Trainer:
         self.log(f"[train] initialised model weights from {path}")
 
     def next_batch(self) -> Dict[str, torch.Tensor]:
-        idx = self.sampler.integers(len(self.train_data), size=self.cfg.loop.batch_size)
+        idx = self.shard[self.sampler.integers(len(self.shard), size=self.cfg.loop.batch_size)]
         flips = (self.sampler.random(len(idx)) < 0.5) if self.cfg.data.flip_lr else None
         return make_batch(self.train_data, idx.tolist(), self.device, flips)
 
@@ -129,7 +148,17 @@ class Trainer:
         return evaluate_grid(self.model, self.val_data, self.device)
 
     # ------------------------------------------------------------------ checkpoints
+    def _local_rng(self) -> dict:
+        return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "sampler": self.sampler.bit_generator.state, "loss": self.loss_generator.get_state()}
+
+    def sync_rng_states(self) -> None:
+        """Collect every rank's RNG states (collective: call on all ranks before rank 0 saves)."""
+        self._rng_states = ddp.gather(self._local_rng(), self.dist)
+
     def state_dict(self) -> dict:
+        rng = self._rng_states if self._rng_states is not None else [self._local_rng()]
         return {
             "config": to_dict(self.cfg),
             "modules": {k: m.state_dict() for k, m in self.strategy.modules.items()},
@@ -137,15 +166,15 @@ class Trainer:
             "scaler": self.strategy.scaler.state_dict(),
             "step": self.step, "best_score": self.best_score, "history": self.history,
             "train_seconds": self.train_seconds, "commands": self.commands, "extra": self.extra,
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "sampler": self.sampler.bit_generator.state, "loss": self.loss_generator.get_state()},
+            "rng": rng[0], "rng_per_rank": rng,
             "callbacks": [getattr(c, "state_dict", lambda: None)() for c in self.callbacks],
         }
 
     def save(self, name: str) -> Path:
+        """Write a checkpoint atomically (rank 0 only; others return the path)."""
         path = self.run_dir / name
-        atomic_save(self.state_dict(), path)
+        if self.dist.main:
+            atomic_save(self.state_dict(), path)
         return path
 
     def load(self, path: Path) -> None:
@@ -162,7 +191,8 @@ class Trainer:
         self.strategy.scaler.load_state_dict(ck["scaler"])
         self.step, self.best_score, self.history = ck["step"], ck["best_score"], ck["history"]
         self.train_seconds, self.commands, self.extra = ck["train_seconds"], ck["commands"], ck["extra"]
-        r = ck["rng"]
+        per_rank = ck.get("rng_per_rank") or [ck["rng"]]
+        r = per_rank[self.dist.rank] if len(per_rank) == self.dist.world else per_rank[0]
         random.setstate(r["python"])
         np.random.set_state(r["numpy"])
         torch.set_rng_state(r["torch"])
@@ -191,8 +221,15 @@ class Trainer:
             self.train_seconds += time.perf_counter() - t0
             for c in self.callbacks:
                 c.on_step_end(self, logs)
+            self.stop = ddp.any_true(self.stop, self.dist)
         for c in self.callbacks:
             c.on_train_end(self)
+        if self.dist.enabled:
+            sums = ddp.gather({k: ddp.checksum(m) for k, m in self.strategy.modules.items()}, self.dist)
+            if self.dist.main:
+                (self.run_dir / "ddp_check.json").write_text(json.dumps(
+                    {"world_size": self.dist.world, "step": self.step, "checksums_per_rank": sums}, indent=1))
+            ddp.teardown(self.dist)
         return self.run_dir
 
 

@@ -35,6 +35,10 @@ class Strategy:
         opt = self.optimisers[name]
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        d = self.trainer.dist
+        if d.enabled and name != "model":  # the model is DDP-wrapped; other modules are averaged here
+            from ..distributed import average_gradients
+            average_gradients(module or self.modules[name], d.world)
         if self.cfg.optim.grad_clip > 0:
             self.scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_((module or self.modules[name]).parameters(), self.cfg.optim.grad_clip)
@@ -44,7 +48,7 @@ class Strategy:
     def forward(self, batch: Dict[str, torch.Tensor]):
         """The student's ``(flow, flows)`` for the batch (uses the trainer's input transform, e.g. blur)."""
         f, m = self.trainer.network_inputs(batch)
-        return self.model(f, m)
+        return self.trainer.net(f, m)
 
     def train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         raise NotImplementedError
