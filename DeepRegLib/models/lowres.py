@@ -49,15 +49,36 @@ def upsample_flow(flow: torch.Tensor, factor: int, shape: Sequence[int]) -> torc
     Cell-centred trilinear interpolation (see the module docstring), displacements multiplied
     by ``factor`` (voxel size ratio, the same on every axis), cropped to ``shape``.
     """
-    up = F.interpolate(flow, scale_factor=factor, mode="trilinear", align_corners=False) * factor
+    up = F.interpolate(flow, scale_factor=factor, mode="trilinear", align_corners=False).mul_(factor)
     return up[:, :, :shape[0], :shape[1], :shape[2]]
+
+
+class UpsampledFlows(Sequence[torch.Tensor]):
+    """Per-cascade flows on the input grid, upsampled when read (a sequence of ``(B, 3, *shape)`` tensors).
+
+    Training reads them (per-cascade regularisers); inference ignores them, so that a
+    low-resolution forward does not hold full-resolution copies it never uses.
+    """
+
+    def __init__(self, flows: Sequence[torch.Tensor], convert) -> None:
+        self._flows = list(flows)
+        self._convert = convert
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._convert(f) for f in self._flows[i]]
+        return self._convert(self._flows[i])
 
 
 class LowResolution(nn.Module):
     """``(fixed, moving) -> (flow, flows)`` on the input grid, computed by ``inner`` at 1/``factor`` resolution.
 
     Inputs are ``(B, 1, D, H, W)`` on the network grid; ``flow`` is the total voxel flow and
-    ``flows`` the per-cascade flows, each ``(B, 3, D, H, W)`` in input-grid voxels.
+    ``flows`` the per-cascade flows, each ``(B, 3, D, H, W)`` in input-grid voxels (an
+    :class:`UpsampledFlows` sequence: upsampled only when read).
     """
 
     def __init__(self, inner: RecursiveCascade, factor: int = 2) -> None:
@@ -82,10 +103,10 @@ class LowResolution(nn.Module):
         low = self.low_shape(shape)
         return upsample_flow(flow[:, :, :low[0], :low[1], :low[2]], self.factor, shape)
 
-    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> Tuple[torch.Tensor, Sequence[torch.Tensor]]:
         shape = fixed.shape[2:]
         total, flows = self.inner(downsample(fixed, self.factor), downsample(moving, self.factor))
-        return self.to_input_grid(total, shape), [self.to_input_grid(f, shape) for f in flows]
+        return self.to_input_grid(total, shape), UpsampledFlows(flows, lambda f: self.to_input_grid(f, shape))
 
     def forward_features(self, fixed: torch.Tensor, moving: torch.Tensor
                          ) -> Tuple[torch.Tensor, List[torch.Tensor], List[List[torch.Tensor]]]:
