@@ -1,0 +1,92 @@
+"""Curricula: schedules with known answers, operators, and smoke runs on the trainer."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from DeepRegLib.models import build_network
+from training import experiments
+from training.curricula import (CurriculumSmoothing, blur_sigma, gaussian_blur, retain_probability,
+                                smoothing_sigma)
+from training.trainer import Trainer
+
+
+def test_blur_sigma_at_given_steps():
+    assert blur_sigma(0, 4.0, 100) == 4.0
+    assert blur_sigma(25, 4.0, 100) == pytest.approx(3.0)
+    assert blur_sigma(50, 4.0, 100, "cosine") == pytest.approx(2.0)
+    assert blur_sigma(99, 4.0, 100, "step") == 4.0
+    assert blur_sigma(100, 4.0, 100) == 0.0 and blur_sigma(1000, 4.0, 100, "cosine") == 0.0
+    assert blur_sigma(10, 0.0, 100) == 0.0
+
+
+def test_retain_probability_at_given_steps():
+    assert retain_probability(0, 0.7, 0.01) == pytest.approx(1.0)
+    assert retain_probability(100, 0.7, 0.01) == pytest.approx(0.7 + 0.3 * math.exp(-1.0))
+    assert retain_probability(10 ** 6, 0.7, 0.01) == pytest.approx(0.7)
+
+
+def test_smoothing_sigma_schedule():
+    assert smoothing_sigma(0, 1.0, 0.5, 10) == 1.0
+    assert smoothing_sigma(25, 1.0, 0.5, 10) == 0.25  # two decays
+    assert smoothing_sigma(60, 1.0, 0.5, 10) == 0.0  # 1/64 < 0.05 -> off
+
+
+def test_gaussian_blur_identity_at_sigma_zero_and_preserves_mass():
+    x = torch.rand(1, 4, 10, 11, 12)
+    assert torch.equal(gaussian_blur(x, 0.0), x)
+    y = gaussian_blur(x, [1.5, 0.0, 0.7])
+    assert y.shape == x.shape
+    assert abs(float(y.mean()) - float(x.mean())) < 0.02
+    spike = torch.zeros(1, 1, 21, 21, 21)
+    spike[0, 0, 10, 10, 10] = 1.0
+    blurred = gaussian_blur(spike, [2.0, 0.0, 0.0])  # only along z
+    assert torch.count_nonzero(blurred[0, 0, :, 10, 11]) == 0 and float(blurred.sum()) == pytest.approx(1.0, abs=1e-5)
+    prof = blurred[0, 0, :, 10, 10]
+    assert float(prof[12] / prof[10]) == pytest.approx(math.exp(-0.5 * (2 / 2.0) ** 2), rel=1e-4)
+
+
+def test_feature_smoothing_is_identity_at_sigma_zero_and_removed_after_training():
+    net = build_network("ldr", 1).train()
+    x = torch.rand(1, 1, 32, 32, 32)
+    ref, _ = net(x, x)
+    cb = CurriculumSmoothing(start=1.0, decay=0.5, every=1)
+
+    class T:  # the two trainer attributes the callback uses
+        model, step = net, 0
+    cb.on_train_start(T)
+    cb.sigma = 0.0
+    same, _ = net(x, x)
+    assert torch.equal(same, ref)
+    cb.sigma = 1.0
+    smoothed, _ = net(x, x)
+    assert not torch.equal(smoothed, ref)
+    cb.on_train_end(T)
+    after, _ = net(x, x)
+    assert torch.equal(after, ref)  # the shipped network is unchanged
+
+
+@pytest.mark.parametrize("name,column", [("smoke_blur", "blur_sigma_mm"), ("smoke_cdropout", "retain_probability"),
+                                         ("smoke_csmooth", "feature_sigma")])
+def test_curriculum_smoke_runs_log_their_schedule(name, column, tmp_path):
+    cfg = experiments.load(name)
+    cfg.run_dir = str(tmp_path / name)
+    cfg.loop.steps = 3
+    tr = Trainer(cfg, verbose=False)
+    tr.fit()
+    rows = list(csv.DictReader((Path(cfg.run_dir) / "log.csv").open()))
+    values = [float(r[column]) for r in rows]
+    assert len(values) == 3 and values[0] != values[-1], values  # the schedule moved
+    assert not tr.input_transforms  # input blur removed after training
+    assert not any(m._forward_hooks for m in tr.model.modules())  # feature hooks removed
+
+
+def test_curriculum_arms_share_network_and_budget():
+    arms = [experiments.load(f"curriculum_{c}") for c in ("none", "blur", "dropout", "smoothing")]
+    assert len({(a.model.architecture, a.model.cascades, a.loop.steps, a.optim.lr) for a in arms}) == 1
+    assert arms[1].curriculum.blur_sigma_mm > 0 and arms[2].curriculum.dropout_floor < 1
+    assert arms[3].curriculum.smoothing_sigma > 0 and arms[0].curriculum == type(arms[0].curriculum)()

@@ -1,0 +1,6 @@
+"""Curriculum ablation arm: dropout (see _curricula.py); seeds via --set loop.seed=N --run-dir ..."""
+from ._curricula import arm
+
+
+def config():
+    return arm("dropout")

@@ -1,0 +1,6 @@
+"""Curriculum ablation arm: smoothing (see _curricula.py); seeds via --set loop.seed=N --run-dir ..."""
+from ._curricula import arm
+
+
+def config():
+    return arm("smoothing")
