@@ -226,9 +226,25 @@ def test_crd_smoke_trains_student_and_fst(crd_run):
     assert isinstance(tr.model, LowResolution) and tr.history and "dice" in tr.history[-1]
 
 
+def test_crd_resume_continues_exactly(tmp_path, hr_teacher):
+    """2 steps in one go == 1 step, stop, resume for 1 more: student and FST identical bit for bit."""
+    a = crd_cfg(tmp_path / "a", hr_teacher, steps=2)
+    ta = Trainer(a, verbose=False)
+    ta.fit()
+    b = crd_cfg(tmp_path / "b", hr_teacher, steps=1)
+    Trainer(b, verbose=False).fit()
+    b.loop.steps = 2
+    tb = Trainer(b, verbose=False)
+    assert tb.step == 1
+    tb.fit()
+    for k in ("model", "fst"):
+        sa, sb = ta.strategy.modules[k].state_dict(), tb.strategy.modules[k].state_dict()
+        assert all(torch.equal(v, sb[n]) for n, v in sa.items()), k
+
+
 def test_crd_without_the_teacher_fails_clearly(tmp_path):
     cfg = crd_cfg(tmp_path, tmp_path / "no_such_run")
-    with pytest.raises(FileNotFoundError, match="high-resolution teacher .* has no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="high-resolution teacher .* has no checkpoint.*run no_such_run"):
         Trainer(cfg, verbose=False)
     brain = experiments.load("crd_lowres")
     assert brain.strategy.teacher == "training/runs/ldr_aldk" and brain.model.architecture == "lowres_ldr"

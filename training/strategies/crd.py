@@ -51,6 +51,7 @@ values, not tuned (no CRD training has been run yet).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -133,7 +134,8 @@ class CRDStrategy(Strategy):
         if not best.exists():
             raise FileNotFoundError(
                 f"strategy 'crd': the high-resolution teacher {self.cfg.strategy.teacher!r} has no checkpoint "
-                f"({best} not found); train it first (e.g. python -m training run ldr_aldk) or set strategy.teacher")
+                f"({best} not found); train it first (python -m training run {Path(self.cfg.strategy.teacher).name}) "
+                "or set strategy.teacher")
         self.teacher = load_teacher(str(best), trainer.device)
         subnets = getattr(self.teacher, "subnets", [])
         if isinstance(self.teacher, LowResolution) or not subnets or not hasattr(subnets[0], "feature_channels"):
