@@ -46,8 +46,10 @@ Student loss (one optimiser step per batch, after the FST's step)::
 ``e1, e2, e3`` vs the fused ``g1, g2, g3`` and student decoder ``u3, u2, u1`` vs the FST
 decoder's. At inference only the student is used.
 
-The weights of the CRD experiments (``attention=0.5``, ``fst_flow=0.01``) are starting
-values, not tuned (no CRD training has been run yet).
+The weights of ``crd_lowres`` (``attention=0.1``, ``fst_flow=0.01``, ``distill=0.01`` as in
+the 2 mm ablation) are starting values, not tuned (no real CRD training has been run yet):
+the attention term is about 0.5 at the first steps (random FST), so 0.1 keeps it below the
+similarity term.
 """
 from __future__ import annotations
 
