@@ -12,16 +12,18 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from .errors import DeepRegError, ModelNotFoundError
 from .pipeline import InputSpec
 
 if TYPE_CHECKING:
-    from .models import RecursiveCascade
+    from .models import LowResolution, RecursiveCascade
 
 from . import DEFAULT_MODEL  # noqa: F401  (re-exported)
 CARD_FILE = "card.json"
+#: kind of distilled network per architecture (a card's own ``kind`` wins)
+KINDS = {"ldr": "light-weight", "lowres_ldr": "low-resolution"}
 
 
 def model_dirs() -> List[Path]:
@@ -51,6 +53,49 @@ class ModelBundle:
         return int(self.card["architecture"]["cascades"])
 
     @property
+    def kind(self) -> str:
+        """``'light-weight'`` or ``'low-resolution'`` (the card's ``kind``, else from the architecture)."""
+        return self.card.get("kind") or KINDS.get(self.architecture, "unknown")
+
+    @property
+    def network_grid(self) -> Tuple[float, Tuple[int, int, int]]:
+        """``(spacing mm, size (x, y, z))`` the network itself runs on: the input grid, or for a
+        low-resolution model the input grid average-pooled by its ``factor``."""
+        spec = self.input_spec
+        factor = int(self.card["architecture"].get("kwargs", {}).get("factor", 1)) if self.kind == "low-resolution" else 1
+        return spec.spacing * factor, tuple(-(-s // factor) for s in spec.size)
+
+    @property
+    def parameters(self) -> Optional[int]:
+        p = self.card["architecture"].get("parameters")
+        return None if p is None else int(p)
+
+    def details(self) -> List[str]:
+        """Kind, grids, parameters and measured speed (from the card), one short line each."""
+        spec = self.input_spec
+        size = "x".join(str(s) for s in spec.size)
+        lines = [f"kind: {self.kind}"]
+        net_spacing, net_size = self.network_grid
+        grid = f"input grid: {size} voxels at {spec.spacing:g} mm"
+        if (net_spacing, net_size) != (spec.spacing, tuple(spec.size)):
+            grid += f"; network runs at {net_spacing:g} mm on {'x'.join(str(s) for s in net_size)}"
+        lines.append(grid)
+        params = self.parameters
+        lines.append(f"parameters: {params:,}" if params is not None else "parameters: not recorded")
+        speed = self.card.get("speed", {})
+        if speed.get("network_s_median") is not None or speed.get("register_s_median") is not None:
+            parts = []
+            if speed.get("network_s_median") is not None:
+                parts.append(f"network {speed['network_s_median']:.3f} s")
+            if speed.get("register_s_median") is not None:
+                parts.append(f"register() {speed['register_s_median']:.3f} s")
+            thr = speed.get("threads")
+            lines.append("speed: " + ", ".join(parts) + (f" (median, {thr} CPU threads)" if thr else " (median)"))
+        else:
+            lines.append("speed: not measured")
+        return lines
+
+    @property
     def summary(self) -> str:
         acc = self.card.get("accuracy", {})
         dice = acc.get("dice_deformable", {})
@@ -60,7 +105,7 @@ class ModelBundle:
                    f"cortical {dice.get('cortical', float('nan')):.3f})"
         return txt
 
-    def network(self, device: str = "cpu") -> "RecursiveCascade":
+    def network(self, device: str = "cpu") -> "RecursiveCascade | LowResolution":
         import torch
 
         from .models import build_network

@@ -94,7 +94,9 @@ def cmd_models(a: argparse.Namespace) -> int:
         return 1
     for name, b in models.items():
         mark = " (default)" if name == DEFAULT_MODEL else ""
-        print(f"{b.summary}{mark}\n    {b.path}")
+        print(f"{b.summary}{mark}")
+        for line in b.details() + [str(b.path)]:
+            print(f"    {line}")
     return 0
 
 

@@ -53,6 +53,8 @@ class LossConfig:
     distill: float = 0.0  # flow distillation: mean squared difference to the teacher, mm^2
     gamma: float = 0.5  # ALDK: L = gamma * l_rec + (1 - gamma) * l_dis (student side)
     gradient_penalty: float = 10.0  # ALDK / WGAN-GP lambda (critic side)
+    attention: float = 0.0  # CRD: attention-map distillation from the feature-shifted teacher (dimensionless)
+    fst_flow: float = 0.0  # CRD: first cascade's flow vs the feature-shifted teacher's flow, mm^2
 
 
 @dataclass
@@ -70,10 +72,11 @@ class StrategyConfig:
 
     ``standard``: similarity + regularisers (+ Dice). ``distill``: plus flow distillation
     from a frozen teacher. ``adversarial``: ALDK (student vs a flow critic, teacher flows
-    as the real samples).
+    as the real samples). ``crd``: cross-resolution distillation of a low-resolution student
+    (``training/strategies/crd.py``).
     """
 
-    name: str = "standard"  # 'standard' | 'distill' | 'adversarial'
+    name: str = "standard"  # 'standard' | 'distill' | 'adversarial' | 'crd'
     teacher: str = ""  # checkpoint of the frozen teacher (run folder or .pt)
     critic_steps: int = 1  # critic updates per critic round
     critic_every: int = 2  # student steps per critic round (the student is updated more often)

@@ -17,7 +17,8 @@ from typing import Optional
 
 import torch
 
-from DeepRegLib.models import SUBNETS, count_parameters
+from DeepRegLib.bundles import KINDS
+from DeepRegLib.models import ARCHITECTURES, count_parameters
 
 from .config import from_dict
 from .data import mindboggle
@@ -31,7 +32,6 @@ TASKS = {
     "synthetic": {"data": "synthetic ellipsoid pairs (training/data/synthetic.py)", "licence": "Apache-2.0",
                   "expects": "synthetic test images only"},
 }
-KINDS = {"ldr": "light-weight"}
 
 
 def _teacher_summary(path: str) -> Optional[dict]:
@@ -51,8 +51,8 @@ def _teacher_summary(path: str) -> Optional[dict]:
 def export(checkpoint: Path, name: str, out: Path, export_command: str) -> Path:
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
     cfg = from_dict(ck["config"])
-    if cfg.model.architecture not in SUBNETS:
-        raise ValueError(f"{cfg.model.architecture!r} is a training-only network; only {sorted(SUBNETS)} can be bundled")
+    if cfg.model.architecture not in ARCHITECTURES:
+        raise ValueError(f"{cfg.model.architecture!r} is a training-only network; only {ARCHITECTURES} can be bundled")
     net = build_model(cfg.model)
     net.load_state_dict(ck["modules"]["model"])
     task = TASKS[cfg.data.task]
@@ -62,6 +62,7 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str) -> Path:
     card_path = folder / "card.json"
     old = json.loads(card_path.read_text()) if card_path.exists() else {}
     best = next((h for h in ck["history"] if h.get("dice") == ck["best_score"]), None)
+    teacher = _teacher_summary(cfg.strategy.teacher) if cfg.strategy.teacher else None
     card = {
         "name": name,
         "kind": KINDS.get(cfg.model.architecture, "light-weight"),
@@ -78,6 +79,7 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str) -> Path:
                   "channels": ["fixed (normalised)", "moving after the affine stage (normalised)"],
                   "expects": task["expects"]},
         "output": "voxel flow on the input grid, fixed -> moving; composed of all cascades",
+        "teacher": None if teacher is None else (teacher.get("experiment") or teacher["checkpoint"]),
         "affine_stage": {"method": "SimpleITK moments init + affine, correlation metric (DeepRegLib.affine)",
                          **affine_config(cfg.data).to_dict()},
         "training": {
@@ -86,7 +88,7 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str) -> Path:
             "validation_subjects": cfg.data.validation_subjects or (mindboggle.VALIDATION_SUBJECTS if cfg.data.task == "mindboggle" else None),
             "licence": task["licence"],
             "strategy": cfg.strategy.name,
-            "teacher": _teacher_summary(cfg.strategy.teacher) if cfg.strategy.teacher else None,
+            "teacher": teacher,
             "steps": ck["step"], "train_minutes": round(ck["train_seconds"] / 60.0, 1),
             "selection": f"best mean label Dice on the validation pairs (network grid), every {cfg.loop.val_every} steps",
             "best_validation_grid": best,
@@ -100,6 +102,11 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str) -> Path:
         "accuracy": old.get("accuracy", {}),
         "speed": old.get("speed", {}),
     }
+    if hasattr(net, "factor"):  # low-resolution: the grid the network itself runs on
+        card["input"]["network_grid"] = {
+            "spacing": cfg.data.spacing * net.factor, "size": [-(-n // net.factor) for n in cfg.data.size],
+            "resampling": f"input grid average-pooled {net.factor}x{net.factor}x{net.factor}; the flow is "
+                          f"upsampled back (cell-centred trilinear) and multiplied by {net.factor}"}
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return folder
 

@@ -5,25 +5,37 @@ Training-only networks (the VTN teacher subnets, the flow discriminator) live in
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
 
 import torch.nn as nn
 
 from .cascade import RecursiveCascade
 from .ldr import LDRSubnet
+from .lowres import LowResolution
 
 SUBNETS = {"ldr": LDRSubnet}
+#: low-resolution architectures: name -> the subnet they run at 1/``factor`` resolution
+LOWRES = {"lowres_ldr": "ldr"}
+#: every architecture a bundle may name
+ARCHITECTURES = sorted(SUBNETS) + sorted(LOWRES)
 
 
-def build_network(architecture: str, cascades: int = 1, **kwargs: Any) -> RecursiveCascade:
-    """A :class:`RecursiveCascade` of ``cascades`` subnets of type ``architecture`` (see :data:`SUBNETS`).
+def build_network(architecture: str, cascades: int = 1, **kwargs: Any) -> Union[RecursiveCascade, LowResolution]:
+    """The network a model card's ``architecture`` block describes.
 
-    ``kwargs`` are the subnet's constructor arguments (saved in the model card).
+    ``ldr``: a :class:`RecursiveCascade` of ``cascades`` LDR subnets; ``kwargs`` are the subnet's
+    constructor arguments (saved in the model card). ``lowres_ldr``: the same cascade wrapped in
+    :class:`LowResolution` (``kwargs['factor']``, default 2: it runs at twice the input spacing);
+    the other ``kwargs`` go to the subnets.
     """
-    if architecture not in SUBNETS:
-        raise ValueError(f"unknown architecture {architecture!r}; choose from {sorted(SUBNETS)}")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; choose from {ARCHITECTURES}")
     if not 1 <= int(cascades) <= 10:
         raise ValueError("cascades must be between 1 and 10")
+    if architecture in LOWRES:
+        kwargs = dict(kwargs)
+        factor = int(kwargs.pop("factor", 2))
+        return LowResolution(build_network(LOWRES[architecture], cascades, **kwargs), factor)
     cls = SUBNETS[architecture]
     return RecursiveCascade(lambda: cls(**kwargs), int(cascades))
 
@@ -32,4 +44,5 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["build_network", "count_parameters", "RecursiveCascade", "LDRSubnet", "SUBNETS"]
+__all__ = ["build_network", "count_parameters", "RecursiveCascade", "LDRSubnet", "LowResolution", "SUBNETS",
+           "LOWRES", "ARCHITECTURES"]

@@ -56,3 +56,25 @@ class RecursiveCascade(nn.Module):
             warped = warp(moving_p, total)
         crop = (slice(None), slice(None), slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
         return total[crop], [f[crop] for f in flows]
+
+    def forward_features(self, fixed: torch.Tensor, moving: torch.Tensor
+                         ) -> Tuple[torch.Tensor, List[torch.Tensor], List[List[torch.Tensor]]]:
+        """``(flow, flows, features)``: :meth:`forward`'s outputs plus each cascade's features
+        (``subnet.forward_features``) on the padded grid (sides rounded up to ``self.multiple``,
+        replicate padding at the high end of each axis, so index 0 is the same corner as the input's)."""
+        fixed_p, shape = _pad(fixed, self.multiple)
+        moving_p, _ = _pad(moving, self.multiple)
+        flows: List[torch.Tensor] = []
+        features: List[List[torch.Tensor]] = []
+        total = None
+        warped = moving_p
+        for subnet in self.subnets:
+            if not hasattr(subnet, "forward_features"):
+                raise TypeError(f"{type(subnet).__name__} cannot return its features (no forward_features)")
+            flow, feats = subnet.forward_features(fixed_p, warped)
+            flows.append(flow)
+            features.append(feats)
+            total = flow if total is None else compose(total, flow)
+            warped = warp(moving_p, total)
+        crop = (slice(None), slice(None), slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
+        return total[crop], [f[crop] for f in flows], features

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from .adversarial import AdversarialStrategy
 from .base import Strategy
+from .crd import CRDStrategy
 from .distill import DistillStrategy
 from .standard import StandardStrategy
 
-STRATEGIES = {"standard": StandardStrategy, "distill": DistillStrategy, "adversarial": AdversarialStrategy}
+STRATEGIES = {"standard": StandardStrategy, "distill": DistillStrategy, "adversarial": AdversarialStrategy,
+              "crd": CRDStrategy}
 
 
 def build_strategy(name: str, trainer) -> Strategy:
@@ -22,4 +24,5 @@ def build_strategy(name: str, trainer) -> Strategy:
     return STRATEGIES[name](trainer)
 
 
-__all__ = ["Strategy", "StandardStrategy", "DistillStrategy", "AdversarialStrategy", "STRATEGIES", "build_strategy"]
+__all__ = ["Strategy", "StandardStrategy", "DistillStrategy", "AdversarialStrategy", "CRDStrategy", "STRATEGIES",
+           "build_strategy"]

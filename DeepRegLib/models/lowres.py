@@ -1,0 +1,117 @@
+"""The low-resolution student of cross-resolution distillation (CRD).
+
+:class:`LowResolution` wraps a :class:`~DeepRegLib.models.cascade.RecursiveCascade` that runs
+on the pair average-pooled by ``factor`` (2 mm network grid -> 4 mm for ``factor=2``) and
+returns its flows on the input (network) grid again, so that a bundle of it yields the same
+fixed -> moving voxel flow on the 2 mm grid as every other model: the engine, the ``.h5``
+writer and the Slicer node are unchanged.
+
+Geometry (cell-centred, as average pooling is): low-resolution voxel ``q`` is the mean of
+input voxels ``f*q .. f*q + f - 1``, so its centre is at input coordinate ``f*q + (f-1)/2``.
+A low-resolution displacement ``v(q)`` (low-resolution voxels) is therefore the input-grid
+displacement ``u(p) = f * v((p - (f-1)/2) / f)``, which is exactly
+``F.interpolate(v, scale_factor=f, mode='trilinear', align_corners=False) * f`` (border values
+are held constant beyond the outermost low-resolution centres).
+:func:`DeepRegLib.spatial.resize_flow` is corner-aligned (voxel 0 of both grids at the same
+point), which does not match average pooling: it would misplace the field by up to half a
+4 mm voxel at the far border.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .cascade import RecursiveCascade
+
+
+def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    pads = [(-s) % multiple for s in x.shape[2:]]
+    if not any(pads):
+        return x
+    arg: list = []
+    for p in reversed(pads):
+        arg += [0, p]
+    return F.pad(x, arg, mode="replicate")
+
+
+def downsample(image: torch.Tensor, factor: int) -> torch.Tensor:
+    """``(B, C, D, H, W)`` -> ``(B, C, ceil(D/f), ceil(H/f), ceil(W/f))`` by ``f``^3 block means
+    (odd sides are first padded by replicating the last slice)."""
+    return F.avg_pool3d(_pad_to(image, factor), factor, factor)
+
+
+def upsample_flow(flow: torch.Tensor, factor: int, shape: Sequence[int]) -> torch.Tensor:
+    """A low-resolution voxel flow ``(B, 3, d, h, w)`` -> the input grid's ``(B, 3, *shape)`` voxel flow.
+
+    Cell-centred trilinear interpolation (see the module docstring), displacements multiplied
+    by ``factor`` (voxel size ratio, the same on every axis), cropped to ``shape``.
+    """
+    up = F.interpolate(flow, scale_factor=factor, mode="trilinear", align_corners=False).mul_(factor)
+    return up[:, :, :shape[0], :shape[1], :shape[2]]
+
+
+class UpsampledFlows(Sequence[torch.Tensor]):
+    """Per-cascade flows on the input grid, upsampled when read (a sequence of ``(B, 3, *shape)`` tensors).
+
+    Training reads them (per-cascade regularisers); inference ignores them, so that a
+    low-resolution forward does not hold full-resolution copies it never uses.
+    """
+
+    def __init__(self, flows: Sequence[torch.Tensor], convert) -> None:
+        self._flows = list(flows)
+        self._convert = convert
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._convert(f) for f in self._flows[i]]
+        return self._convert(self._flows[i])
+
+
+class LowResolution(nn.Module):
+    """``(fixed, moving) -> (flow, flows)`` on the input grid, computed by ``inner`` at 1/``factor`` resolution.
+
+    Inputs are ``(B, 1, D, H, W)`` on the network grid; ``flow`` is the total voxel flow and
+    ``flows`` the per-cascade flows, each ``(B, 3, D, H, W)`` in input-grid voxels (an
+    :class:`UpsampledFlows` sequence: upsampled only when read).
+    """
+
+    def __init__(self, inner: RecursiveCascade, factor: int = 2) -> None:
+        super().__init__()
+        if int(factor) < 1:
+            raise ValueError(f"factor must be a positive integer, got {factor!r}")
+        self.inner = inner
+        self.factor = int(factor)
+        self.multiple = 1  # any input size: padded to the factor here, to the subnets' multiple inside
+
+    @property
+    def subnets(self) -> nn.ModuleList:
+        """The inner cascade's subnets (as for a :class:`RecursiveCascade`)."""
+        return self.inner.subnets
+
+    def low_shape(self, shape: Sequence[int]) -> Tuple[int, int, int]:
+        """Grid size the inner network runs on for an input grid of ``shape`` (D, H, W)."""
+        return tuple(-(-int(s) // self.factor) for s in shape)
+
+    def to_input_grid(self, flow: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+        """A low-resolution flow (possibly on the inner cascade's padded grid) -> input-grid voxels."""
+        low = self.low_shape(shape)
+        return upsample_flow(flow[:, :, :low[0], :low[1], :low[2]], self.factor, shape)
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> Tuple[torch.Tensor, Sequence[torch.Tensor]]:
+        shape = fixed.shape[2:]
+        total, flows = self.inner(downsample(fixed, self.factor), downsample(moving, self.factor))
+        return self.to_input_grid(total, shape), UpsampledFlows(flows, lambda f: self.to_input_grid(f, shape))
+
+    def forward_features(self, fixed: torch.Tensor, moving: torch.Tensor
+                         ) -> Tuple[torch.Tensor, List[torch.Tensor], List[List[torch.Tensor]]]:
+        """:meth:`forward`'s outputs plus each cascade's features on the inner (padded, low-resolution) grid."""
+        shape = fixed.shape[2:]
+        total, flows, feats = self.inner.forward_features(downsample(fixed, self.factor),
+                                                          downsample(moving, self.factor))
+        return self.to_input_grid(total, shape), [self.to_input_grid(f, shape) for f in flows], feats

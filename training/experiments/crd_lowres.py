@@ -1,0 +1,12 @@
+"""CRD: the low-resolution LDR student (4 mm, 2 cascades) with the feature-shifted teacher built on the 2 mm LDR + ALDK model."""
+from ._lowres import HR_TEACHER, lowres_student
+
+
+def config():
+    cfg = lowres_student("low-resolution LDR student (2 cascades at 4 mm), cross-resolution distillation "
+                         "(FST, attention maps at 3 scales, flow distillation) from the 2 mm LDR + ALDK model",
+                         name="crd", teacher=HR_TEACHER)
+    cfg.loss.distill = 0.01
+    cfg.loss.fst_flow = 0.01
+    cfg.loss.attention = 0.1  # AT starts near 0.5 (random FST); 0.1 keeps it below the similarity term
+    return cfg
