@@ -30,6 +30,10 @@ class AffineConfig:
     learning_rate: float = 1.0
     sampling_fraction: float = 0.15  # of coarse voxels, random; 1.0 = all voxels
     sampling_seed: int = 1
+    # task-specific settings (a model card's ``affine_stage``; see DeepRegLib.taskspec)
+    metric: str = "correlation"  # 'correlation' (one modality) | 'mattes' (Mattes mutual information, multimodal)
+    histogram_bins: int = 32  # 'mattes' only
+    initialisation: str = "moments"  # 'moments' (centres of mass) | 'geometry' (image centres)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,10 +73,11 @@ def affine_register(fixed: sitk.Image, moving: sitk.Image, config: AffineConfig 
     """
     f = sitk.Cast(_coarse(fixed, config.spacing), sitk.sitkFloat32)
     m = sitk.Cast(_coarse(moving, config.spacing), sitk.sitkFloat32)
-    init = sitk.CenteredTransformInitializer(
-        f, m, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    init = sitk.CenteredTransformInitializer(f, m, sitk.AffineTransform(3), _initialiser(config))
+    if config.iterations <= 0:  # initialisation only (e.g. centre alignment of a multimodal pair)
+        return to_affine(init)
     reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsCorrelation()
+    _set_metric(reg, config)
     if config.sampling_fraction >= 1.0:
         reg.SetMetricSamplingStrategy(reg.NONE)
     else:
@@ -110,6 +115,23 @@ def affine_register(fixed: sitk.Image, moving: sitk.Image, config: AffineConfig 
     if state["cancelled"]:
         raise Cancelled("registration cancelled during the affine stage")
     return to_affine(result)
+
+
+def _initialiser(config: AffineConfig) -> int:
+    kinds = {"moments": sitk.CenteredTransformInitializerFilter.MOMENTS,
+             "geometry": sitk.CenteredTransformInitializerFilter.GEOMETRY}
+    if config.initialisation not in kinds:
+        raise ValueError(f"unknown affine initialisation {config.initialisation!r}; use {sorted(kinds)}")
+    return kinds[config.initialisation]
+
+
+def _set_metric(reg: sitk.ImageRegistrationMethod, config: AffineConfig) -> None:
+    if config.metric == "correlation":
+        reg.SetMetricAsCorrelation()
+    elif config.metric == "mattes":
+        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(config.histogram_bins))
+    else:
+        raise ValueError(f"unknown affine metric {config.metric!r}; use 'correlation' or 'mattes'")
 
 
 def to_affine(transform: sitk.Transform) -> sitk.AffineTransform:

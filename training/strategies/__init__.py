@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from .adversarial import AdversarialStrategy
 from .base import Strategy
+from .continual import ReplayStrategy, ReptileStrategy, SAMCLStrategy, SAMStrategy
 from .distill import DistillStrategy
 from .standard import StandardStrategy
 
-STRATEGIES = {"standard": StandardStrategy, "distill": DistillStrategy, "adversarial": AdversarialStrategy}
+STRATEGIES = {"standard": StandardStrategy, "distill": DistillStrategy, "adversarial": AdversarialStrategy,
+              "sam": SAMStrategy, "replay": ReplayStrategy, "reptile": ReptileStrategy, "samcl": SAMCLStrategy}
 
 
 def build_strategy(name: str, trainer) -> Strategy:
@@ -22,4 +24,5 @@ def build_strategy(name: str, trainer) -> Strategy:
     return STRATEGIES[name](trainer)
 
 
-__all__ = ["Strategy", "StandardStrategy", "DistillStrategy", "AdversarialStrategy", "STRATEGIES", "build_strategy"]
+__all__ = ["Strategy", "StandardStrategy", "DistillStrategy", "AdversarialStrategy", "SAMStrategy", "ReplayStrategy",
+           "ReptileStrategy", "SAMCLStrategy", "STRATEGIES", "build_strategy"]
