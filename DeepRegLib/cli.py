@@ -104,6 +104,10 @@ def cmd_models(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
+    if getattr(a, "task", "brain") == "prostate":
+        from .demo_prostate import run_prostate_demo
+        run_prostate_demo(a.output_dir, model=a.model, device=a.device, progress=_progress)
+        return 0
     from .demo import run_demo
     run_demo(a.output_dir, model=a.model, device=a.device, progress=_progress)
     return 0
@@ -157,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output-dir", default="deepreg-demo")
     d.add_argument("--model", default=None)
     d.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    d.add_argument("--task", default="brain", choices=["brain", "prostate"],
+                   help="brain: the sample T1 brains; prostate: the sample MR -> ultrasound pair")
     d.set_defaults(func=cmd_demo)
 
     m = sub.add_parser("models", help="list the bundled models")

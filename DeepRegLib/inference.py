@@ -223,6 +223,7 @@ def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, d
     bundle = load_bundle(model)
     dev = resolve_device(device)
     acfg = affine_config if affine_config is not None else AffineConfig.from_card(bundle.card.get("affine_stage"))
+    note(bundle.task.describe())  # the model card defines the task: grid, normalisation, affine stage, modalities
     timings = {"load": time.perf_counter() - t0}
     note(f"loaded fixed {f_img.GetSize()} and moving {m_img.GetSize()}; model {bundle.name}, device {dev}"
          + (", fixed mask" if f_mask is not None else "") + (", moving mask" if m_mask is not None else ""))

@@ -30,7 +30,8 @@ from scipy import ndimage
 
 from DeepRegLib.grid import Grid, centred_grid, physical_bounding_box
 from DeepRegLib.pipeline import InputSpec
-from DeepRegLib.preprocess import Normalisation, resample_to_grid
+from DeepRegLib.preprocess import resample_to_grid
+from DeepRegLib.taskspec import builtin_task
 from DeepRegLib.spatial import warp
 
 from . import cache
@@ -42,8 +43,7 @@ LABELS = "example_ct_3mm_seg_v1_104cls.nii.gz"
 CHEST = "chest_ct_cropped_1p5mm.nii.gz"
 LICENCE = "Apache-2.0 (TotalSegmentator test files, ct-totalsegmentator)"
 DESCRIPTION = "CT (abdomen-pelvis, chest) with synthetic smooth deformations of known displacement"
-SPEC = InputSpec(spacing=3.0, size=(64, 64, 48), normalisation=Normalisation("window", -1000.0, 1000.0),
-                 placement="image_centre")
+SPEC: InputSpec = builtin_task("ct").input  # the engine's CT task (DeepRegLib.taskspec)
 MAX_DISPLACEMENT_MM = 8.0
 
 

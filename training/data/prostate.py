@@ -29,7 +29,8 @@ import SimpleITK as sitk
 
 from DeepRegLib.affine import AffineConfig
 from DeepRegLib.pipeline import InputSpec, prepare_pair
-from DeepRegLib.preprocess import Normalisation, resample_to_grid
+from DeepRegLib.preprocess import resample_to_grid
+from DeepRegLib.taskspec import builtin_task
 
 from . import cache
 from .base import PairSet
@@ -41,9 +42,8 @@ TEST_CASES = [25, 26]
 LICENCE = "Apache-2.0 (DeepReg project test data, prostate-mr-us)"
 DESCRIPTION = "intra-patient prostate MR (moving) -> transrectal US (fixed), gland + landmark labels"
 MAX_CHANNELS = 15  # int16 bit-packing
-SPEC = InputSpec(spacing=0.4, size=(48, 64, 48), normalisation=Normalisation("percentile", 1.0, 99.0),
-                 placement="image_centre")
-AFFINE = AffineConfig(spacing=0.8, iterations=0, metric="mattes", initialisation="geometry")
+SPEC: InputSpec = builtin_task("prostate").input  # the engine's prostate task (DeepRegLib.taskspec)
+AFFINE: AffineConfig = builtin_task("prostate").affine
 
 
 def data_root() -> Path:
