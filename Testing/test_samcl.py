@@ -340,3 +340,20 @@ def test_synthhead_pair_contrast_differs_labels_agree():
     means_f = [float(data.fixed[0][fl == l].mean()) for l in brain]
     means_m = [float(data.moving[0][ml == l].mean()) for l in brain]
     assert abs(np.corrcoef(means_f, means_m)[0, 1]) < 0.9
+
+
+def test_export_of_a_continual_run_defines_its_task(smoke_runs, tmp_path):
+    """The bundle of a continual run: the chosen task's grid in the card, all tasks and the accuracy matrix listed."""
+    from DeepRegLib.bundles import load_bundle
+    from training.export import main as export_main
+    cfg = smoke_runs["samcl"][0]
+    export_main([cfg.run_dir, "--name", "cl_smoke", "--out", str(tmp_path), "--task", "synthetic_inverted"])
+    b = load_bundle(str(tmp_path / "cl_smoke"))
+    assert b.card["task"] == "synthetic_inverted" and set(b.card["trained_on"]) == set(cfg.continual.tasks)
+    assert np.asarray(b.card["continual"]["matrix"]).shape == (3, 3)
+    spec = b.task
+    assert spec.input.size == (16, 16, 16) and spec.input.spacing == 2.0
+    net = b.network("cpu")
+    assert sum(p.numel() for p in net.parameters()) == b.card["architecture"]["parameters"]
+    with pytest.raises(ValueError):
+        export_main([cfg.run_dir, "--name", "x", "--out", str(tmp_path), "--task", "prostate"])

@@ -55,16 +55,23 @@ def _cache_dir(data_cfg) -> Path:
     return d if d.is_absolute() else cache.REPO / d
 
 
-def _task_split(data_cfg, split: str):
-    """The real-data tasks of the continual-learning issue (each module documents its split)."""
+def task_input(data_cfg):
+    """``(InputSpec, AffineConfig)`` the pairs of ``data_cfg.task`` are prepared with (what a bundle's card records)."""
+    from DeepRegLib.taskspec import builtin_task
+
     from .tasks import normalisation_of
     size = tuple(int(s) for s in data_cfg.size)
-    if data_cfg.task == "synthhead":
-        spec = InputSpec(float(data_cfg.spacing), size, normalisation_of(data_cfg))
-        return synthhead.load(split, spec, affine_config(data_cfg), _cache_dir(data_cfg),
-                              data_cfg.pairs if split == "train" else 0)
-    if data_cfg.task == "prostate":
+    if data_cfg.task in ("prostate", "ct"):
         spec = InputSpec(float(data_cfg.spacing), size, normalisation_of(data_cfg), placement="image_centre")
-        return prostate.load(split, _cache_dir(data_cfg), spec)
-    spec = InputSpec(float(data_cfg.spacing), size, normalisation_of(data_cfg), placement="image_centre")
+        return spec, builtin_task(data_cfg.task).affine
+    return InputSpec(float(data_cfg.spacing), size, normalisation_of(data_cfg)), affine_config(data_cfg)
+
+
+def _task_split(data_cfg, split: str):
+    """The real-data tasks of the continual-learning issue (each module documents its split)."""
+    spec, affine = task_input(data_cfg)
+    if data_cfg.task == "synthhead":
+        return synthhead.load(split, spec, affine, _cache_dir(data_cfg), data_cfg.pairs if split == "train" else 0)
+    if data_cfg.task == "prostate":
+        return prostate.load(split, _cache_dir(data_cfg), spec, affine)
     return ct.load(split, _cache_dir(data_cfg), spec, data_cfg.pairs if split == "train" else 0)
