@@ -73,9 +73,11 @@ def affine_register(fixed: sitk.Image, moving: sitk.Image, config: AffineConfig 
     """
     f = sitk.Cast(_coarse(fixed, config.spacing), sitk.sitkFloat32)
     m = sitk.Cast(_coarse(moving, config.spacing), sitk.sitkFloat32)
+    if config.iterations <= 0:  # initialisation only (e.g. centre alignment of a multimodal pair), full resolution
+        return to_affine(sitk.CenteredTransformInitializer(sitk.Cast(fixed, sitk.sitkFloat32),
+                                                           sitk.Cast(moving, sitk.sitkFloat32),
+                                                           sitk.AffineTransform(3), _initialiser(config)))
     init = sitk.CenteredTransformInitializer(f, m, sitk.AffineTransform(3), _initialiser(config))
-    if config.iterations <= 0:  # initialisation only (e.g. centre alignment of a multimodal pair)
-        return to_affine(init)
     reg = sitk.ImageRegistrationMethod()
     _set_metric(reg, config)
     if config.sampling_fraction >= 1.0:

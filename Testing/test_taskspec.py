@@ -172,3 +172,41 @@ def test_prostate_demo_without_a_prostate_model(tmp_path, capsys):
     moving = sitk.ReadImage(rep["moving"], sitk.sitkFloat32)
     again = sitk.Resample(moving, fixed, t, sitk.sitkLinear, 0.0)
     assert np.allclose(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(warped), atol=1e-3)
+
+
+def _prostate_bundle(folder) -> str:
+    """A bundle whose card defines the prostate task (untrained LDR weights: the engine path is under test)."""
+    from DeepRegLib.models import build_network, count_parameters
+    net = build_network("ldr", 1)
+    folder.mkdir(parents=True)
+    torch.save({k: v.half() for k, v in net.state_dict().items()}, folder / "weights.pt")
+    card = {"name": folder.name, "description": "test bundle for the prostate task (untrained)", "weights": "weights.pt",
+            "architecture": {"name": "ldr", "cascades": 1, "parameters": count_parameters(net)},
+            **card_fragment(BUILTIN_TASKS["prostate"])}
+    (folder / "card.json").write_text(json.dumps(card))
+    return str(folder)
+
+
+def test_a_prostate_bundle_defines_grid_and_affine_stage(tmp_path, monkeypatch, capsys):
+    from DeepRegLib.demo_prostate import prostate_models, sample_paths
+    path = _prostate_bundle(tmp_path / "models" / "prostate_test")
+    p = sample_paths()
+    fixed = sitk.ReadImage(str(p["fixed"]), sitk.sitkFloat32)
+    moving = sitk.ReadImage(str(p["moving"]), sitk.sitkFloat32)
+    res = register(fixed, moving, model=path, device="cpu")
+    # grid from the card: 48x64x48 at 0.4 mm on the centre of the US image's box
+    lo, hi = physical_bounding_box(fixed)
+    assert res.grid.size == (48, 64, 48) and res.grid.spacing == (0.4, 0.4, 0.4)
+    assert np.allclose(np.asarray(res.grid.origin) + 0.4 * (np.asarray(res.grid.size) - 1) / 2, (lo + hi) / 2)
+    # affine stage from the card: centre alignment of the two boxes (no optimisation)
+    mlo, mhi = physical_bounding_box(moving)
+    assert np.allclose(res.affine.TransformPoint(tuple((lo + hi) / 2)), (mlo + mhi) / 2, atol=1e-6)
+    assert any("task prostate: fixed US / moving MR" in line for line in res.log)
+    # the demo finds a bundle whose card names the prostate task and registers deformably with it
+    monkeypatch.setenv("DEEPREG_MODELS_PATH", str(tmp_path / "models"))
+    assert prostate_models() == ["prostate_test"]
+    from DeepRegLib.cli import main
+    assert main(["demo", "--task", "prostate", "--output-dir", str(tmp_path / "demo"), "--device", "cpu"]) == 0
+    rep = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert rep["model"] == "prostate_test" and "note" not in rep
+    assert "DeepReg prostate_test" in rep["results"]
