@@ -224,6 +224,7 @@ def main(argv=None) -> dict:
             write_png(overlay_panel(fixed, overlays, "checkerboard"), str(a.out / "overlay_checkerboard.png"))
             write_png(overlay_panel(fixed, overlays, "difference"), str(a.out / "overlay_difference.png"))
         rows.append(row)
+        (a.out / "bench_register.partial.json").write_text(json.dumps({"pairs": rows}, indent=1, default=float))
         print(f"pair {ms}->{fs}: register {row['register_s']:.2f} s, CLI {row['cli']['wall_s']:.2f} s, "
               f"Dice sub/cort affine {row['dice_affine']['subcortical']:.3f}/{row['dice_affine']['cortical']:.3f} "
               f"deepreg {row['dice_deepreg']['subcortical']:.3f}/{row['dice_deepreg']['cortical']:.3f}"
