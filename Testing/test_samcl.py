@@ -357,3 +357,17 @@ def test_export_of_a_continual_run_defines_its_task(smoke_runs, tmp_path):
     assert sum(p.numel() for p in net.parameters()) == b.card["architecture"]["parameters"]
     with pytest.raises(ValueError):
         export_main([cfg.run_dir, "--name", "x", "--out", str(tmp_path), "--task", "prostate"])
+
+
+def test_filters_known_answers():
+    from training.data.filters import gaussian_filter, resize_linear
+    delta = np.zeros((21, 21, 21), np.float32)
+    delta[10, 10, 10] = 1.0
+    g = gaussian_filter(delta, 1.5)
+    assert math.isclose(float(g.sum()), 1.0, rel_tol=1e-5)
+    x = np.arange(21) - 10
+    var = float((g.sum((0, 1)) * x * x).sum())  # along the last axis
+    assert math.isclose(var, 1.5 ** 2, rel_tol=0.02)  # truncation at 3 sigma
+    ramp = np.broadcast_to(np.arange(4, dtype=np.float32), (4, 4, 4))
+    up = resize_linear(ramp, (7, 7, 7))
+    assert np.allclose(up[0, 0], np.arange(7) / 2.0)  # linear stays linear, corners aligned

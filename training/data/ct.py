@@ -26,7 +26,6 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 import torch
-from scipy import ndimage
 
 from DeepRegLib.grid import Grid, centred_grid, physical_bounding_box
 from DeepRegLib.pipeline import InputSpec
@@ -36,6 +35,7 @@ from DeepRegLib.spatial import warp
 
 from . import cache
 from .base import PairSet
+from .filters import gaussian_filter
 
 DEFAULT_DATA = cache.REPO.parent / "shared" / "data" / "ct-totalsegmentator"
 LABELLED = "example_ct_3mm.nii.gz"
@@ -55,7 +55,7 @@ def smooth_flow(rng: np.random.Generator, shape: Tuple[int, int, int], amplitude
     """A smooth random flow ``(3, D, H, W)`` in voxels, max norm about ``amplitude`` voxels, zero mean."""
     coarse = torch.from_numpy(rng.normal(0.0, 1.0, (1, 3, 5, 5, 5)).astype(np.float32))
     f = torch.nn.functional.interpolate(coarse, size=tuple(shape), mode="trilinear", align_corners=True)[0].numpy()
-    f = np.stack([ndimage.gaussian_filter(c, 2.0) for c in f])
+    f = np.stack([gaussian_filter(c, 2.0) for c in f])
     f -= f.mean(axis=(1, 2, 3), keepdims=True)
     peak = float(np.sqrt((f ** 2).sum(0)).max())
     return (f * (amplitude / max(peak, 1e-6))).astype(np.float32)

@@ -28,7 +28,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from DeepRegLib.affine import AffineConfig
 from DeepRegLib.pipeline import InputSpec, prepare_pair
@@ -36,6 +35,7 @@ from DeepRegLib.preprocess import resample_to_grid
 
 from . import cache
 from .base import PairSet
+from .filters import gaussian_filter, resize_linear
 
 DEFAULT_DATA = cache.REPO.parent / "shared" / "data" / "brain-synthseg-labelmaps"
 TRAIN_MAPS = list(range(1, 17))
@@ -63,10 +63,10 @@ def render(labels: np.ndarray, rng: np.random.Generator, spacing: float) -> np.n
     mean = np.array([lut_mean[v] for v in values], np.float32)[index]
     std = np.array([lut_std[v] for v in values], np.float32)[index]
     img = mean + std * rng.standard_normal(labels.shape).astype(np.float32)
-    img = ndimage.gaussian_filter(img, sigma=rng.uniform(0.3, 1.2) * 2.0 / spacing)  # 0.6-2.4 mm
+    img = gaussian_filter(img, rng.uniform(0.3, 1.2) * 2.0 / spacing)  # 0.6-2.4 mm
     coarse = rng.normal(0.0, 0.3, (4, 4, 4)).astype(np.float32)
-    bias = np.exp(ndimage.zoom(coarse, [s / 4 for s in labels.shape], order=1))
-    img = np.clip(img * bias[tuple(slice(0, s) for s in labels.shape)], 0, None)
+    bias = np.exp(resize_linear(coarse, labels.shape))
+    img = np.clip(img * bias, 0, None)
     img = img / max(float(img.max()), 1e-6)
     img = img ** float(np.exp(rng.normal(0.0, 0.25)))
     img = img + rng.uniform(0.0, 0.03) * rng.standard_normal(labels.shape).astype(np.float32)
