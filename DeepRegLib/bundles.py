@@ -45,6 +45,12 @@ class ModelBundle:
         return InputSpec.from_dict(self.card["input"])
 
     @property
+    def task(self):
+        """The :class:`DeepRegLib.taskspec.TaskSpec` the card defines (grid, normalisation, affine, modalities)."""
+        from .taskspec import TaskSpec
+        return TaskSpec.from_card(self.card)
+
+    @property
     def architecture(self) -> str:
         return self.card["architecture"]["name"]
 

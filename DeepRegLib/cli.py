@@ -28,7 +28,12 @@ def cmd_register(a: argparse.Namespace) -> int:
     from .imageio import write_image
     if bool(a.moving_labels) != bool(a.output_warped_labels):
         raise_input("--moving-labels and --output-warped-labels must be given together")
-    res = register(a.fixed, a.moving, model=a.model, device=a.device, progress=_progress)
+    if a.mode == "affine" and a.refine:
+        raise_input("--refine needs --mode deformable")
+    res = register(a.fixed, a.moving, model=a.model, device=a.device, progress=_progress, mode=a.mode,
+                   refine=a.refine, fixed_mask=a.fixed_mask, moving_mask=a.moving_mask)
+    for line in res.log:
+        _eprint(f"[deepreg] {line}")
     res.write_transform(a.output_transform)
     _eprint(f"[deepreg] wrote transform (fixed -> moving, ITK/LPS): {a.output_transform}")
     if a.output_warped:
@@ -74,7 +79,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         out["hd95_mm"] = float(np.nanmean(list(h.values()))) if h else float("nan")
     if a.transform:
         from .qa import transform_folding
-        out.update(transform_folding(sitk.ReadTransform(a.transform), f))
+        out.update(transform_folding(sitk.ReadTransform(a.transform), f, mask=f))  # inside the labelled brain
     text = json.dumps(out, indent=2)
     if a.output:
         with open(a.output, "w") as fh:
@@ -101,6 +106,10 @@ def cmd_models(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
+    if getattr(a, "task", "brain") == "prostate":
+        from .demo_prostate import run_prostate_demo
+        run_prostate_demo(a.output_dir, model=a.model, device=a.device, progress=_progress)
+        return 0
     from .demo import run_demo
     run_demo(a.output_dir, model=a.model, device=a.device, progress=_progress)
     return 0
@@ -126,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", default=None, help="model bundle name or folder (see 'deepreg models')")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: CUDA if available, CPU fallback on out-of-memory")
+    r.add_argument("--mode", default="deformable", choices=["affine", "deformable"],
+                   help="affine: the affine stage only (a linear transform)")
+    r.add_argument("--refine", action="store_true",
+                   help="optimise the network's mapping for this pair (slower, more accurate)")
+    r.add_argument("--fixed-mask", help="optional mask on the fixed image (non-zero = inside): restricts the similarity")
+    r.add_argument("--moving-mask", help="optional mask on the moving image (non-zero = inside)")
     r.set_defaults(func=cmd_register)
 
     w = sub.add_parser("warp", help="apply a transform file to an image or label map")
@@ -148,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output-dir", default="deepreg-demo")
     d.add_argument("--model", default=None)
     d.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    d.add_argument("--task", default="brain", choices=["brain", "prostate"],
+                   help="brain: the sample T1 brains; prostate: the sample MR -> ultrasound pair")
     d.set_defaults(func=cmd_demo)
 
     m = sub.add_parser("models", help="list the bundled models")

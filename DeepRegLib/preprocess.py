@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .grid import Grid, centred_grid, index_box_corners_to_physical
+from .grid import Grid, centred_grid, index_box_corners_to_physical, physical_bounding_box
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,16 @@ def foreground_centre(image: sitk.Image, fraction: float = 0.05) -> np.ndarray:
     return (corners.min(0) + corners.max(0)) / 2.0
 
 
-def network_grid(fixed: sitk.Image, spacing: float, size: Tuple[int, int, int]) -> Grid:
-    """The LPS-aligned network grid of ``size`` voxels, centred on the fixed foreground."""
-    return centred_grid(foreground_centre(fixed), spacing, size)
+def network_grid(fixed: sitk.Image, spacing: float, size: Tuple[int, int, int],
+                 placement: str = "foreground") -> Grid:
+    """The LPS-aligned network grid of ``size`` voxels, centred on the fixed foreground
+    (``placement='foreground'``) or on the centre of the fixed image's box (``'image_centre'``)."""
+    if placement == "foreground":
+        return centred_grid(foreground_centre(fixed), spacing, size)
+    if placement == "image_centre":
+        lo, hi = physical_bounding_box(fixed)
+        return centred_grid((lo + hi) / 2.0, spacing, size)
+    raise ValueError(f"unknown grid placement {placement!r}; use 'foreground' or 'image_centre'")
 
 
 def _antialias(image: sitk.Image, target_spacing: float) -> sitk.Image:

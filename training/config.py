@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 class DataConfig:
     """Which pairs, on which network grid (``size`` is ITK order x, y, z; ``spacing`` mm)."""
 
-    task: str = "mindboggle"  # 'mindboggle' | 'synthetic'
+    task: str = "mindboggle"  # 'mindboggle' | 'synthhead' | 'prostate' | 'ct' | 'synthetic*' (training/data/tasks.py)
     spacing: float = 2.0
     size: Tuple[int, int, int] = (80, 96, 80)
     normalisation: str = "percentile"
@@ -26,6 +26,7 @@ class DataConfig:
     validation_subjects: Optional[List[int]] = None
     flip_lr: bool = True  # random left-right flip of both images (axis found from the grid)
     synthetic_pairs: int = 8  # 'synthetic' task only
+    pairs: int = 0  # 'synthhead' / 'ct': number of generated training pairs (0: the task's default)
     affine: Dict[str, Any] = field(default_factory=dict)  # DeepRegLib.affine.AffineConfig overrides
     cache_dir: str = "training/cache"
 
@@ -80,6 +81,30 @@ class StrategyConfig:
     teacher: str = ""  # checkpoint of the frozen teacher (run folder or .pt)
     critic_steps: int = 1  # critic updates per critic round
     critic_every: int = 2  # student steps per critic round (the student is updated more often)
+    # continual-learning strategies (training/strategies/continual.py): 'sam' | 'replay' | 'reptile' | 'samcl'
+    sam_rho: float = 0.05  # SAM neighbourhood radius
+    sam_adaptive: bool = True  # ASAM: the perturbation scaled by |w| (scale-invariant)
+    reptile_inner_steps: int = 5  # trainer steps per Reptile outer update
+    reptile_beta: float = 0.5  # outer interpolation: w <- w0 + beta * (w_inner - w0)
+    replay_weight: float = 1.0  # weight of the replayed pair's loss
+
+
+@dataclass
+class ContinualConfig:
+    """A sequence of tasks, trained one after another (or jointly) by one trainer.
+
+    Empty ``tasks``: an ordinary single-task run. Otherwise every task of ``tasks``
+    (``training/data/tasks.py``) brings its own data, grid and loss weights; 'sequential'
+    trains task t on steps ``[t * steps_per_task, (t + 1) * steps_per_task)``; 'joint' draws
+    a task uniformly at every step (the same budget). After every ``steps_per_task`` steps
+    all tasks are evaluated: one row of the accuracy matrix (``<run>/continual.json``).
+    """
+
+    tasks: List[str] = field(default_factory=list)
+    mode: str = "sequential"  # 'sequential' | 'joint'
+    steps_per_task: int = 1000
+    buffer_size: int = 0  # experience-replay buffer (pairs, reservoir sampling); replay/samcl strategies
+    size: Optional[Tuple[int, int, int]] = None  # override every task's grid size (smoke runs)
 
 
 @dataclass
@@ -121,6 +146,7 @@ class ExperimentConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
 
 
 def to_dict(cfg: Any) -> Dict[str, Any]:

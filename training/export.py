@@ -48,14 +48,46 @@ def _teacher_summary(path: str) -> Optional[dict]:
             "commands": ck["commands"]}
 
 
-def export(checkpoint: Path, name: str, out: Path, export_command: str) -> Path:
+def _task_card(cfg, ck: dict, task: Optional[str]) -> Optional[dict]:
+    """Card keys for the continual-learning tasks (``training/data/tasks.py``): the task spec the
+    engine reads (grid, normalisation, affine stage, modalities), the tasks trained on, licences and
+    the accuracy matrix. ``None`` for the brain/synthetic runs, whose cards stay as they were."""
+    from DeepRegLib.taskspec import TaskSpec, card_fragment
+
+    from .data.registry import task_input
+    from .data.tasks import TASKS as TASK_INFO, task_data_config
+    trained = list(cfg.continual.tasks) or [cfg.data.task]
+    task = task or trained[0]
+    if task not in trained:
+        raise ValueError(f"--task {task!r} was not trained by this run (tasks: {trained})")
+    if not cfg.continual.tasks and task in TASKS:
+        return None
+    data_cfg = task_data_config(cfg.data, task, tuple(cfg.continual.size) if cfg.continual.size else None) \
+        if cfg.continual.tasks else cfg.data
+    info = TASK_INFO[task]
+    spec, affine = task_input(data_cfg)
+    frag = card_fragment(TaskSpec(task, spec, affine, {"fixed": info.modalities[0], "moving": info.modalities[1]},
+                                  f"{info.modalities[1]} (moving) -> {info.modalities[0]} (fixed): {info.description}"))
+    frag["input"]["grid"] = f"LPS-aligned box of size (x, y, z) voxels at `spacing` mm, placed by `placement`"
+    frag["tasks"] = [task]
+    frag["trained_on"] = {t: {"data": TASK_INFO[t].description, "licence": TASK_INFO[t].licence,
+                              "split": TASK_INFO[t].split} for t in trained}
+    frag["licence"] = "; ".join(sorted({TASK_INFO[t].licence for t in trained}))
+    if cfg.continual.tasks:
+        frag["continual"] = {k: v for k, v in (ck["extra"].get("continual") or {}).items() if k != "details"}
+    return frag
+
+
+def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Optional[str] = None) -> Path:
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
     cfg = from_dict(ck["config"])
     if cfg.model.architecture not in ARCHITECTURES:
         raise ValueError(f"{cfg.model.architecture!r} is a training-only network; only {ARCHITECTURES} can be bundled")
     net = build_model(cfg.model)
     net.load_state_dict(ck["modules"]["model"])
-    task = TASKS[cfg.data.task]
+    task_card = _task_card(cfg, ck, task)
+    task = TASKS.get(cfg.data.task) or {"data": task_card["trained_on"], "licence": task_card["licence"],
+                                        "expects": task_card["input"].get("expects", "")}
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.half() for k, v in net.state_dict().items()}, folder / "weights.pt")
@@ -107,6 +139,10 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str) -> Path:
             "spacing": cfg.data.spacing * net.factor, "size": [-(-n // net.factor) for n in cfg.data.size],
             "resampling": f"input grid average-pooled {net.factor}x{net.factor}x{net.factor}; the flow is "
                           f"upsampled back (cell-centred trilinear) and multiplied by {net.factor}"}
+    if task_card is not None:  # a bundle defines its task (DeepRegLib.taskspec)
+        card.update({k: v for k, v in task_card.items() if k not in ("input", "affine_stage")})
+        card["input"].update(task_card["input"])
+        card["affine_stage"] = {"method": "SimpleITK affine stage (DeepRegLib.affine)", **task_card["affine_stage"]}
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return folder
 
@@ -118,6 +154,11 @@ def main(argv=None) -> None:
     p.add_argument("run", type=Path, help="run folder (uses best.pt) or checkpoint file")
     p.add_argument("--name", required=True)
     p.add_argument("--out", type=Path, default=REPO / "Resources" / "models")
+    p.add_argument("--task", default=None, help="continual runs: the task whose grid/normalisation/affine the card "
+                                               "defines (default: the first task)")
     a = p.parse_args(argv)
     ck = a.run / "best.pt" if a.run.is_dir() else a.run
-    print(export(ck, a.name, a.out, "python -m training export " + " ".join(argv if argv is not None else sys.argv[1:])))
+    if a.run.is_dir() and json.loads((a.run / "config.json").read_text()).get("continual", {}).get("tasks"):
+        ck = a.run / "last.pt"  # continual runs: the final weights, which the accuracy matrix's last row describes
+    print(export(ck, a.name, a.out, "python -m training export " + " ".join(argv if argv is not None else sys.argv[1:]),
+                 a.task))

@@ -146,6 +146,7 @@ class CompositeLoss:
                  teacher_flow: Optional[torch.Tensor] = None, weights: Optional[Dict[str, float]] = None
                  ) -> Dict[str, torch.Tensor]:
         w = {"sim": 1.0, "smooth": self.cfg.smooth, "dice": self.cfg.dice, "distill": self.cfg.distill}
+        w.update(batch.get("loss_weights") or {})  # the task's own weights (multi-task data, training/continual.py)
         w.update(weights or {})
         spacing = batch.get("spacing")
         terms: Dict[str, torch.Tensor] = {}

@@ -75,10 +75,18 @@ class Trainer:
         self.amp = bool(cfg.loop.amp and self.device.type == "cuda")
         seed_everything(cfg.loop.seed)
         # each rank samples its own shard of the training pairs with its own stream
-        self.sampler = np.random.default_rng([cfg.loop.seed, self.dist.rank])
+        self.sampler = np.random.default_rng([cfg.loop.seed, self.dist.rank] if self.dist.enabled else cfg.loop.seed)
         self.loss_generator = torch.Generator().manual_seed(cfg.loop.seed + 1 + 1000 * self.dist.rank)
-        self.train_data = load_split(cfg.data, "train")
-        self.val_data = load_split(cfg.data, "val") if self.dist.main else None
+        self.continual = None
+        if cfg.continual.tasks:  # several tasks: data and validation come from the task schedule
+            if self.dist.enabled:
+                raise ValueError("continual (multi-task) runs are not supported under torchrun yet")
+            from .continual import Continual
+            self.continual = Continual(cfg, verbose)
+            self.train_data, self.val_data = self.continual.train[0], self.continual.val[0]
+        else:
+            self.train_data = load_split(cfg.data, "train")
+            self.val_data = load_split(cfg.data, "val") if self.dist.main else None
         self.shard = np.arange(self.dist.rank, len(self.train_data), self.dist.world)
         self.model = build_model(cfg.model).to(self.device)
         self.input_transforms: List[Callable[[torch.Tensor], torch.Tensor]] = []
@@ -105,6 +113,9 @@ class Trainer:
         from .curricula import curriculum_callbacks
         self.callbacks = [*curriculum_callbacks(cfg.curriculum), CSVLogger(cfg.loop.log_every),
                           Validate(cfg.loop.val_every), TimeLimit(cfg.loop.minutes), *(callbacks or [])]
+        if self.continual is not None:
+            from .continual import TaskBoundary
+            self.callbacks.insert(0, TaskBoundary())  # the task's row before a time limit can stop the run
         if resumed:
             self.load(last)
         elif self.dist.main:
@@ -140,11 +151,15 @@ class Trainer:
         self.log(f"[train] initialised model weights from {path}")
 
     def next_batch(self) -> Dict[str, torch.Tensor]:
+        if self.continual is not None:
+            return self.continual.next_batch(self)
         idx = self.shard[self.sampler.integers(len(self.shard), size=self.cfg.loop.batch_size)]
         flips = (self.sampler.random(len(idx)) < 0.5) if self.cfg.data.flip_lr else None
         return make_batch(self.train_data, idx.tolist(), self.device, flips)
 
     def validate(self) -> Dict[str, float]:
+        if self.continual is not None:
+            return self.continual.validate(self)
         return evaluate_grid(self.model, self.val_data, self.device)
 
     # ------------------------------------------------------------------ checkpoints

@@ -28,6 +28,7 @@ class PairSet:
     fixed_labels: Optional[np.ndarray] = None  # (N, D, H, W) int16
     moving_labels: Optional[np.ndarray] = None
     pairs: Optional[List[tuple]] = None  # (fixed id, moving id)
+    flows: Optional[np.ndarray] = None  # (N, 3, D, H, W) float16 known fixed -> moving flow (voxels), synthetic tasks
 
     def __len__(self) -> int:
         return int(self.fixed.shape[0])
@@ -41,7 +42,7 @@ class PairSet:
         pick = (lambda a: None if a is None else a[idx])
         return PairSet(self.fixed[idx], self.moving[idx], [self.grids[i] for i in idx],
                        pick(self.fixed_labels), pick(self.moving_labels),
-                       None if self.pairs is None else [self.pairs[i] for i in idx])
+                       None if self.pairs is None else [self.pairs[i] for i in idx], pick(self.flows))
 
 
 def flip_axis(grid: Grid, physical: str = "LR", direction: Optional[np.ndarray] = None) -> int:

@@ -56,6 +56,8 @@ def save_pairset(data: PairSet, path: Path, content: Dict[str, Any]) -> None:
         arrays["moving_labels"] = data.moving_labels
     if data.pairs is not None:
         arrays["pairs"] = np.array(data.pairs)
+    if data.flows is not None:
+        arrays["flows"] = data.flows
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
@@ -69,7 +71,8 @@ def load_pairset(path: Path) -> PairSet:
     return PairSet(z["fixed"], z["moving"], grids,
                    z["fixed_labels"] if "fixed_labels" in z else None,
                    z["moving_labels"] if "moving_labels" in z else None,
-                   [tuple(int(x) for x in p) for p in z["pairs"]] if "pairs" in z else None)
+                   [tuple(int(x) for x in p) for p in z["pairs"]] if "pairs" in z else None,
+                   z["flows"] if "flows" in z else None)
 
 
 def cached(cache_dir: Path, prefix: str, content: Dict[str, Any], build: Callable[[], PairSet]) -> PairSet:

@@ -1,7 +1,8 @@
 """Shared building blocks of the experiment files (not an experiment itself)."""
 from __future__ import annotations
 
-from ..config import DataConfig, ExperimentConfig, LoopConfig, LossConfig, ModelConfig, OptimConfig, StrategyConfig
+from ..config import (ContinualConfig, DataConfig, ExperimentConfig, LoopConfig, LossConfig, ModelConfig, OptimConfig,
+                      StrategyConfig)
 
 #: the teacher the brain students distil from (see teacher_rcn_labels.py / RESULTS.md)
 BRAIN_TEACHER = "training/runs/teacher_rcn_labels"
@@ -30,3 +31,41 @@ def smoke(strategy: str = "standard", **kw) -> ExperimentConfig:
         strategy=StrategyConfig(name=strategy, **kw),
         loop=LoopConfig(steps=3, val_every=2, log_every=1, threads=1),
     )
+
+
+#: the continual-learning sequence of issue 12 (SynthMorph-style heads, prostate MR-US, CT)
+CL_TASKS = ["synthhead", "prostate", "ct"]
+#: the methods compared on it: experiment suffix -> (strategy, continual mode)
+CL_METHODS = {"sequential": ("standard", "sequential"), "joint": ("standard", "joint"),
+              "replay": ("replay", "sequential"), "sam": ("sam", "sequential"), "samcl": ("samcl", "sequential")}
+
+
+def continual(method: str, steps_per_task: int = 1500, buffer_size: int = 64, tasks=None) -> ExperimentConfig:
+    """One method of the continual-learning comparison: one LDR backbone, the same budget for all."""
+    strategy, mode = CL_METHODS[method]
+    tasks = list(tasks or CL_TASKS)
+    return ExperimentConfig(
+        description=f"continual learning ({method}) over {', '.join(tasks)}: {steps_per_task} steps per task",
+        data=DataConfig(task=tasks[0]),
+        model=ModelConfig(architecture="ldr", cascades=2),
+        loss=LossConfig(similarity="lncc", ncc_window=7, smooth=0.5, dice=0.0, dice_labels_per_step=16),
+        optim=OptimConfig(lr=2e-4),
+        strategy=StrategyConfig(name=strategy, sam_rho=0.05, sam_adaptive=True, reptile_inner_steps=5,
+                                reptile_beta=0.5),
+        loop=LoopConfig(steps=steps_per_task * len(tasks), val_every=steps_per_task // 2, log_every=20),
+        continual=ContinualConfig(tasks=tasks, mode=mode, steps_per_task=steps_per_task,
+                                  buffer_size=buffer_size if strategy in ("replay", "reptile", "samcl") else 0),
+    )
+
+
+def smoke_continual(method: str) -> ExperimentConfig:
+    """A continual run over three synthetic 16^3 tasks, 2 steps each (seconds), for tests."""
+    cfg = continual(method, steps_per_task=2, buffer_size=4,
+                    tasks=["synthetic", "synthetic_inverted", "synthetic_large"])
+    cfg.description = f"smoke test of continual learning ({method}) on three synthetic 16^3 tasks"
+    cfg.data = DataConfig(task="synthetic", synthetic_pairs=4)
+    cfg.model = ModelConfig(architecture="ldr", cascades=1)
+    cfg.loss = LossConfig(similarity="cc", smooth=0.5, dice=0.1, dice_labels_per_step=4)
+    cfg.strategy.reptile_inner_steps = 2
+    cfg.loop = LoopConfig(steps=6, val_every=3, log_every=1, threads=1)
+    return cfg

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from .adversarial import AdversarialStrategy
 from .base import Strategy
+from .continual import ReplayStrategy, ReptileStrategy, SAMCLStrategy, SAMStrategy
 from .crd import CRDStrategy
 from .distill import DistillStrategy
 from .standard import StandardStrategy
 
 STRATEGIES = {"standard": StandardStrategy, "distill": DistillStrategy, "adversarial": AdversarialStrategy,
-              "crd": CRDStrategy}
+              "crd": CRDStrategy, "sam": SAMStrategy, "replay": ReplayStrategy, "reptile": ReptileStrategy,
+              "samcl": SAMCLStrategy}
 
 
 def build_strategy(name: str, trainer) -> Strategy:
@@ -24,5 +26,5 @@ def build_strategy(name: str, trainer) -> Strategy:
     return STRATEGIES[name](trainer)
 
 
-__all__ = ["Strategy", "StandardStrategy", "DistillStrategy", "AdversarialStrategy", "CRDStrategy", "STRATEGIES",
-           "build_strategy"]
+__all__ = ["Strategy", "StandardStrategy", "DistillStrategy", "AdversarialStrategy", "CRDStrategy", "SAMStrategy",
+           "ReplayStrategy", "ReptileStrategy", "SAMCLStrategy", "STRATEGIES", "build_strategy"]

@@ -1,0 +1,99 @@
+"""Compare continual-learning runs: accuracy matrices, ACC / BWT table and a plot.
+
+    python -m training.continual_report training/runs/cl_sequential training/runs/cl_joint \\
+        training/runs/cl_replay training/runs/cl_sam training/runs/cl_samcl --out training/runs/cl_report
+
+Reads each run's ``continual.json`` (written by :class:`training.continual.TaskBoundary`)
+and writes ``<out>/report.md`` (one accuracy matrix per method, then a table of the final
+per-task accuracy, average accuracy and backward transfer) and ``<out>/accuracy.png``: one
+panel per task (plus the average), accuracy after each task of the sequence, one line
+per method.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .continual import accuracy_summary  # noqa: E402
+
+
+def read_run(run: Path) -> Dict:
+    path = Path(run) / "continual.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {run} a continual run (continual.tasks set)?")
+    doc = json.loads(path.read_text())
+    doc["run"] = str(run)
+    doc["label"] = doc.get("experiment") or Path(run).name
+    return doc
+
+
+def markdown(runs: List[Dict]) -> str:
+    lines = []
+    for r in runs:
+        lines += [f"### {r['label']} (strategy {r['strategy']}, {r['mode']}, buffer {r['buffer_size']})", "",
+                  "| after task \\ accuracy on | " + " | ".join(r["tasks"]) + " |",
+                  "|---|" + "---|" * len(r["tasks"])]
+        for i, row in enumerate(r["matrix"]):
+            name = r["tasks"][i] if i < len(r["tasks"]) else f"step {r['steps'][i]}"
+            lines.append(f"| {name} (step {r['steps'][i]}) | " + " | ".join(f"{a:.3f}" for a in row) + " |")
+        lines.append("")
+    tasks = runs[0]["tasks"]
+    lines += ["| method | " + " | ".join(tasks) + " | ACC | BWT | TRE (last row) |",
+              "|---|" + "---|" * (len(tasks) + 3)]
+    for r in runs:
+        s = accuracy_summary(r["matrix"])
+        tre = {k.split("/")[0]: v for k, v in r["details"][-1].items() if k.endswith("/tre_mm")}
+        lines.append(f"| {r['label']} | " + " | ".join(f"{a:.3f}" for a in r["matrix"][-1])
+                     + f" | {s['average_accuracy']:.3f} | {s['backward_transfer']:+.3f} | "
+                     + ", ".join(f"{t} {v:.2f} mm" for t, v in tre.items()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: List[Dict], path: Path) -> None:
+    tasks = runs[0]["tasks"]
+    fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(3.2 * (len(tasks) + 1), 3.2), sharey=True)
+    for r in runs:
+        x = list(range(1, len(r["matrix"]) + 1))
+        for j, t in enumerate(tasks):
+            axes[j].plot(x, [row[j] for row in r["matrix"]], marker="o", label=r["label"])
+        axes[-1].plot(x, [accuracy_summary(r["matrix"][:i])["average_accuracy"] for i in x], marker="o",
+                      label=r["label"])
+    for j, t in enumerate(tasks):
+        axes[j].set_title(f"{t} ({runs[0]['metrics'][j]})", fontsize=9)
+    axes[-1].set_title("average over tasks seen", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("after task #")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (Dice)")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.continual_report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    runs = [read_run(r) for r in a.runs]
+    if len({tuple(r["tasks"]) for r in runs}) > 1:
+        raise SystemExit("runs have different task sequences; compare like with like")
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "report.md").write_text(markdown(runs))
+    plot(runs, a.out / "accuracy.png")
+    print((a.out / "report.md").read_text())
+    print(f"plot: {a.out / 'accuracy.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,6 @@
+"""Smoke: continual learning (sam) over three synthetic 16^3 tasks, 2 steps each (tests)."""
+from ._base import smoke_continual
+
+
+def config():
+    return smoke_continual("sam")
