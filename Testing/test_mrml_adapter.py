@@ -308,7 +308,10 @@ def test_brain_inputs_unchanged_and_node_recorded(brain_run):
     assert node.GetNodeReference(node.GetFixedNodeReferenceRole()) is r["fixed"]
     assert node.GetNodeReference(node.GetMovingNodeReferenceRole()) is r["moving"]
     assert node.GetAttribute("DeepReg.Model") == DEFAULT_MODEL and node.GetAttribute("DeepReg.Time")
-    assert [s for s, _ in r["stages"]][0] == "loading" and r["stages"][-1][1] == 1.0
+    stages = [s for s, _ in r["stages"]]
+    assert stages[0] == "importing PyTorch" and {"loading model", "affine", "network", "outputs"} <= set(stages)
+    fractions = [f for _, f in r["stages"]]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0  # one monotone bar over the whole job
     jac = node.GetNodeReference("DeepReg.jacobian")
     assert jac is not None and 0.2 < np.median(slicer.util.arrayFromVolume(jac)) < 2.0
     # the output volume lies on the fixed grid
