@@ -630,34 +630,28 @@ def apply_outputs(scene, info: NodeInputs, outputs: RegistrationOutputs, *, set_
     if info.labels is not None and outputs.warped_labels:
         labels_new, label_color = _labels_on_fixed(info, outputs, scene, fixed_node.GetName())
     jac_img = jacobian_image(res, outputs.jacobian) if outputs.jacobian is not None else None
+    vol_data = vol_matrix = None
+    if info.output_volume is not None:
+        if outputs.warped_volume is None:
+            raise DeepRegError("internal: the warped volume was not computed")
+        vol_data = image_data_from_image(outputs.warped_volume)
+        vol_matrix = numpy_to_vtk_matrix(image_ijk_to_ras(outputs.warped_volume))
 
-    # commit
+    # commit 1: add the new nodes (removed again on any error)
     added = []
     out = ResultNodes(outputs=outputs)
+    target = info.output_transform if info.output_transform is not None else tnode_new
     try:
         if info.output_transform is None:
             tnode_new.SetName(unique_name(scene, name or tname))
             scene.AddNode(tnode_new)
             added.append(tnode_new)
-            out.transform = tnode_new
-        else:
-            out.transform = info.output_transform
-            was = out.transform.StartModify()
-            out.transform.SetAndObserveTransformFromParent(tnode_new.GetTransformFromParent())
-            out.transform.EndModify(was)
-        _record(out.transform, res, fixed_node, moving_node, extra)
-        if info.initial_node is not None:
-            out.transform.SetAttribute(ATTR_INITIAL, info.initial_node.GetID())
-        prev = info.previous_parent
-        out.transform.SetAttribute(ATTR_PREVIOUS_PARENT, prev.GetID() if prev is not None and prev is not out.transform
-                                   and not is_deepreg_result(prev) else "")
         if affine_new is not None:
             affine_new.SetName(unique_name(scene, names["affine"]))
             scene.AddNode(affine_new)
             added.append(affine_new)
             _record(affine_new, res, fixed_node, moving_node, dict(extra, Mode="affine part"))
             out.affine = affine_new
-            out.transform.SetNodeReferenceID(ATTR_PREFIX + "affine", affine_new.GetID())
         if labels_new is not None:
             scene.AddNode(labels_new)
             added.append(labels_new)
@@ -666,28 +660,41 @@ def apply_outputs(scene, info: NodeInputs, outputs: RegistrationOutputs, *, set_
                 labels_new.GetDisplayNode().SetAndObserveColorNodeID(label_color)
             if labels_new.IsA("vtkMRMLSegmentationNode"):
                 labels_new.SetReferenceImageGeometryParameterFromVolumeNode(fixed_node)
-            labels_new.SetAttribute(ATTR_PREFIX + "Transform", out.transform.GetID())
             out.warped_labels = labels_new
         if jac_img is not None:
-            jac = image_to_volume_node(jac_img, scene, unique_name(scene, names["jacobian"]))
-            added.append(jac)
-            out.transform.SetNodeReferenceID(ATTR_PREFIX + "jacobian", jac.GetID())
-            out.jacobian = jac
-        else:
-            out.transform.RemoveNodeReferenceIDs(ATTR_PREFIX + "jacobian")
-        if info.output_volume is not None:
-            vol = info.output_volume
-            if vol.GetImageData() is None:  # an empty node (e.g. just created in the selector): name it
-                vol.SetName(unique_name(scene, names["volume"]))
-            image_to_volume_node(outputs.warped_volume, scene, node=vol)
-            vol.SetAttribute(ATTR_PREFIX + "Transform", out.transform.GetID())
-            out.warped_volume = vol
-        if set_moving_parent:
-            moving_node.SetAndObserveTransformNodeID(out.transform.GetID())
+            out.jacobian = image_to_volume_node(jac_img, scene, unique_name(scene, names["jacobian"]))
+            added.append(out.jacobian)
     except Exception:
         for n in added:
             scene.RemoveNode(n)
         raise
+
+    # commit 2: the chosen existing nodes and the moving volume's parent, last (plain setters)
+    if info.output_transform is not None:
+        was = target.StartModify()
+        target.SetAndObserveTransformFromParent(tnode_new.GetTransformFromParent())
+        target.EndModify(was)
+    out.transform = target
+    _record(target, res, fixed_node, moving_node, extra)
+    target.SetAttribute(ATTR_INITIAL, info.initial_node.GetID() if info.initial_node is not None else "")
+    prev = info.previous_parent
+    target.SetAttribute(ATTR_PREVIOUS_PARENT, prev.GetID() if prev is not None and prev is not target
+                        and not is_deepreg_result(prev) else "")
+    for role, node in (("affine", out.affine), ("jacobian", out.jacobian), ("labels", out.warped_labels)):
+        target.RemoveNodeReferenceIDs(ATTR_PREFIX + role)
+        if node is not None:
+            target.SetNodeReferenceID(ATTR_PREFIX + role, node.GetID())
+            node.SetAttribute(ATTR_PREFIX + "Transform", target.GetID())
+    if info.output_volume is not None:
+        vol = info.output_volume
+        if vol.GetImageData() is None:  # an empty node (e.g. just created in the selector): name it
+            vol.SetName(unique_name(scene, names["volume"]))
+        vol.SetIJKToRASMatrix(vol_matrix)
+        vol.SetAndObserveImageData(vol_data)
+        vol.SetAttribute(ATTR_PREFIX + "Transform", target.GetID())
+        out.warped_volume = vol
+    if set_moving_parent:
+        moving_node.SetAndObserveTransformNodeID(target.GetID())
     return out
 
 

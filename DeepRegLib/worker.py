@@ -36,13 +36,13 @@ except ImportError:  # pragma: no cover - depends on the engine branch
 #: PyTorch version the engine needs; keep equal to the ``torch`` requirement in pyproject.toml.
 TORCH_REQUIREMENT = ">=2.1"
 
-#: Share of the progress bar per stage (the bar moves within each stage).
-STAGE_WEIGHTS = {
-    "importing PyTorch": 0.08, "loading model": 0.04, "loading": 0.02, "affine": 0.22,
-    "network": 0.14, "refine": 0.40, "field": 0.04, "outputs": 0.06,
-}
+#: Share of the progress bar per job stage (the bar moves within each stage).  "register" is the
+#: engine's run, whose own progress (fraction of its run, reported within its stages) fills it.
+STAGE_WEIGHTS = {"importing PyTorch": 0.10, "loading model": 0.05, "register": 0.78, "register+refine": 0.93,
+                 "outputs": 0.07}
 #: Human-readable stage names for the status line.
-STAGE_LABELS = {"loading": "reading images", "affine": "affine stage", "network": "deformable network",
+STAGE_LABELS = {"importing PyTorch": "importing PyTorch (first use: a few seconds)", "loading model": "loading the model",
+                "outputs": "computing the outputs", "loading": "reading images", "affine": "affine stage", "network": "deformable network",
                 "refine": "refinement", "field": "building the field", "done": "done"}
 
 
@@ -115,15 +115,19 @@ class JobContext:
     def __init__(self, job: "Job", plan: Optional[ProgressPlan] = None) -> None:
         self._job = job
         self.plan = plan
-        self.cancel = job.token  # callable -> bool, for the engine's ``cancel=``
+        self.cancel = job.token  # callable -> bool: the user cancelled (discard everything)
+        # for the engine's ``cancel=``: also True after "stop refinement" (the engine then keeps the
+        # network's result, and the job goes on)
+        self.engine_cancel = lambda: job.token() or job.stop_refine_token()
 
     def set_plan(self, stages: List[str]) -> None:
         self.plan = ProgressPlan(stages)
 
-    def progress(self, stage: str, within: float = 0.0) -> None:
-        """Report ``within`` (0..1) of ``stage``; raises :class:`Cancelled` once cancel was requested."""
+    def progress(self, stage: str, within: float = 0.0, label: Optional[str] = None) -> None:
+        """Report ``within`` (0..1) of job ``stage`` (shown as ``label``); raises :class:`Cancelled` once
+        cancel was requested."""
         overall = self.plan.overall(stage, within) if self.plan else float(within)
-        self._job._put(Event("progress", self._job.elapsed, stage=stage, fraction=overall))
+        self._job._put(Event("progress", self._job.elapsed, stage=label or stage, fraction=overall))
         self._job.token.raise_if_cancelled()
 
     def log(self, message: str) -> None:
@@ -144,11 +148,12 @@ class SyncContext(JobContext):
         self._progress_cb = progress
         self._log_cb = log
         self.cancel = cancel or (lambda: False)
+        self.engine_cancel = self.cancel
 
-    def progress(self, stage: str, within: float = 0.0) -> None:
+    def progress(self, stage: str, within: float = 0.0, label: Optional[str] = None) -> None:
         overall = self.plan.overall(stage, within) if self.plan else float(within)
         if self._progress_cb is not None:
-            self._progress_cb(stage, overall)
+            self._progress_cb(label or stage, overall)
         if self.cancel():
             raise Cancelled("registration cancelled")
 
@@ -167,6 +172,7 @@ class Job:
     def __init__(self, work: Callable[[JobContext], Any], name: str = "DeepReg registration") -> None:
         self._work = work
         self.token = CancelToken()
+        self.stop_refine_token = CancelToken()
         self._queue: "queue.Queue[Event]" = queue.Queue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._t0: Optional[float] = None
@@ -213,6 +219,10 @@ class Job:
     def cancel(self) -> None:
         """Ask the work to stop; it stops at its next progress report or cancel poll."""
         self.token.cancel()
+
+    def stop_refinement(self) -> None:
+        """End the refinement early and keep the network's result (the job goes on to its outputs)."""
+        self.stop_refine_token.cancel()
 
     @property
     def running(self) -> bool:
@@ -375,10 +385,8 @@ def engine_supports(**kwargs) -> Dict[str, bool]:
 
 
 def _stages(req: RegistrationRequest) -> List[str]:
-    stages = ["importing PyTorch", "loading model", "loading", "affine"]
-    if req.mode != "affine":
-        stages += ["network"] + (["refine"] if req.refine else []) + ["field"]
-    return stages + ["outputs"]
+    engine = "register+refine" if (req.refine and req.mode != "affine") else "register"
+    return ["importing PyTorch", "loading model", engine, "outputs"]
 
 
 def compute(req: RegistrationRequest, ctx: Optional[JobContext] = None) -> RegistrationOutputs:
@@ -423,14 +431,14 @@ def compute(req: RegistrationRequest, ctx: Optional[JobContext] = None) -> Regis
     if req.moving_mask is not None:
         kwargs["moving_mask"] = req.moving_mask
     if supported["cancel"]:
-        kwargs["cancel"] = ctx.cancel
+        kwargs["cancel"] = ctx.engine_cancel
     if req.skip_affine_stage:
         kwargs["initial_affine"] = sitk.AffineTransform(3)  # the initial transform, already folded in, as is
         note("affine stage skipped: the initial transform is used as the affine")
     elif not np.allclose(req.initial_ras, np.eye(4)):
         note("the initial transform places the moving image before the affine stage")
 
-    engine_progress = EngineProgress(ctx)
+    engine_progress = EngineProgress(ctx, _stages(req)[2])
     result_w = inference.register(req.fixed, req.moving, model=req.model, device=device,
                                   progress=engine_progress, **kwargs)
     if ctx.cancel():
@@ -469,32 +477,18 @@ def compute(req: RegistrationRequest, ctx: Optional[JobContext] = None) -> Regis
 
 
 class EngineProgress:
-    """Adapts the engine's ``progress(stage, fraction)`` to the job's stages.
+    """Adapts the engine's ``progress(stage, fraction)`` to the job: ``fraction`` is of the engine's whole
+    run (reported at stage boundaries and within long stages) and fills the job's register stage;
+    the engine's stage name ("affine", "network", "refine", ...) is what the status line shows."""
 
-    The engine reports at stage boundaries and within long stages.  The first report of a stage
-    starts it (0 within the stage); later reports of the same stage carry its progress (a fraction
-    in [0, 1]; the plan keeps the bar monotone).  The engine's ``"done"`` ends its last stage; the
-    job still has its outputs to compute.
-    """
-
-    def __init__(self, ctx: JobContext) -> None:
+    def __init__(self, ctx: JobContext, job_stage: str = "register") -> None:
         self.ctx = ctx
-        self.seen: set = set()
+        self.job_stage = job_stage
 
     def __call__(self, stage: str, fraction: float) -> None:
-        plan = self.ctx.plan
-        if stage == "done":
-            last = [s for s in plan.start if s not in ("outputs",)][-1] if plan else stage
-            self.ctx.progress(last, 1.0)
-            return
-        if plan is not None and stage not in plan.start:
-            self.ctx.log(f"engine stage '{stage}'")
-            if self.ctx.cancel():
-                raise Cancelled("registration cancelled")
-            return
-        within = 0.0 if stage not in self.seen else float(fraction)
-        self.seen.add(stage)
-        self.ctx.progress(stage, within)
+        if stage == "done":  # the engine is done; the job still computes its outputs
+            stage = "field"
+        self.ctx.progress(self.job_stage, float(fraction), label=stage)
 
 
 def run_job(req: RegistrationRequest) -> Job:
