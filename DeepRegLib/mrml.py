@@ -387,8 +387,11 @@ def transform_node_has_content(node) -> bool:
     if t is None:
         return False
     if t.IsA("vtkGridTransform") or t.IsA("vtkOrientedGridTransform"):
-        g = t.GetDisplacementGrid()
-        return g is not None and g.GetNumberOfPoints() > 0
+        from vtk.util.numpy_support import vtk_to_numpy
+        g = t.GetDisplacementGrid()  # a new node holds a 1-voxel grid with a zero vector
+        if g is None or g.GetNumberOfPoints() == 0 or g.GetPointData().GetScalars() is None:
+            return False
+        return bool(np.any(vtk_to_numpy(g.GetPointData().GetScalars()) != 0))
     if node.IsLinear():
         m = vtk.vtkMatrix4x4()
         node.GetMatrixTransformFromParent(m)

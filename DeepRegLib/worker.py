@@ -165,8 +165,11 @@ class SyncContext(JobContext):
 class Job:
     """Runs ``work(context)`` in a daemon thread; the main thread polls events and may cancel.
 
-    After a cancel request the job reports ``"cancelled"`` even if the work finished anyway
-    (its result is then discarded), so the caller never applies a cancelled result.
+    :meth:`cancel` ends the job for the main thread at once: the next :meth:`poll` reports
+    ``"cancelled"`` and nothing the work returns afterwards is ever handed over, so the caller never
+    applies a cancelled result and the scene stays as it was.  The work itself stops at its next
+    progress report or cancel poll (the engine polls within its stages); :attr:`worker_alive` tells
+    when that happened (the panel starts no new run before).
     """
 
     def __init__(self, work: Callable[[JobContext], Any], name: str = "DeepReg registration") -> None:
@@ -217,8 +220,16 @@ class Job:
         return self
 
     def cancel(self) -> None:
-        """Ask the work to stop; it stops at its next progress report or cancel poll."""
+        """Cancel: the job ends now for the main thread; the work stops at its next poll."""
+        if not self.token.cancelled and self.state == "running":
+            self.token.cancel()
+            self._put(Event("cancelled", self.elapsed))
         self.token.cancel()
+
+    @property
+    def worker_alive(self) -> bool:
+        """Whether the worker thread still runs (after a cancel: until the work's next poll)."""
+        return self._thread.is_alive()
 
     def stop_refinement(self) -> None:
         """End the refinement early and keep the network's result (the job goes on to its outputs)."""
@@ -236,6 +247,8 @@ class Job:
                 ev = self._queue.get_nowait()
             except queue.Empty:
                 break
+            if self.state in ("done", "failed", "cancelled"):
+                continue  # the job already ended for the main thread (e.g. cancelled): drop late events
             events.append(ev)
             if ev.kind == "progress":
                 self.stage, self.fraction = ev.stage, ev.fraction
@@ -257,13 +270,16 @@ class Job:
         """Poll until the job ends (what the panel's timer does), calling ``on_event`` for each event."""
         while True:
             alive = self._thread.is_alive()
-            for ev in self.poll():
-                if on_event is not None:
-                    on_event(ev)
-            if self.state != "running":
-                return self.state
-            if not alive:  # the thread ended between the two checks: drain once more
-                continue
+            for _ in range(2):  # a thread that ended has queued its last event: drain it too
+                for ev in self.poll():
+                    if on_event is not None:
+                        on_event(ev)
+                if self.state != "running":
+                    return self.state
+                if alive:
+                    break
+            else:
+                raise RuntimeError("the worker thread ended without reporting a result")
             time.sleep(interval)
 
 
