@@ -378,3 +378,85 @@ def test_bad_model_card_is_skipped_and_reported(tmp_path, monkeypatch):
     from DeepRegLib import DEFAULT_MODEL
     assert DEFAULT_MODEL in cards and "broken_model" not in cards
     assert len(problems) == 1 and "broken_model" in problems[0] and "invalid model card" in problems[0]
+
+
+# ----------------------------------------------------------------------------- the module's Logic, headless
+@pytest.fixture(scope="module")
+def logic_module():
+    sys.path.insert(0, str(REPO / "DeepReg"))
+    import DeepReg
+    return DeepReg
+
+
+def _scene_state(scene):
+    return [(scene.GetNthNode(i).GetID(), scene.GetNthNode(i).GetName()) for i in range(scene.GetNumberOfNodes())]
+
+
+def test_logic_worker_job_on_real_mrml(logic_module):
+    """What the panel does, without Qt: prepare (main thread), a worker job polled to its end, apply."""
+    DeepReg = logic_module
+    scene = slicer.vtkMRMLScene()
+    f, m = _brains(scene)
+    lab = load_volume(scene, SAMPLE / "OASIS-TRT-20-18" / "labels.DKT31.manual+aseg.nii.gz", "labels18", True)
+    sums = (checksum(f), checksum(m), checksum(lab))
+    logic = DeepReg.DeepRegLogic()
+    req, info = logic.prepare(f, m, device="cpu", movingLabels=lab, jacobian=True, affinePart=True)
+    assert logic.domainWarnings(req, DeepReg.MODEL_CARDS[DeepReg.MODEL_NAMES[0]]) == []
+    before = _scene_state(scene)
+    job = logic.startJob(req)
+    stages = []
+    main_thread_only = []
+
+    def on_event(ev):
+        stages.append(ev.stage)
+        main_thread_only.append(_scene_state(scene) == before)  # the worker never touched the scene
+
+    assert job.run_to_end(on_event) == "done", job.error
+    assert all(main_thread_only) and _scene_state(scene) == before
+    nodes = logic.apply(info, job.result, setMovingParent=True)
+    assert m.GetParentTransformNode() is nodes.transform
+    assert {nodes.transform.GetName(), nodes.affine.GetName(), nodes.jacobian.GetName(),
+            nodes.warped_labels.GetName()} == {"moving18 to fixed17 (DeepReg)", "moving18 to fixed17 (DeepReg affine)",
+                                               "moving18 to fixed17 (DeepReg det J)", "labels18 warped to fixed17"}
+    m.SetAndObserveTransformNodeID(None)
+    assert (checksum(f), checksum(m), checksum(lab)) == sums
+    assert "affine" in stages and "network" in stages and "importing PyTorch" in stages
+
+
+def test_logic_cancelled_job_leaves_the_scene_as_it_was(logic_module):
+    DeepReg = logic_module
+    scene = slicer.vtkMRMLScene()
+    f, m = _brains(scene)
+    existing = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "chosen output")
+    logic = DeepReg.DeepRegLogic()
+    req, info = logic.prepare(f, m, device="cpu", outputTransform=existing, jacobian=True)
+    before = _scene_state(scene)
+    job = logic.startJob(req)
+
+    def on_event(ev):
+        if ev.kind == "progress" and ev.stage == "affine":
+            job.cancel()
+
+    assert job.run_to_end(on_event) == "cancelled" and job.result is None
+    assert job.wait(5.0)
+    assert _scene_state(scene) == before and not mrml.transform_node_has_content(existing)
+    assert m.GetParentTransformNode() is None
+
+
+def test_logic_licence_accepted_once(logic_module, tmp_path):
+    DeepReg = logic_module
+    card = DeepReg.MODEL_CARDS[DeepReg.MODEL_NAMES[0]]
+    lines = []
+    store = tmp_path / "licences.json"
+    assert DeepReg.DeepRegLogic.ensureLicenceAccepted(card, ask=False, log=lines.append, storePath=store)
+    assert len(lines) == 1 and "accepted (testing mode)" in lines[0]
+    assert DeepReg.DeepRegLogic.ensureLicenceAccepted(card, ask=False, log=lines.append, storePath=store)
+    assert len(lines) == 1  # not asked again
+
+
+def test_logic_torch_check_never_installs(logic_module, monkeypatch):
+    DeepReg = logic_module
+    DeepReg.DeepRegLogic.ensureTorch()  # installed here: nothing to do
+    monkeypatch.setattr(DeepReg, "torchAvailable", lambda: False)
+    with pytest.raises(Exception, match="PyTorch is not installed"):
+        DeepReg.DeepRegLogic.ensureTorch()
