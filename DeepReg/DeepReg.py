@@ -94,7 +94,11 @@ DATA_LICENCE = ("The bundled model and sample brains derive from Mindboggle-101 
                 "BY-NC-SA 3.0, (c) 2012 Mindboggle team; OASIS data terms apply; non-commercial use only). Cite "
                 "Klein A., Tourville J. (2012) 101 labeled brain images and a consistent human cortical labeling "
                 "protocol. Front. Neurosci. 6:171, doi:10.3389/fnins.2012.00171.")
-POLL_MS = 100
+#: The panel polls the worker every POLL_MS and then sleeps GIL_YIELD_S (releasing the GIL) so that the
+#: worker thread runs even if the embedding Python keeps the GIL while the Qt event loop is idle.
+#: SimpleITK filters and torch ops release the GIL themselves (measured headless).
+POLL_MS = 50
+GIL_YIELD_S = 0.035
 
 #: Widgets of Resources/UI/DeepReg.ui the Widget code uses, with their classes (checked by Testing/test_slicer_ui.py).
 UI_WIDGETS = {
@@ -470,6 +474,8 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             elif ev.kind == "cancelled":
                 self._appendLog(f"cancelled after {ev.elapsed:.1f} s; nothing was written")
                 self.ui.statusLabel.text = "Cancelled; the scene is unchanged."
+        if job.running or job.worker_alive:
+            time.sleep(GIL_YIELD_S)  # let the worker thread run (see GIL_YIELD_S)
         if not job.running:
             self.ui.cancelButton.enabled = False
             self.ui.stopRefineButton.enabled = False
