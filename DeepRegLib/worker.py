@@ -455,7 +455,7 @@ def compute(req: RegistrationRequest, ctx: Optional[JobContext] = None) -> Regis
         note("the initial transform places the moving image before the affine stage")
 
     engine_progress = EngineProgress(ctx, _stages(req)[2])
-    result_w = inference.register(req.fixed, req.moving, model=req.model, device=device,
+    result_w = inference.register(req.fixed, req.moving, model=req.model, device=req.device,  # "auto": OOM fallback
                                   progress=engine_progress, **kwargs)
     if ctx.cancel():
         raise Cancelled("registration cancelled")
