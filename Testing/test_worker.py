@@ -202,6 +202,7 @@ def test_cancel_during_refinement_within_a_second(pair):
     print(f"worker stopped {time.perf_counter() - t_cancel['t']:.2f} s after cancel during refine")
 
 
+@pytest.mark.slow  # a whole refinement run after the stop (~45 s on 2 loaded cores)
 def test_stop_refinement_keeps_the_network_result(pair):
     fixed, moving = pair
     req = worker.RegistrationRequest(fixed, moving, device="cpu", refine=True)
