@@ -92,7 +92,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         out["hd95_mm"] = float(np.nanmean(list(h.values()))) if h else float("nan")
     if a.transform:
         from .qa import transform_folding
-        out.update(transform_folding(sitk.ReadTransform(a.transform), f))
+        out.update(transform_folding(sitk.ReadTransform(a.transform), f, mask=f))  # inside the labelled brain
     text = json.dumps(out, indent=2)
     if a.output:
         with open(a.output, "w") as fh:

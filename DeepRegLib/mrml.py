@@ -12,12 +12,11 @@ This is the only engine module that imports Slicer (``slicer`` / MRML / vtk); it
   (no MRML), :func:`apply_outputs` (new nodes; chosen existing nodes are filled only once every
   output exists).  :func:`register_nodes` runs the three in the caller's thread.
 * Result transform nodes map fixed world RAS points to moving *local* RAS points (their *transform
-  from parent*, the resampling direction, like ITK): a ``vtkMRMLGridTransformNode`` holding a
-  ``vtkOrientedGridTransform`` (deformable modes; the whole mapping ``T(p) = A(p + u(p))``, affine
-  included, sampled on the engine's own LPS lattice, extended to the fixed image plus a margin, so
-  that trilinear interpolation reproduces ``T`` to rounding inside it; VTK keeps the edge
-  displacement beyond it) or a ``vtkMRMLLinearTransformNode`` (affine only, and the optional
-  affine part of a deformable result).
+  from parent*, the resampling direction, like ITK): a ``vtkMRMLGridTransformNode`` holding the
+  engine's mapping ``T(p) = A(p + u(p))`` as the VTK objects Slicer builds when it reads the
+  engine's ``.h5`` (a ``vtkGeneralTransform``: the cubic B-spline ``u`` then the linear ``A``, see
+  :func:`grid_transform_from_result`; deformable modes), or a ``vtkMRMLLinearTransformNode``
+  (affine only, and the optional affine part of a deformable result).
 * Parent transforms.  Fixed side: a *linear* parent is folded exactly into the geometry (world
   coordinates).  Moving side: a linear parent (or an explicitly chosen initial transform) ``I``
   (moving local -> world) is the *initial transform*: the engine registers the moving image placed
@@ -46,7 +45,7 @@ from .errors import DeepRegError, InputError
 from .grid import Grid
 from .imageio import validate_image
 from .slicer_geometry import (FLIP, FLIP3, GRID_MARGIN_VOXELS, affine_ras_matrix, geometry_from_ijk_to_ras,  # noqa: F401
-                              image_from_array, image_ijk_to_ras, ras_displacement, result_grid)
+                              image_from_array, image_ijk_to_ras)
 from .worker import Cancelled, RegistrationOutputs, RegistrationRequest, SyncContext, compute
 
 log = logging.getLogger("DeepRegLib")
@@ -299,28 +298,39 @@ def mask_to_image(node, reference: sitk.Image, ras_matrix: np.ndarray, name: str
 
 
 # ----------------------------------------------------------------------------- transforms
-def grid_transform_from_result(result, margin: int = GRID_MARGIN_VOXELS, grid: Optional[Grid] = None,
-                               displacement_ras: Optional[np.ndarray] = None):
-    """A ``vtkOrientedGridTransform`` (fixed RAS -> moving RAS) holding the whole mapping.
+def grid_transform_from_result(result, margin: int = GRID_MARGIN_VOXELS, **_unused):
+    """The VTK transform (fixed RAS -> moving RAS) holding the whole mapping ``T(p) = A(p + u(p))``.
 
-    ``grid``/``displacement_ras``: precomputed by :func:`ras_displacement` (the worker does it).
+    The same objects Slicer's ``vtkMRMLTransformStorageNode`` builds when it reads the engine's
+    ``.h5`` (an ITK composite ``[A, BSplineTransform]``): a ``vtkGeneralTransform`` applying a
+    ``vtkOrientedBSplineTransform`` (the engine's cubic B-spline ``u``, zero outside its grid) and then
+    the linear ``A``, both converted to RAS.  So the node, the file, a scene reload and ITK all
+    evaluate one formula.  ``margin`` and other keyword arguments are unused (kept for callers of the
+    earlier grid version).
     """
     from vtk.util.numpy_support import numpy_to_vtk
-    if grid is None or displacement_ras is None:
-        grid = result_grid(result, margin)
-        displacement_ras = ras_displacement(result, grid)
-    disp = np.ascontiguousarray(displacement_ras)
-    data = vtk.vtkImageData()
-    data.SetDimensions(*grid.size)
-    data.SetSpacing(*grid.spacing)
-    data.SetOrigin(*(np.asarray(grid.origin) * FLIP3))  # LPS origin -> RAS
-    vectors = numpy_to_vtk(disp.reshape(-1, 3), deep=True)
-    vectors.SetName("displacement")
-    data.GetPointData().SetScalars(vectors)
-    t = slicer.vtkOrientedGridTransform()
-    t.SetDisplacementGridData(data)
-    t.SetGridDirectionMatrix(numpy_to_vtk_matrix(FLIP))  # index axes L, P, S
-    t.SetInterpolationModeToLinear()
+    from .transforms import affine_matrix, coefficient_grid
+    del margin
+    lin = vtk.vtkTransform()
+    lin.SetMatrix(numpy_to_vtk_matrix(FLIP @ affine_matrix(result.affine) @ FLIP))
+    t = vtk.vtkGeneralTransform()
+    t.PostMultiply()
+    if result.displacement is not None:
+        cg = coefficient_grid(result.grid)
+        coef = np.ascontiguousarray(result.coefficients() * FLIP3)  # LPS -> RAS components
+        data = vtk.vtkImageData()
+        data.SetDimensions(*cg.size)
+        data.SetSpacing(*cg.spacing)
+        data.SetOrigin(*(np.asarray(cg.origin) * FLIP3))  # LPS origin -> RAS; index axes stay L, P, S
+        vectors = numpy_to_vtk(coef.reshape(-1, 3), deep=True)
+        vectors.SetName("coefficients")
+        data.GetPointData().SetScalars(vectors)
+        bs = slicer.vtkOrientedBSplineTransform()
+        bs.SetBorderModeToZero()
+        bs.SetCoefficientData(data)
+        bs.SetGridDirectionMatrix(numpy_to_vtk_matrix(FLIP))
+        t.Concatenate(bs)
+    t.Concatenate(lin)
     return t
 
 
@@ -396,6 +406,8 @@ def transform_node_has_content(node) -> bool:
         m = vtk.vtkMatrix4x4()
         node.GetMatrixTransformFromParent(m)
         return not np.allclose(vtk_to_numpy_matrix(m), np.eye(4))
+    if t.IsA("vtkGeneralTransform"):  # a DeepReg-style [B-spline, linear] chain, e.g. loaded from a file
+        return t.GetNumberOfConcatenatedTransforms() > 0
     return True
 
 
@@ -623,7 +635,7 @@ def apply_outputs(scene, info: NodeInputs, outputs: RegistrationOutputs, *, set_
     else:
         tnode_new = slicer.vtkMRMLGridTransformNode()
         tnode_new.SetAndObserveTransformFromParent(
-            grid_transform_from_result(res, grid=outputs.grid, displacement_ras=outputs.grid_displacement_ras))
+            grid_transform_from_result(res))
         tname = names["transform"]
     affine_new = None
     if outputs.mode != "affine" and res.displacement is not None and outputs.affine_part:

@@ -10,7 +10,7 @@ job starts (:func:`DeepRegLib.mrml.gather_inputs`) and written after it ends
 
 :func:`compute` is the work itself: the first ``import torch`` (with a version check), the model
 load, :func:`DeepRegLib.inference.register` and every output that can be computed without MRML
-(warped volume and label maps, the sampled grid of the transform node, det J).  Coordinates: all
+(warped volume and label maps, the B-spline coefficients of the transform node, det J).  Coordinates: all
 images are SimpleITK (LPS mm); ``initial`` matrices are RAS 4x4 as Slicer stores them.
 """
 from __future__ import annotations
@@ -308,7 +308,6 @@ class RegistrationRequest:
     warped_volume: bool = False
     jacobian: bool = False
     affine_part: bool = False  # also return the affine part on its own (deformable modes)
-    grid_margin: int = 2
 
 
 @dataclass
@@ -323,8 +322,6 @@ class RegistrationOutputs:
     result: Any
     world_result: Any
     mode: str
-    grid_displacement_ras: Optional[np.ndarray] = None  # (z, y, x, 3) for the grid node
-    grid: Any = None
     warped_volume: Optional[sitk.Image] = None
     warped_labels: Dict[str, sitk.Image] = field(default_factory=dict)
     jacobian: Optional[np.ndarray] = None
@@ -473,9 +470,7 @@ def compute(req: RegistrationRequest, ctx: Optional[JobContext] = None) -> Regis
                               refined=refined, refine_cancelled=refine_cancelled,
                               affine_part=req.affine_part)
     if result.displacement is not None:
-        from .slicer_geometry import ras_displacement, result_grid
-        out.grid = result_grid(result, req.grid_margin)
-        out.grid_displacement_ras = ras_displacement(result, out.grid)
+        result.coefficients()  # the B-spline prefilter, cached on the result for the transform node (main thread)
     ctx.progress("outputs", 0.3)
     if req.warped_volume:
         out.warped_volume = result_w.warp_image(req.moving)

@@ -74,8 +74,6 @@ def test_initial_transform_composes_known_answer(name):
     assert np.allclose(req.initial_ras, P) and info.initial_node is pnode
     result = worker.compose_initial(result_w, req.initial_ras)
     out = worker.RegistrationOutputs(result=result, world_result=result_w, mode="deformable")
-    out.grid = mrml.result_grid(result)
-    out.grid_displacement_ras = mrml.ras_displacement(result, out.grid)
     nodes = mrml.apply_outputs(scene, info, out, set_moving_parent=True)
     t = nodes.transform
     assert mnode.GetParentTransformNode() is t and t.GetAttribute("DeepReg.InitialTransform") == pnode.GetID()
@@ -338,8 +336,6 @@ def _synthetic_outputs(scene, fixed, moving, result_w, **gather):
     mnode = node_from_image(scene, moving, "moving")
     req, info = mrml.gather_inputs(fnode, mnode, **gather)
     out = worker.RegistrationOutputs(result=result_w, world_result=result_w, mode="deformable")
-    out.grid = mrml.result_grid(result_w)
-    out.grid_displacement_ras = mrml.ras_displacement(result_w, out.grid)
     out.warped_volume = result_w.warp_image(req.moving)
     out.jacobian = result_w.jacobian_determinant()
     return fnode, mnode, info, out
