@@ -31,8 +31,8 @@ class DeepRegSceneTest(unittest.TestCase):
         self.assertTrue(node.IsA("vtkMRMLGridTransformNode"))
         moving = node.GetNodeReference(node.GetMovingNodeReferenceRole())
         self.assertEqual(moving.GetParentTransformNode().GetID(), node.GetID())
-        # Slicer reads displacement fields with cubic interpolation (the node is built linear)
-        self.assertLess(np.abs(mrml.transform_node_map_points(node, pts) - before).max(), 0.3)
+        # the node holds the objects Slicer builds when reading the .h5 (B-spline then affine): same mapping
+        self.assertLess(np.abs(mrml.transform_node_map_points(node, pts) - before).max(), 0.01)
 
 
 def runTest():
