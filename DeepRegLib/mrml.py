@@ -42,7 +42,6 @@ import slicer  # noqa: F401  (Slicer's own module inside Slicer, slicer-core hea
 import vtk
 
 from .errors import DeepRegError, InputError
-from .grid import Grid
 from .imageio import validate_image
 from .slicer_geometry import (FLIP, FLIP3, GRID_MARGIN_VOXELS, affine_ras_matrix, geometry_from_ijk_to_ras,  # noqa: F401
                               image_from_array, image_ijk_to_ras)
