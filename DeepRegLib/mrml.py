@@ -692,8 +692,11 @@ def apply_outputs(scene, info: NodeInputs, outputs: RegistrationOutputs, *, set_
     _record(target, res, fixed_node, moving_node, extra)
     target.SetAttribute(ATTR_INITIAL, info.initial_node.GetID() if info.initial_node is not None else "")
     prev = info.previous_parent
-    target.SetAttribute(ATTR_PREVIOUS_PARENT, prev.GetID() if prev is not None and prev is not target
-                        and not is_deepreg_result(prev) else "")
+    if prev is not None and is_deepreg_result(prev):  # a re-run: keep what was under the previous result
+        prev_id = prev.GetAttribute(ATTR_PREVIOUS_PARENT) or ""
+    else:
+        prev_id = prev.GetID() if prev is not None else ""
+    target.SetAttribute(ATTR_PREVIOUS_PARENT, "" if prev_id == target.GetID() else prev_id)
     for role, node in (("affine", out.affine), ("jacobian", out.jacobian), ("labels", out.warped_labels)):
         target.RemoveNodeReferenceIDs(ATTR_PREFIX + role)
         if node is not None:

@@ -477,3 +477,21 @@ def test_logic_torch_check_never_installs(logic_module, monkeypatch):
     monkeypatch.setattr(DeepReg, "torchAvailable", lambda: False)
     with pytest.raises(Exception, match="PyTorch is not installed"):
         DeepReg.DeepRegLogic.ensureTorch()
+
+
+def test_rerun_keeps_the_initial_transform_and_previous_parent():
+    """Register twice (the panel's 'Register' clicked again): the second run finds the pre-alignment again."""
+    fixed, moving, result_w, *_ = build(CASES["translation"])
+    scene = slicer.vtkMRMLScene()
+    fnode = node_from_image(scene, fixed, "fixed")
+    mnode = node_from_image(scene, moving, "moving")
+    pnode = move_under(scene, mnode, rigid_ras(8.0))
+    nodes = []
+    for _ in range(2):
+        req, info = mrml.gather_inputs(fnode, mnode, set_moving_parent=True)
+        assert info.initial_node is pnode and np.allclose(req.initial_ras, rigid_ras(8.0))
+        out = worker.RegistrationOutputs(result=worker.compose_initial(result_w, req.initial_ras),
+                                         world_result=result_w, mode="deformable")
+        nodes.append(mrml.apply_outputs(scene, info, out, set_moving_parent=True).transform)
+    assert mnode.GetParentTransformNode() is nodes[1] and nodes[0].GetName() != nodes[1].GetName()
+    assert nodes[1].GetAttribute("DeepReg.PreviousParent") == pnode.GetID()  # "Show unwarped" goes back to it
