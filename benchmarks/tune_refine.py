@@ -94,6 +94,24 @@ def main(argv=None):
         a.out.write_text(json.dumps(results, indent=1))
         print(line(name, results[name]), flush=True)
     print(line("network", results["network"]))
+    md = ["Refinement settings tried on the 6 validation pairs (subjects 17, 18, 19), medians over pairs, "
+          "2 threads on a shared, heavily loaded 2-core machine (so seconds are inflated and only comparable "
+          "within this table). Written by `benchmarks/tune_refine.py`.", "",
+          "| setting | Dice subcortical | Dice cortical | % folding (2 mm grid, median / max) | seconds | steps |",
+          "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        md.append(table_row(name, r))
+    a.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+
+
+def table_row(name, r) -> str:
+    rows = r["rows"]
+    m = lambda k: statistics.median(x[k] for x in rows) if all(k in x for x in rows) else float("nan")
+    cfg = r.get("config") or {}
+    desc = name if not cfg else (f"window {cfg['ncc_window_mm']:g} mm, smooth {cfg['smooth_weight']:g}, lr {cfg['learning_rate']:g}, "
+                                 f"max {cfg['max_steps']} steps, {cfg['integration_steps']} squarings")
+    return (f"| {desc} | {m('subcortical'):.4f} | {m('cortical'):.4f} | {m('folding_percent'):.4f} / "
+            f"{max(x['folding_percent'] for x in rows):.4f} | {m('seconds'):.1f} | {m('steps'):g} |")
 
 
 def line(name, r) -> str:
