@@ -15,7 +15,6 @@ images are SimpleITK (LPS mm); ``initial`` matrices are RAS 4x4 as Slicer stores
 """
 from __future__ import annotations
 
-import inspect
 import queue
 import threading
 import time
@@ -27,11 +26,7 @@ import SimpleITK as sitk
 
 from .errors import DeepRegError
 
-try:  # the engine's own cancellation error (engine API); a local one before it exists
-    from .errors import Cancelled  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the engine branch
-    class Cancelled(DeepRegError):
-        """The user cancelled the registration."""
+from .errors import Cancelled  # noqa: F401  (re-exported: the engine's cancellation error)
 
 #: PyTorch version the engine needs; keep equal to the ``torch`` requirement in pyproject.toml.
 TORCH_REQUIREMENT = ">=2.1"
@@ -390,13 +385,6 @@ def compose_initial(result, initial_ras: np.ndarray):
     return replace(result, affine=affine_from_matrix(inv_lps @ affine_matrix(result.affine)))
 
 
-def engine_supports(**kwargs) -> Dict[str, bool]:
-    """Which of the keyword arguments ``DeepRegLib.inference.register`` accepts (engine API version)."""
-    from .inference import register
-    params = inspect.signature(register).parameters
-    return {k: k in params for k in kwargs}
-
-
 def _stages(req: RegistrationRequest) -> List[str]:
     engine = "register+refine" if (req.refine and req.mode != "affine") else "register"
     return ["importing PyTorch", "loading model", engine, "outputs"]
@@ -420,31 +408,14 @@ def compute(req: RegistrationRequest, ctx: Optional[JobContext] = None) -> Regis
     ctx.progress("loading model", 0.0)
     bundle = load_bundle(req.model)
     device = inference.resolve_device(req.device)
-    warm = getattr(inference, "_network", None)
-    if warm is not None and req.mode != "affine":
-        warm(bundle, device)  # the first load of the weights, cached for register()
+    if req.mode != "affine":
+        inference._network(bundle, device)  # the first load of the weights, cached for register()
     note(f"model {bundle.name} ({bundle.card.get('description', '')}) on {device}; "
          f"loaded in {time.perf_counter() - t0:.2f} s (with the torch import)")
     ctx.progress("loading model", 1.0)
 
-    new_api = {"mode": req.mode != "deformable", "refine": req.refine, "fixed_mask": req.fixed_mask is not None,
-               "moving_mask": req.moving_mask is not None}
-    supported = engine_supports(**new_api, cancel=True)
-    kwargs: Dict[str, Any] = {}
-    for key, wanted in new_api.items():
-        if wanted and not supported[key]:
-            raise DeepRegError(f"this version of the DeepReg engine has no '{key}' option (needed for the "
-                               "selected mode or mask); update DeepRegLib")
-    if supported["mode"]:
-        kwargs["mode"] = req.mode
-    if req.refine:
-        kwargs["refine"] = True
-    if req.fixed_mask is not None:
-        kwargs["fixed_mask"] = req.fixed_mask
-    if req.moving_mask is not None:
-        kwargs["moving_mask"] = req.moving_mask
-    if supported["cancel"]:
-        kwargs["cancel"] = ctx.engine_cancel
+    kwargs: Dict[str, Any] = dict(mode=req.mode, refine=req.refine and req.mode != "affine",
+                                  fixed_mask=req.fixed_mask, moving_mask=req.moving_mask, cancel=ctx.engine_cancel)
     if req.skip_affine_stage:
         kwargs["initial_affine"] = sitk.AffineTransform(3)  # the initial transform, already folded in, as is
         note("affine stage skipped: the initial transform is used as the affine")
@@ -456,10 +427,8 @@ def compute(req: RegistrationRequest, ctx: Optional[JobContext] = None) -> Regis
                                   progress=engine_progress, **kwargs)
     if ctx.cancel():
         raise Cancelled("registration cancelled")
-    mode = getattr(result_w, "mode", "deformable" if result_w.displacement is not None else "affine")
-    refined = bool(getattr(result_w, "refined", False))
-    refine_cancelled = bool(getattr(result_w, "refine_cancelled", False))
-    for line in getattr(result_w, "log", []) or []:
+    mode, refined, refine_cancelled = result_w.mode, bool(result_w.refined), bool(result_w.refine_cancelled)
+    for line in result_w.log:
         note(line)
     note("engine timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result_w.timings.items()))
 
