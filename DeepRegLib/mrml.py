@@ -734,6 +734,12 @@ def register_nodes_full(scene, fixed_node, moving_node, model: Optional[str] = N
     req, info = gather_inputs(fixed_node, moving_node, model=model, device=device, output_transform=output_transform,
                               output_volume=output_volume, jacobian=jacobian, set_moving_parent=set_moving_parent,
                               **options)
+    from .bundles import load_bundle
+    from .domain import check_pair
+    for w in check_pair(req.fixed, req.moving, load_bundle(model).card):  # the panel asks; here: warn and go on
+        log.warning("DeepReg: %s", w)
+        if log_line is not None:
+            log_line("domain warning: " + w)
     t0 = time.perf_counter()
     outputs = compute(req, SyncContext(progress, log_line, cancel))
     nodes = apply_outputs(scene, info, outputs, set_moving_parent=set_moving_parent, name=name)

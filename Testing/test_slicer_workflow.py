@@ -306,6 +306,7 @@ def test_masks_are_passed_on_their_images():
     lines = []
     nodes = mrml.register_nodes_full(scene, f, m, device="cpu", mode="affine", fixed_mask=flab, moving_mask=mseg,
                                      log_line=lines.append)
+    assert not any("domain warning" in line for line in lines)  # skull-stripped T1 brains: no warning
     assert nodes.transform.IsA("vtkMRMLLinearTransformNode")
     assert any("fixed mask" in line and "moving mask" in line for line in lines), lines
 
@@ -495,3 +496,15 @@ def test_rerun_keeps_the_initial_transform_and_previous_parent():
         nodes.append(mrml.apply_outputs(scene, info, out, set_moving_parent=True).transform)
     assert mnode.GetParentTransformNode() is nodes[1] and nodes[0].GetName() != nodes[1].GetName()
     assert nodes[1].GetAttribute("DeepReg.PreviousParent") == pnode.GetID()  # "Show unwarped" goes back to it
+
+
+def test_console_registration_warns_about_the_domain():
+    """A 2D-like slab registered from the console (no dialog): a domain warning in the log, and it carries on."""
+    scene = slicer.vtkMRMLScene()
+    f, m = _brains(scene)
+    arr = slicer.util.arrayFromVolume(m)[60:90].copy()  # 30 slices
+    slab = node_from_image(scene, sitk.GetImageFromArray(arr.astype(np.float32)), "slab")
+    lines = []
+    nodes = mrml.register_nodes_full(scene, f, slab, device="cpu", mode="affine", log_line=lines.append)
+    assert nodes.transform is not None
+    assert any("domain warning: the moving image looks like a 2D-like slab" in line for line in lines), lines
