@@ -94,9 +94,10 @@ DATA_LICENCE = ("The bundled model and sample brains derive from Mindboggle-101 
                 "BY-NC-SA 3.0, (c) 2012 Mindboggle team; OASIS data terms apply; non-commercial use only). Cite "
                 "Klein A., Tourville J. (2012) 101 labeled brain images and a consistent human cortical labeling "
                 "protocol. Front. Neurosci. 6:171, doi:10.3389/fnins.2012.00171.")
-#: The panel polls the worker every POLL_MS and then sleeps GIL_YIELD_S (releasing the GIL) so that the
-#: worker thread runs even if the embedding Python keeps the GIL while the Qt event loop is idle.
-#: SimpleITK filters and torch ops release the GIL themselves (measured headless).
+#: The panel polls the worker every POLL_MS and then sleeps GIL_YIELD_S (releasing the GIL): PythonQt's
+#: thread support is not enabled in Slicer, so the main thread keeps the GIL while the Qt event loop is
+#: idle and a Python thread runs only while the main thread sleeps or runs Python.  SimpleITK filters
+#: and torch ops release the GIL themselves (measured headless), so the heavy work runs regardless.
 POLL_MS = 50
 GIL_YIELD_S = 0.035
 
