@@ -134,14 +134,27 @@ def _read_card(folder: Path) -> Optional[dict]:
         raise DeepRegError(f"invalid model card {card}: {exc}") from None
 
 
-def list_models() -> Dict[str, ModelBundle]:
-    """Every bundle found (first folder wins on a name clash), by name."""
+def list_models(problems: Optional[List[str]] = None) -> Dict[str, ModelBundle]:
+    """Every bundle found (first folder wins on a name clash), by name.
+
+    With ``problems`` (a list), a bad card (invalid JSON, not an object, no ``input`` section) is
+    skipped and described there, so that one broken folder in ``$DEEPREG_MODELS_PATH`` does not hide
+    every other model; without it the first bad card raises :class:`DeepRegError`.
+    """
     found: Dict[str, ModelBundle] = {}
     for d in model_dirs():
         if not d.is_dir():
             continue
         for sub in sorted(d.iterdir()):
-            card = _read_card(sub) if sub.is_dir() else None
+            try:
+                card = _read_card(sub) if sub.is_dir() else None
+                if problems is not None and card is not None and not (isinstance(card, dict) and isinstance(card.get("input"), dict)):
+                    raise DeepRegError(f"invalid model card {sub / CARD_FILE}: no 'input' section")
+            except DeepRegError as exc:
+                if problems is None:
+                    raise
+                problems.append(f"skipped model {sub.name}: {exc}")
+                continue
             if card is not None and sub.name not in found:
                 found[sub.name] = ModelBundle(sub.name, sub, card)
     return found

@@ -23,13 +23,26 @@ def _progress(stage: str, frac: float) -> None:
     _eprint(f"[deepreg] {100 * frac:5.1f}%  {stage}  ({time.perf_counter() - _T0:.2f} s)")
 
 
+def _notices(model, fixed, moving) -> None:
+    """Once per model: its non-commercial licence; every run: inputs unlike the model's training domain."""
+    from .bundles import load_bundle
+    from .domain import check_pair
+    from .licence import LicenceStore
+    card = load_bundle(model).card
+    LicenceStore().print_once(card, lambda text: _eprint("[deepreg] licence notice (shown once):\n" + text))
+    for w in check_pair(fixed, moving, card):
+        _eprint(f"[deepreg] warning: {w}")
+
+
 def cmd_register(a: argparse.Namespace) -> int:
     from .inference import register
-    from .imageio import write_image
+    from .imageio import as_image, write_image
     if bool(a.moving_labels) != bool(a.output_warped_labels):
         raise_input("--moving-labels and --output-warped-labels must be given together")
     if a.mode == "affine" and a.refine:
         raise_input("--refine needs --mode deformable")
+    a.fixed, a.moving = as_image(a.fixed, "fixed"), as_image(a.moving, "moving")
+    _notices(a.model, a.fixed, a.moving)
     res = register(a.fixed, a.moving, model=a.model, device=a.device, progress=_progress, mode=a.mode,
                    refine=a.refine, fixed_mask=a.fixed_mask, moving_mask=a.moving_mask)
     for line in res.log:
@@ -110,7 +123,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
         from .demo_prostate import run_prostate_demo
         run_prostate_demo(a.output_dir, model=a.model, device=a.device, progress=_progress)
         return 0
+    from .bundles import load_bundle
     from .demo import run_demo
+    from .licence import LicenceStore
+    LicenceStore().print_once(load_bundle(a.model).card,
+                              lambda text: _eprint("[deepreg] licence notice (shown once):\n" + text))
     run_demo(a.output_dir, model=a.model, device=a.device, progress=_progress)
     return 0
 

@@ -297,9 +297,15 @@ def test_brain_inputs_unchanged_and_node_recorded(brain_run):
     assert node.GetNodeReference(node.GetFixedNodeReferenceRole()) is r["fixed"]
     assert node.GetNodeReference(node.GetMovingNodeReferenceRole()) is r["moving"]
     assert node.GetAttribute("DeepReg.Model") == DEFAULT_MODEL and node.GetAttribute("DeepReg.Time")
-    assert [s for s, _ in r["stages"]][0] == "loading" and r["stages"][-1][1] == 1.0
+    stages = [s for s, _ in r["stages"]]
+    assert stages[0] == "importing PyTorch" and {"loading model", "affine", "network", "outputs"} <= set(stages)
+    fractions = [f for _, f in r["stages"]]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0  # one monotone bar over the whole job
     jac = node.GetNodeReference("DeepReg.jacobian")
-    assert jac is not None and 0.2 < np.median(slicer.util.arrayFromVolume(jac)) < 2.0
+    assert jac is not None
+    want = r["result"].jacobian_determinant()  # the engine's det J (analytic tests in test_jacobians.py)
+    got = slicer.util.arrayFromVolume(jac)
+    assert got.shape == want.shape and np.allclose(got, want, atol=1e-5)
     # the output volume lies on the fixed grid
     assert np.allclose(mrml.ijk_to_ras(r["out"]), mrml.ijk_to_ras(r["fixed"]))
     assert slicer.util.arrayFromVolume(r["out"]).shape == slicer.util.arrayFromVolume(r["fixed"]).shape
@@ -308,7 +314,14 @@ def test_brain_inputs_unchanged_and_node_recorded(brain_run):
 def test_brain_node_maps_like_engine(brain_run):
     res, node = brain_run["result"], brain_run["node"]
     pts = physical_points(res.fixed)[::7, ::7, ::7].reshape(-1, 3)
-    assert np.abs(mrml.transform_node_map_points(node, pts) - res.map_points(pts)).max() < 0.1
+    diff = np.abs(mrml.transform_node_map_points(node, pts) - res.map_points(pts)).max(axis=1)
+    idx = (pts - np.asarray(res.grid.origin)) / np.asarray(res.grid.spacing)
+    inside = np.all((idx >= 0) & (idx <= np.asarray(res.grid.size) - 1), axis=1)  # within the engine's samples
+    assert inside.sum() > 1000
+    assert diff[inside].max() < 1e-6  # the same B-spline formula
+    # beyond the last sample (the B-spline's outer coefficient ring, background for a skull-stripped brain)
+    # VTK and the engine differ slightly: measured up to 0.042 mm on this pair
+    assert diff.max() < 0.1
 
 
 def test_brain_hardened_labels_beat_affine(brain_run):

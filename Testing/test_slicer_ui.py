@@ -1,7 +1,13 @@
-"""The Qt Designer file of the Slicer module: every widget the Widget code uses exists with the expected class.
+"""The Qt Designer file and the signals of the Slicer module, checked without Qt.
 
-Parses ``DeepReg/Resources/UI/DeepReg.ui`` as XML (no Qt needed), reads the ``self.ui.<name>`` uses
-in ``DeepReg/DeepReg.py`` and the ``UI_WIDGETS`` table there, and checks the parameter-node bindings.
+Parses ``DeepReg/Resources/UI/DeepReg.ui`` as XML, reads the ``self.ui.<name>`` uses and the
+``.<signal>.connect(...)`` calls in ``DeepReg/DeepReg.py``, and checks them against the signals and
+properties of each widget class.  No Slicer application can run here, so the tables below were
+taken by reading the sources (verified only by reading): Slicer at commit 583e9b37d50e
+(``Libs/MRML/Widgets/qMRMLNodeComboBox.h``, ``qMRMLWidget.h``,
+``Base/Python/slicer/parameterNodeWrapper/guiConnectors.py``), CTK at commit 868d56c72d28
+(``Libs/Widgets/ctkSliderWidget.h``, ``ctkCollapsibleButton.h``), and Qt 5's documented signals
+and properties of QAbstractButton, QComboBox, QCheckBox, QLabel, QProgressBar, QPlainTextEdit, QTimer.
 """
 from __future__ import annotations
 
@@ -69,7 +75,13 @@ def test_node_selectors(ui_widgets):
         hidden = {s.text for s in _prop(w, "hideChildNodeTypes").iter("string")}
         assert {"vtkMRMLLabelMapVolumeNode", "vtkMRMLVectorVolumeNode"} <= hidden  # scalar volumes only
     t = widgets["outputTransformSelector"]
-    assert [s.text for s in _prop(t, "nodeTypes").iter("string")] == ["vtkMRMLGridTransformNode"]
+    assert [s.text for s in _prop(t, "nodeTypes").iter("string")] == ["vtkMRMLGridTransformNode",
+                                                                     "vtkMRMLLinearTransformNode"]
+    for name in ("movingLabelsSelector", "fixedMaskSelector", "movingMaskSelector"):
+        assert [s.text for s in _prop(widgets[name], "nodeTypes").iter("string")] == [
+            "vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode"]
+    assert [s.text for s in _prop(widgets["initialTransformSelector"], "nodeTypes").iter("string")] == [
+        "vtkMRMLLinearTransformNode"]
     assert _prop(t, "noneEnabled").findtext("bool") == "true"  # "Create new" is the default
     assert "new" in _prop(t, "noneDisplay").findtext("string").lower()
     # every node selector receives the scene
@@ -89,7 +101,17 @@ def test_parameter_bindings_match_parameter_node(ui_widgets):
     fields = set(re.findall(r"^\s{8}(\w+): ", MODULE.read_text().split("class DeepRegParameterNode")[1].split('else:')[0],
                             re.M))
     assert set(bound.values()) <= fields, f"bindings to unknown parameters: {set(bound.values()) - fields}"
-    assert {"fixedVolume", "movingVolume", "outputTransform", "outputVolume", "opacity"} <= set(bound.values())
+    assert {"fixedVolume", "movingVolume", "outputTransform", "outputVolume", "opacity", "initialTransform",
+            "movingLabels", "fixedMask", "movingMask", "skipAffineStage", "saveAffinePart"} <= set(bound.values())
+    # model, device and mode are bound through the parameter node (Choice parameters), not synced by hand
+    assert {bound.get("modelComboBox"), bound.get("deviceComboBox"), bound.get("modeComboBox")} == {
+        "model", "device", "mode"}
+    code = MODULE.read_text()
+    for combo in ("modelComboBox", "deviceComboBox", "modeComboBox"):
+        assert not re.search(rf"ui\.{combo}\.\w+\.connect\(", code), f"{combo} must not be synced by hand"
+    body = code.split("class DeepRegParameterNode")[1].split("else:")[0]
+    for field in ("model", "device", "mode"):
+        assert re.search(rf"^\s+{field}: Annotated\[str, Choice\(", body, re.M), f"{field} needs a Choice annotation"
     for checkable in ("flickerButton", "showJacobianButton"):
         assert _prop(widgets[checkable], "checkable").findtext("bool") == "true"
     assert _prop(widgets["registerButton"], "enabled").findtext("bool") == "false"  # until inputs are valid
@@ -133,3 +155,145 @@ def test_model_cards_listed_without_torch():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "grid [80, 96, 80]" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- signals and properties (sources)
+#: Signals per widget class, as declared in the sources named in the module docstring (Qt: inherited ones too).
+SIGNALS = {
+    "QPushButton": {"clicked", "toggled", "pressed", "released", "objectNameChanged", "destroyed"},
+    "QCheckBox": {"clicked", "toggled", "pressed", "released", "stateChanged"},
+    "QComboBox": {"activated", "currentIndexChanged", "currentTextChanged", "editTextChanged", "highlighted",
+                  "textActivated", "textHighlighted"},
+    "QPlainTextEdit": {"textChanged", "blockCountChanged", "copyAvailable", "cursorPositionChanged",
+                       "modificationChanged", "redoAvailable", "selectionChanged", "undoAvailable", "updateRequest"},
+    "QProgressBar": {"valueChanged"},
+    "QLabel": {"linkActivated", "linkHovered"},
+    "ctkSliderWidget": {"valueChanged", "valueIsChanging", "decimalsChanged"},
+    "ctkCollapsibleButton": {"contentsCollapsed", "clicked", "toggled", "pressed", "released"},
+    "qMRMLNodeComboBox": {"currentNodeChanged", "currentNodeIDChanged", "nodeActivated", "nodeAdded",
+                          "nodeAddedByUser", "nodeAddedByUserAction", "nodeAboutToBeRemoved", "currentNodeRenamed",
+                          "nodeAboutToBeEdited"},
+}
+#: Properties the .ui file may set, per class (Q_PROPERTY in the sources; Qt: QWidget + the class's own).
+_QWIDGET = {"geometry", "toolTip", "enabled", "visible", "sizePolicy", "minimumSize", "maximumSize", "objectName"}
+PROPERTIES = {
+    "QPushButton": _QWIDGET | {"text", "checkable", "checked", "icon", "flat", "default", "autoDefault"},
+    "QCheckBox": _QWIDGET | {"text", "checkable", "checked", "tristate"},
+    "QComboBox": _QWIDGET | {"editable", "currentIndex", "currentText", "maxVisibleItems"},
+    "QPlainTextEdit": _QWIDGET | {"readOnly", "plainText", "placeholderText", "maximumBlockCount"},
+    "QProgressBar": _QWIDGET | {"value", "minimum", "maximum", "textVisible", "format"},
+    "QLabel": _QWIDGET | {"text", "wordWrap", "alignment", "textFormat", "openExternalLinks"},
+    "ctkSliderWidget": _QWIDGET | {"decimals", "singleStep", "pageStep", "minimum", "maximum", "value", "prefix",
+                                   "suffix", "tickInterval", "tracking", "spinBoxVisible", "popupSlider"},
+    "ctkCollapsibleButton": _QWIDGET | {"text", "collapsed", "collapsedHeight", "flat", "checked", "checkable"},
+    "qMRMLNodeComboBox": _QWIDGET | {"nodeTypes", "showHidden", "showChildNodeTypes", "hideChildNodeTypes",
+                                     "baseName", "noneEnabled", "addEnabled", "removeEnabled", "editEnabled",
+                                     "renameEnabled", "selectNodeUponCreation", "noneDisplay"},
+    "qMRMLWidget": _QWIDGET,
+}
+#: Dynamic (stdset="0") properties the module relies on: the parameterNodeWrapper binding.
+DYNAMIC_PROPERTIES = {"SlicerParameterName"}
+
+
+def test_connected_signals_exist_on_their_widget_class(ui_widgets):
+    widgets, _ = ui_widgets
+    code = MODULE.read_text()
+    connects = re.findall(r"self\.ui\.(\w+)\.(\w+)\.connect\(", code)
+    assert len(connects) >= 6, connects
+    for name, signal in connects:
+        cls = widgets[name].get("class")
+        assert signal in SIGNALS[cls], f"ui.{name} is a {cls}: it has no signal '{signal}'"
+    # signals of other Qt objects connected in code
+    assert "self._timer.timeout.connect(" in code  # QTimer::timeout
+
+
+def test_ui_properties_exist_on_their_widget_class(ui_widgets):
+    widgets, root = ui_widgets
+    for name, w in widgets.items():
+        cls = w.get("class")
+        for p in w.findall("property"):
+            if p.get("stdset") == "0":
+                assert p.get("name") in DYNAMIC_PROPERTIES, (name, p.get("name"))
+            else:
+                assert p.get("name") in PROPERTIES[cls], f"{name} ({cls}) has no property '{p.get('name')}'"
+    # the scene is passed with qMRMLWidget::mrmlSceneChanged -> setMRMLScene (qMRMLWidget.h)
+    for c in root.iter("connection"):
+        assert c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+        assert c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"
+
+
+def test_parameter_node_types_have_gui_connectors(ui_widgets):
+    """Each bound widget has a parameterNodeWrapper connector for its parameter's type (guiConnectors.py)."""
+    widgets, _ = ui_widgets
+    body = MODULE.read_text().split("class DeepRegParameterNode")[1].split("else:")[0]
+    types = dict(re.findall(r"^\s{8}(\w+): ([^=\n]+?)(?: = .*)?$", body, re.M))
+    for name, w in widgets.items():
+        p = _prop(w, "SlicerParameterName")
+        if p is None:
+            continue
+        param, cls = p.findtext("string"), w.get("class")
+        t = types[param]
+        if cls == "qMRMLNodeComboBox":  # qMRMLNodeComboBoxToNodeConnector: a node class or a Union of them
+            assert t.startswith(("vtkMRML", "Union[vtkMRML", "LabelsNode")), (param, t)
+        elif cls == "QComboBox":  # QComboBoxToStringableConnector requires a Choice annotation
+            assert "Choice(" in t, (param, t)
+        elif cls == "QCheckBox":  # QCheckBoxToBoolConnector
+            assert t.strip() == "bool", (param, t)
+        elif cls == "ctkSliderWidget":  # QDoubleSpinBoxCtkSliderWidgetToFloatIntConnector
+            assert "float" in t, (param, t)
+        else:
+            raise AssertionError(f"no connector known for {cls}")
+
+
+# ----------------------------------------------------------------------------- metadata
+def test_urls_in_one_place_pointing_at_this_repository():
+    from DeepRegLib import project
+    urls = {k: v for k, v in vars(project).items() if k.endswith("_URL")}
+    assert set(urls) >= {"REPOSITORY_URL", "HOMEPAGE_URL", "HELP_URL", "ICON_URL", "SCREENSHOT_URL"}
+    repo = urls["REPOSITORY_URL"]
+    owner_name = repo.split("github.com/")[1]
+    for k, v in urls.items():
+        assert owner_name in v, (k, v)
+    for key in ("ICON_URL", "SCREENSHOT_URL"):  # raw file URLs: the file must be in this repository
+        rel = urls[key].split(f"{owner_name}/main/")[1]
+        assert (REPO / rel).is_file(), rel
+    assert (REPO / urls["HELP_URL"].split("/blob/main/")[1].split("#")[0]).is_file()
+    assert "## 3D Slicer module" in (REPO / "README.md").read_text()  # the help anchor
+    code = MODULE.read_text()
+    assert "project.HELP_URL" in code and "http" not in code.replace("project.HELP_URL", "")
+    assert (REPO / "docs" / "screenshot-overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_reference_to_the_unrelated_tensorflow_project():
+    import subprocess
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    needle = "DeepReg" + "Net"  # split so that this test file does not match itself
+    bad = [f for f in files if f.endswith((".py", ".txt", ".md", ".ui", ".json", ".toml"))
+           and needle.lower() in (REPO / f).read_text(errors="ignore").lower()]
+    assert not bad, bad
+
+
+def test_license_file_is_apache_2():
+    text = (REPO / "LICENSE.txt").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+
+
+def test_cmake_reads_the_urls_from_project_py(tmp_path):
+    """Run the metadata block of CMakeLists.txt with cmake -P and compare with DeepRegLib/project.py."""
+    import shutil
+    import subprocess
+    from DeepRegLib import project
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not installed")
+    top = (REPO / "CMakeLists.txt").read_text()
+    block = top[top.index("file(STRINGS"):top.index("set(EXTENSION_DEPENDS")]
+    script = tmp_path / "meta.cmake"
+    script.write_text(f'set(CMAKE_CURRENT_SOURCE_DIR "{REPO}")\n' + block + "\n".join(
+        f'message(STATUS "{v}=${{{v}}}")' for v in ("EXTENSION_HOMEPAGE", "EXTENSION_ICONURL",
+                                                    "EXTENSION_SCREENSHOTURLS")))
+    out = subprocess.run(["cmake", "-P", str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout + out.stderr
+    assert f"EXTENSION_HOMEPAGE={project.HOMEPAGE_URL}" in text
+    assert f"EXTENSION_ICONURL={project.ICON_URL}" in text
+    assert f"EXTENSION_SCREENSHOTURLS={project.SCREENSHOT_URL}" in text

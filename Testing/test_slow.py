@@ -21,6 +21,23 @@ def test_every_validation_pair_beats_affine(shared_mindboggle):
         assert dfm["subcortical"] > aff["subcortical"] and dfm["cortical"] > aff["cortical"], (fs, ms, aff, dfm)
 
 
+def test_refine_beats_network_on_every_validation_pair(shared_mindboggle):
+    """Refinement (default settings) improves both label groups on each pair and does not fold (1 mm, brain)."""
+    from DeepRegLib.qa import transform_folding
+    for fs, ms in itertools.permutations([17, 18, 19], 2):
+        f = shared_mindboggle / f"OASIS-TRT-20-{fs}"
+        m = shared_mindboggle / f"OASIS-TRT-20-{ms}"
+        fixed = sitk.ReadImage(str(f / "t1weighted_brain.nii.gz"), sitk.sitkFloat32)
+        moving = sitk.ReadImage(str(m / "t1weighted_brain.nii.gz"), sitk.sitkFloat32)
+        net = register(fixed, moving, device="cpu")
+        ref = register(fixed, moving, device="cpu", refine=True)
+        fl = sitk.ReadImage(str(f / "labels.DKT31.manual+aseg.nii.gz"))
+        ml = sitk.ReadImage(str(m / "labels.DKT31.manual+aseg.nii.gz"))
+        a, b = dice_summary(fl, net.warp_labels(ml)), dice_summary(fl, ref.warp_labels(ml))
+        assert b["subcortical"] > a["subcortical"] and b["cortical"] > a["cortical"], (fs, ms, a, b)
+        assert transform_folding(ref.transform(), fixed, 1.0, fixed > 0)["folding_percent"] < 0.05
+
+
 def test_training_smoke_on_real_brains(shared_mindboggle, tmp_path, monkeypatch):
     """Two steps of the real trainer on Mindboggle pairs (small grid), resume, then a fine-tune from it."""
     from training import experiments

@@ -228,6 +228,8 @@ def main(argv=None) -> dict:
         print(f"pair {ms}->{fs}: register {row['register_s']:.2f} s, CLI {row['cli']['wall_s']:.2f} s, "
               f"Dice sub/cort affine {row['dice_affine']['subcortical']:.3f}/{row['dice_affine']['cortical']:.3f} "
               f"deepreg {row['dice_deepreg']['subcortical']:.3f}/{row['dice_deepreg']['cortical']:.3f}"
+              + (f" refine {row['refine']['dice']['subcortical']:.3f}/{row['refine']['dice']['cortical']:.3f} "
+                 f"({row['refine']['seconds']:.1f} s)" if "refine" in row else "")
               + (f" ants {row['ants']['dice']['subcortical']:.3f}/{row['ants']['dice']['cortical']:.3f} "
                  f"({row['ants']['seconds']:.1f} s)" if "ants" in row else ""), flush=True)
     summary = summarise(rows, a)

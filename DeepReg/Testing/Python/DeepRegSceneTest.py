@@ -14,6 +14,8 @@ class DeepRegSceneTest(unittest.TestCase):
     def test_result_survives_mrb(self):
         import DeepReg
         from DeepRegLib import mrml
+        if not DeepReg.torchAvailable():  # never install torch in a self-test or on a build machine
+            self.skipTest("PyTorch is not installed (install the PyTorch extension; tests never install it)")
         base = DeepReg.sampleDataDir()
         fixed = slicer.util.loadVolume(str(base / "OASIS-TRT-20-17" / "t1weighted_brain.nii.gz"))
         moving = slicer.util.loadVolume(str(base / "OASIS-TRT-20-18" / "t1weighted_brain.nii.gz"))
@@ -29,8 +31,8 @@ class DeepRegSceneTest(unittest.TestCase):
         self.assertTrue(node.IsA("vtkMRMLGridTransformNode"))
         moving = node.GetNodeReference(node.GetMovingNodeReferenceRole())
         self.assertEqual(moving.GetParentTransformNode().GetID(), node.GetID())
-        # Slicer reads displacement fields with cubic interpolation (the node is built linear)
-        self.assertLess(np.abs(mrml.transform_node_map_points(node, pts) - before).max(), 0.3)
+        # the node holds the objects Slicer builds when reading the .h5 (B-spline then affine): same mapping
+        self.assertLess(np.abs(mrml.transform_node_map_points(node, pts) - before).max(), 0.01)
 
 
 def runTest():

@@ -1,0 +1,476 @@
+"""Headless orchestration of one registration: a worker thread, cancellation, progress and a log.
+
+No Qt, no Slicer, no MRML here: the Slicer panel (and the tests) drive a :class:`Job` from the
+main thread.  The pattern is the one Slicer itself uses for non-blocking process output
+(``slicer.util._startAsyncProcessHandling``): the work runs in a Python thread and talks to the
+main thread only through a queue of :class:`Event` s, which the main thread drains with
+:meth:`Job.poll` (from a ``qt.QTimer`` in the panel).  MRML nodes are therefore read before the
+job starts (:func:`DeepRegLib.mrml.gather_inputs`) and written after it ends
+(:func:`DeepRegLib.mrml.apply_outputs`), both on the main thread.
+
+:func:`compute` is the work itself: the first ``import torch`` (with a version check), the model
+load, :func:`DeepRegLib.inference.register` and every output that can be computed without MRML
+(warped volume and label maps, the B-spline coefficients of the transform node, det J).  Coordinates: all
+images are SimpleITK (LPS mm); ``initial`` matrices are RAS 4x4 as Slicer stores them.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import DeepRegError
+
+from .errors import Cancelled  # noqa: F401  (re-exported: the engine's cancellation error)
+
+#: PyTorch version the engine needs; keep equal to the ``torch`` requirement in pyproject.toml.
+TORCH_REQUIREMENT = ">=2.1"
+
+#: Share of the progress bar per job stage (the bar moves within each stage).  "register" is the
+#: engine's run, whose own progress (fraction of its run, reported within its stages) fills it.
+STAGE_WEIGHTS = {"importing PyTorch": 0.10, "loading model": 0.05, "register": 0.78, "register+refine": 0.93,
+                 "outputs": 0.07}
+#: Human-readable stage names for the status line.
+STAGE_LABELS = {"importing PyTorch": "importing PyTorch (first use: a few seconds)", "loading model": "loading the model",
+                "outputs": "computing the outputs", "loading": "reading images", "affine": "affine stage", "network": "deformable network",
+                "refine": "refinement", "field": "building the field", "done": "done"}
+
+
+# ----------------------------------------------------------------------------- events / cancellation
+@dataclass
+class Event:
+    """One message from the worker to the main thread.
+
+    ``kind``: ``"progress"`` (``stage``, ``fraction`` of the whole job in [0, 1]), ``"log"``
+    (``message``), then exactly one of ``"done"`` (``value``: the result), ``"failed"``
+    (``value``: the exception) or ``"cancelled"``.  ``elapsed``: seconds since the job started.
+    """
+
+    kind: str
+    elapsed: float
+    stage: str = ""
+    fraction: float = 0.0
+    message: str = ""
+    value: Any = None
+
+
+class CancelToken:
+    """Thread-safe cancel flag; calling it returns whether cancellation was requested."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    def __call__(self) -> bool:
+        return self._event.is_set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("registration cancelled")
+
+
+class ProgressPlan:
+    """Maps ``(stage, fraction within the stage)`` onto one monotone fraction of the whole job."""
+
+    def __init__(self, stages: List[str], weights: Optional[Dict[str, float]] = None) -> None:
+        w = weights or STAGE_WEIGHTS
+        total = sum(w.get(s, 0.05) for s in stages)
+        self.start: Dict[str, float] = {}
+        self.width: Dict[str, float] = {}
+        acc = 0.0
+        for s in stages:
+            self.start[s] = acc / total
+            self.width[s] = w.get(s, 0.05) / total
+            acc += w.get(s, 0.05)
+        self._last = 0.0
+
+    def overall(self, stage: str, within: float) -> float:
+        if stage == "done":
+            self._last = 1.0
+        elif stage in self.start:
+            f = self.start[stage] + self.width[stage] * min(max(float(within), 0.0), 1.0)
+            self._last = max(self._last, f)
+        return self._last
+
+
+class JobContext:
+    """What the work function gets: report progress and log lines, poll for cancellation."""
+
+    def __init__(self, job: "Job", plan: Optional[ProgressPlan] = None) -> None:
+        self._job = job
+        self.plan = plan
+        self.cancel = job.token  # callable -> bool: the user cancelled (discard everything)
+        # for the engine's ``cancel=``: also True after "stop refinement" (the engine then keeps the
+        # network's result, and the job goes on)
+        self.engine_cancel = lambda: job.token() or job.stop_refine_token()
+
+    def set_plan(self, stages: List[str]) -> None:
+        self.plan = ProgressPlan(stages)
+
+    def progress(self, stage: str, within: float = 0.0, label: Optional[str] = None) -> None:
+        """Report ``within`` (0..1) of job ``stage`` (shown as ``label``); raises :class:`Cancelled` once
+        cancel was requested."""
+        overall = self.plan.overall(stage, within) if self.plan else float(within)
+        self._job._put(Event("progress", self._job.elapsed, stage=label or stage, fraction=overall))
+        self._job.token.raise_if_cancelled()
+
+    def log(self, message: str) -> None:
+        self._job._put(Event("log", self._job.elapsed, message=message))
+
+
+class SyncContext(JobContext):
+    """A context for running :func:`compute` in the caller's thread (console, scripts, tests).
+
+    ``progress(stage, overall_fraction)`` and ``log(line)`` callbacks are called directly; a
+    ``progress`` callback may raise (e.g. :class:`Cancelled`) to stop the work; ``cancel()`` is polled.
+    """
+
+    def __init__(self, progress: Optional[Callable[[str, float], None]] = None,
+                 log: Optional[Callable[[str], None]] = None,
+                 cancel: Optional[Callable[[], bool]] = None) -> None:
+        self.plan = None
+        self._progress_cb = progress
+        self._log_cb = log
+        self.cancel = cancel or (lambda: False)
+        self.engine_cancel = self.cancel
+
+    def progress(self, stage: str, within: float = 0.0, label: Optional[str] = None) -> None:
+        overall = self.plan.overall(stage, within) if self.plan else float(within)
+        if self._progress_cb is not None:
+            self._progress_cb(label or stage, overall)
+        if self.cancel():
+            raise Cancelled("registration cancelled")
+
+    def log(self, message: str) -> None:
+        if self._log_cb is not None:
+            self._log_cb(message)
+
+
+class Job:
+    """Runs ``work(context)`` in a daemon thread; the main thread polls events and may cancel.
+
+    :meth:`cancel` ends the job for the main thread at once: the next :meth:`poll` reports
+    ``"cancelled"`` and nothing the work returns afterwards is ever handed over, so the caller never
+    applies a cancelled result and the scene stays as it was.  The work itself stops at its next
+    progress report or cancel poll (the engine polls within its stages); :attr:`worker_alive` tells
+    when that happened (the panel starts no new run before).
+    """
+
+    def __init__(self, work: Callable[[JobContext], Any], name: str = "DeepReg registration") -> None:
+        self._work = work
+        self.token = CancelToken()
+        self.stop_refine_token = CancelToken()
+        self._queue: "queue.Queue[Event]" = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._t0: Optional[float] = None
+        self._t_end: Optional[float] = None
+        self.context = JobContext(self)
+        self.state = "new"  # new -> running -> done | failed | cancelled
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.stage = ""
+        self.fraction = 0.0
+        self.log: List[str] = []
+
+    # -- worker side
+    @property
+    def elapsed(self) -> float:
+        if self._t0 is None:
+            return 0.0
+        return (self._t_end or time.perf_counter()) - self._t0
+
+    def _put(self, event: Event) -> None:
+        self._queue.put(event)
+
+    def _run(self) -> None:
+        try:
+            value = self._work(self.context)
+            if self.token.cancelled:
+                raise Cancelled("registration cancelled")
+            self._put(Event("done", self.elapsed, value=value))
+        except Cancelled:
+            self._put(Event("cancelled", self.elapsed))
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            if self.token.cancelled:
+                self._put(Event("cancelled", self.elapsed))
+            else:
+                self._put(Event("failed", self.elapsed, value=exc))
+
+    # -- main-thread side
+    def start(self) -> "Job":
+        self._t0 = time.perf_counter()
+        self.state = "running"
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        """Cancel: the job ends now for the main thread; the work stops at its next poll."""
+        if not self.token.cancelled and self.state == "running":
+            self.token.cancel()
+            self._put(Event("cancelled", self.elapsed))
+        self.token.cancel()
+
+    @property
+    def worker_alive(self) -> bool:
+        """Whether the worker thread still runs (after a cancel: until the work's next poll)."""
+        return self._thread.is_alive()
+
+    def stop_refinement(self) -> None:
+        """End the refinement early and keep the network's result (the job goes on to its outputs)."""
+        self.stop_refine_token.cancel()
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def poll(self) -> List[Event]:
+        """Drain the events that arrived since the last call (main thread); updates ``state``."""
+        events = []
+        while True:
+            try:
+                ev = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if self.state in ("done", "failed", "cancelled"):
+                continue  # the job already ended for the main thread (e.g. cancelled): drop late events
+            events.append(ev)
+            if ev.kind == "progress":
+                self.stage, self.fraction = ev.stage, ev.fraction
+            elif ev.kind == "log":
+                self.log.append(ev.message)
+            elif ev.kind in ("done", "failed", "cancelled"):
+                self._t_end = time.perf_counter()
+                self.state = ev.kind
+                self.result = ev.value if ev.kind == "done" else None
+                self.error = ev.value if ev.kind == "failed" else None
+        return events
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the worker thread ends (tests, console); True when it ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def run_to_end(self, on_event: Optional[Callable[[Event], None]] = None, interval: float = 0.02) -> str:
+        """Poll until the job ends (what the panel's timer does), calling ``on_event`` for each event."""
+        while True:
+            alive = self._thread.is_alive()
+            for _ in range(2):  # a thread that ended has queued its last event: drain it too
+                for ev in self.poll():
+                    if on_event is not None:
+                        on_event(ev)
+                if self.state != "running":
+                    return self.state
+                if alive:
+                    break
+            else:
+                raise RuntimeError("the worker thread ended without reporting a result")
+            time.sleep(interval)
+
+
+# ----------------------------------------------------------------------------- the registration work
+@dataclass
+class RegistrationRequest:
+    """Everything :func:`compute` needs, copied out of MRML (or given by a script).
+
+    ``moving`` and ``moving_mask`` / ``moving_labels`` carry the moving side in *initial-aligned*
+    world coordinates: ``initial_ras`` (moving local RAS -> world RAS, 4x4; identity when there is no
+    initial transform) is folded into their geometry.  ``moving_labels``: ``{key: label image}``
+    (nearest-neighbour warps; a segmentation contributes one image per binary-labelmap layer).
+    """
+
+    fixed: sitk.Image
+    moving: sitk.Image
+    model: Optional[str] = None
+    device: str = "auto"
+    mode: str = "deformable"  # "affine" | "deformable"
+    refine: bool = False
+    initial_ras: np.ndarray = field(default_factory=lambda: np.eye(4))
+    skip_affine_stage: bool = False  # use the initial transform as the affine as it is
+    fixed_mask: Optional[sitk.Image] = None
+    moving_mask: Optional[sitk.Image] = None
+    moving_labels: Dict[str, sitk.Image] = field(default_factory=dict)
+    warped_volume: bool = False
+    jacobian: bool = False
+    affine_part: bool = False  # also return the affine part on its own (deformable modes)
+
+
+@dataclass
+class RegistrationOutputs:
+    """What :func:`compute` returns; no MRML objects.
+
+    ``result``: the engine result mapping fixed world points to moving *local* points (the initial
+    transform composed in: ``T_local = I^-1 o T_world``), what a transform node above the moving
+    volume must hold.  ``world_result``: the engine's own result (fixed world -> initial-aligned world).
+    """
+
+    result: Any
+    world_result: Any
+    mode: str
+    warped_volume: Optional[sitk.Image] = None
+    warped_labels: Dict[str, sitk.Image] = field(default_factory=dict)
+    jacobian: Optional[np.ndarray] = None
+    log: List[str] = field(default_factory=list)
+    timings: Dict[str, float] = field(default_factory=dict)
+    refined: bool = False
+    refine_cancelled: bool = False
+    affine_part: bool = False  # the caller asked for the affine part as its own node
+
+
+def parse_version(text: str) -> tuple:
+    """``"2.13.0+cpu"`` -> ``(2, 13, 0)``."""
+    out = []
+    for part in text.split("+")[0].split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        out.append(int(digits))
+        if digits != part:
+            break
+    return tuple(out)
+
+
+def check_torch_version(version: str, requirement: str = TORCH_REQUIREMENT) -> None:
+    """Raise :class:`DeepRegError` when ``version`` is older than ``requirement`` (``">=X.Y"``)."""
+    need = parse_version(requirement.lstrip(">="))
+    if parse_version(version)[:len(need)] < need:
+        raise DeepRegError(
+            f"PyTorch {version} is installed but DeepReg needs torch{requirement} (an older torch may have been "
+            "installed by another extension). Update it from the PyTorch Utils module (Install PyTorch, with the "
+            f"version requirement '{requirement}') or with slicer.util.pip_install('torch{requirement}'), then "
+            "restart Slicer.")
+
+
+def import_torch(ctx: Optional[JobContext] = None):
+    """Import torch (the first import takes seconds) and check its version."""
+    if ctx is not None:
+        ctx.progress("importing PyTorch", 0.0)
+    import torch
+    check_torch_version(torch.__version__)
+    if ctx is not None:
+        ctx.log(f"PyTorch {torch.__version__}; CUDA available: {torch.cuda.is_available()}")
+        ctx.progress("importing PyTorch", 1.0)
+    return torch
+
+
+def ras_to_lps_matrix(m_ras: np.ndarray) -> np.ndarray:
+    """A RAS 4x4 point mapping expressed in LPS (``FLIP m FLIP``)."""
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    return flip @ np.asarray(m_ras, dtype=float) @ flip
+
+
+def affine_from_matrix(m: np.ndarray) -> sitk.AffineTransform:
+    a = sitk.AffineTransform(3)
+    a.SetMatrix(tuple(float(v) for v in m[:3, :3].ravel()))
+    a.SetTranslation(tuple(float(v) for v in m[:3, 3]))
+    return a
+
+
+def compose_initial(result, initial_ras: np.ndarray):
+    """The result with ``I^-1`` applied after it: fixed world -> moving local (``initial_ras`` = I, RAS)."""
+    from .transforms import affine_matrix
+    if np.allclose(initial_ras, np.eye(4)):
+        return result
+    inv_lps = np.linalg.inv(ras_to_lps_matrix(initial_ras))
+    return replace(result, affine=affine_from_matrix(inv_lps @ affine_matrix(result.affine)))
+
+
+def _stages(req: RegistrationRequest) -> List[str]:
+    engine = "register+refine" if (req.refine and req.mode != "affine") else "register"
+    return ["importing PyTorch", "loading model", engine, "outputs"]
+
+
+def compute(req: RegistrationRequest, ctx: Optional[JobContext] = None) -> RegistrationOutputs:
+    """Run the registration and compute every MRML-free output (in the worker thread)."""
+    if ctx is None:  # synchronous use, no callbacks
+        ctx = SyncContext()
+    ctx.set_plan(_stages(req))
+    log = []
+
+    def note(line: str) -> None:
+        log.append(line)
+        ctx.log(line)
+
+    t0 = time.perf_counter()
+    import_torch(ctx)
+    from . import inference
+    from .bundles import load_bundle
+    ctx.progress("loading model", 0.0)
+    bundle = load_bundle(req.model)
+    device = inference.resolve_device(req.device)
+    if req.mode != "affine":
+        inference._network(bundle, device)  # the first load of the weights, cached for register()
+    note(f"model {bundle.name} ({bundle.card.get('description', '')}) on {device}; "
+         f"loaded in {time.perf_counter() - t0:.2f} s (with the torch import)")
+    ctx.progress("loading model", 1.0)
+
+    kwargs: Dict[str, Any] = dict(mode=req.mode, refine=req.refine and req.mode != "affine",
+                                  fixed_mask=req.fixed_mask, moving_mask=req.moving_mask, cancel=ctx.engine_cancel)
+    if req.skip_affine_stage:
+        kwargs["initial_affine"] = sitk.AffineTransform(3)  # the initial transform, already folded in, as is
+        note("affine stage skipped: the initial transform is used as the affine")
+    elif not np.allclose(req.initial_ras, np.eye(4)):
+        note("the initial transform places the moving image before the affine stage")
+
+    engine_progress = EngineProgress(ctx, _stages(req)[2])
+    result_w = inference.register(req.fixed, req.moving, model=req.model, device=req.device,  # "auto": OOM fallback
+                                  progress=engine_progress, **kwargs)
+    if ctx.cancel():
+        raise Cancelled("registration cancelled")
+    mode, refined, refine_cancelled = result_w.mode, bool(result_w.refined), bool(result_w.refine_cancelled)
+    for line in result_w.log:
+        note(line)
+    note("engine timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result_w.timings.items()))
+
+    ctx.progress("outputs", 0.0)
+    t1 = time.perf_counter()
+    result = compose_initial(result_w, req.initial_ras)
+    out = RegistrationOutputs(result=result, world_result=result_w, mode=mode, log=log,
+                              refined=refined, refine_cancelled=refine_cancelled,
+                              affine_part=req.affine_part)
+    if result.displacement is not None:
+        result.coefficients()  # the B-spline prefilter, cached on the result for the transform node (main thread)
+    ctx.progress("outputs", 0.3)
+    if req.warped_volume:
+        out.warped_volume = result_w.warp_image(req.moving)
+    for key, lab in req.moving_labels.items():
+        out.warped_labels[key] = result_w.warp_labels(lab)
+        ctx.progress("outputs", 0.3 + 0.5 * (len(out.warped_labels) / max(1, len(req.moving_labels))))
+    if req.jacobian and result.displacement is not None:
+        out.jacobian = np.asarray(result.jacobian_determinant(), dtype=np.float32)
+    out.timings = dict(result_w.timings)
+    out.timings["outputs"] = time.perf_counter() - t1
+    out.timings["job"] = time.perf_counter() - t0
+    note(f"outputs computed in {out.timings['outputs']:.2f} s; whole job {out.timings['job']:.2f} s")
+    ctx.progress("done", 1.0)
+    return out
+
+
+class EngineProgress:
+    """Adapts the engine's ``progress(stage, fraction)`` to the job: ``fraction`` is of the engine's whole
+    run (reported at stage boundaries and within long stages) and fills the job's register stage;
+    the engine's stage name ("affine", "network", "refine", ...) is what the status line shows."""
+
+    def __init__(self, ctx: JobContext, job_stage: str = "register") -> None:
+        self.ctx = ctx
+        self.job_stage = job_stage
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if stage == "done":  # the engine is done; the job still computes its outputs
+            stage = "field"
+        self.ctx.progress(self.job_stage, float(fraction), label=stage)
+
+
+def run_job(req: RegistrationRequest) -> Job:
+    """Start :func:`compute` for ``req`` in a worker thread; poll the returned :class:`Job`."""
+    return Job(lambda ctx: compute(req, ctx)).start()
