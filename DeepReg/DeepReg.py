@@ -201,20 +201,29 @@ class DeepReg(ScriptedLoadableModule):
             slicer.app.connect("startupCompleted()", registerSampleData)
 
 
+#: bundled sample volumes for the Sample Data module: (sample name, folder, file, node name)
+SAMPLE_VOLUMES = [
+    ("DeepRegOASIS-TRT-20-17", "OASIS-TRT-20-17", "t1weighted_brain.nii.gz", "OASIS-TRT-20-17"),
+    ("DeepRegOASIS-TRT-20-18", "OASIS-TRT-20-18", "t1weighted_brain.nii.gz", "OASIS-TRT-20-18"),
+    ("DeepRegProstateUS", "prostate-mr-us-case000025", "fixed_us.nii.gz", "prostate-case25-US"),
+    ("DeepRegProstateMR", "prostate-mr-us-case000025", "moving_mr.nii.gz", "prostate-case25-MR"),
+]
+
+
 def registerSampleData():
-    """Add the two bundled brains to the Sample Data module (category DeepReg), loaded from local files."""
+    """Add the bundled brains and the prostate MR-US pair to the Sample Data module (category DeepReg), from local files."""
     try:
         import SampleData
     except ImportError:
         return
     base = sampleDataDir()
-    for subject in ("OASIS-TRT-20-17", "OASIS-TRT-20-18"):
-        path = base / subject / "t1weighted_brain.nii.gz"
+    for sample, folder, filename, node in SAMPLE_VOLUMES:
+        path = base / folder / filename
         if not path.is_file():
             continue
         SampleData.SampleDataLogic.registerCustomSampleDataSource(
-            category="DeepReg", sampleName=f"DeepReg{subject}", uris=path.as_uri(),
-            fileNames=f"{subject}_t1weighted_brain.nii.gz", nodeNames=subject,
+            category="DeepReg", sampleName=sample, uris=path.as_uri(),
+            fileNames=f"{folder}_{filename}", nodeNames=node,
             thumbnailFileName=iconPath(), loadFileType="VolumeFile", checksums=None)
 
 
