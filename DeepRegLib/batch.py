@@ -218,17 +218,22 @@ class ProgressBar:
 
 # ----------------------------------------------------------------------------- running
 
-def _local_cluster(cfg: BatchConfig):
+def local_cluster(cfg: BatchConfig):
+    """The `distributed.LocalCluster` that :func:`run_batch` starts for ``cfg`` (process workers)."""
     import logging
 
+    import dask
     from distributed import LocalCluster
     threads = max(1, cfg.threads_per_worker)
     workers = cfg.workers or max(1, (os.cpu_count() or 1) // threads)
-    # one Dask thread per worker: a registration uses `threads` CPU threads of its own;
-    # allowed_failures=1: a pair whose worker dies is retried once, on a fresh worker
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                        memory_limit=cfg.memory_limit, silence_logs=logging.ERROR,
-                        scheduler_kwargs={"allowed_failures": 1})
+    # One Dask thread per worker: a registration uses `threads` CPU threads of its own.
+    # allowed_failures=1: a pair whose worker dies is retried once, on a fresh worker.
+    # worker-saturation 1.0: a worker holds only the pair it is running, so a dying worker takes
+    # no queued pair down with it (Dask counts those as suspects too) and pairs balance evenly.
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                            memory_limit=cfg.memory_limit, silence_logs=logging.ERROR,
+                            scheduler_kwargs={"allowed_failures": 1})
 
 
 def _failed(pair: Pair, message: str, run_id: str) -> dict:
@@ -310,7 +315,7 @@ def _run_on_dask(todo: List[Pair], tcfg: TaskConfig, cfg: BatchConfig, run_id: s
             if cfg.scheduler:
                 client = own_client = Client(cfg.scheduler)
             else:
-                cluster = _local_cluster(cfg)
+                cluster = local_cluster(cfg)
                 client = own_client = Client(cluster)
         client.register_plugin(ModelPreload(tcfg.model, tcfg.device, tcfg.threads),
                                name=f"deepreg-model-{tcfg.model}-{tcfg.device}-{tcfg.threads}")
