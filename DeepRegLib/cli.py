@@ -28,7 +28,12 @@ def cmd_register(a: argparse.Namespace) -> int:
     from .imageio import write_image
     if bool(a.moving_labels) != bool(a.output_warped_labels):
         raise_input("--moving-labels and --output-warped-labels must be given together")
-    res = register(a.fixed, a.moving, model=a.model, device=a.device, progress=_progress)
+    if a.mode == "affine" and a.refine:
+        raise_input("--refine needs --mode deformable")
+    res = register(a.fixed, a.moving, model=a.model, device=a.device, progress=_progress, mode=a.mode,
+                   refine=a.refine, fixed_mask=a.fixed_mask, moving_mask=a.moving_mask)
+    for line in res.log:
+        _eprint(f"[deepreg] {line}")
     res.write_transform(a.output_transform)
     _eprint(f"[deepreg] wrote transform (fixed -> moving, ITK/LPS): {a.output_transform}")
     if a.output_warped:
@@ -148,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", default=None, help="model bundle name or folder (see 'deepreg models')")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: CUDA if available, CPU fallback on out-of-memory")
+    r.add_argument("--mode", default="deformable", choices=["affine", "deformable"],
+                   help="affine: the affine stage only (a linear transform)")
+    r.add_argument("--refine", action="store_true",
+                   help="optimise the network's mapping for this pair (slower, more accurate)")
+    r.add_argument("--fixed-mask", help="optional mask on the fixed image (non-zero = inside): restricts the similarity")
+    r.add_argument("--moving-mask", help="optional mask on the moving image (non-zero = inside)")
     r.set_defaults(func=cmd_register)
 
     w = sub.add_parser("warp", help="apply a transform file to an image or label map")

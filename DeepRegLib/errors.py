@@ -14,3 +14,7 @@ class ModelNotFoundError(DeepRegError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class Cancelled(DeepRegError):
+    """The caller's ``cancel()`` returned True: the registration was stopped (nothing was produced)."""

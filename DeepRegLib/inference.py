@@ -10,7 +10,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -19,10 +19,13 @@ import torch
 from . import transforms as tr
 from .affine import AffineConfig
 from .bundles import ModelBundle, load_bundle
-from .errors import InputError
+from .errors import Cancelled, InputError
 from .grid import Grid
 from .imageio import ImageLike, as_image
 from .pipeline import prepare_pair
+from .refine import RefineConfig, refine_flow
+
+__all__ = ["register", "RegistrationResult", "RefineConfig", "Cancelled", "resolve_device"]
 
 log = logging.getLogger("DeepRegLib")
 Progress = Callable[[str, float], None]
@@ -41,6 +44,10 @@ class RegistrationResult:
     model: str
     device: str
     timings: Dict[str, float] = field(default_factory=dict)
+    mode: str = "deformable"          # "affine": displacement and grid are None
+    refined: bool = False             # the refinement ran to completion
+    refine_cancelled: bool = False    # refinement was cancelled: this is the network's result
+    log: List[str] = field(default_factory=list)  # human-readable lines: stages, timings, warnings
 
     def transform(self) -> sitk.CompositeTransform:
         """The ITK composite transform ``[A, u]`` (fixed -> moving)."""
@@ -72,8 +79,13 @@ class RegistrationResult:
         t = self.affine_transform() if affine_only else self.transform()
         return sitk.Resample(lab, reference or self.fixed, t, sitk.sitkNearestNeighbor, 0, lab.GetPixelID())
 
-    def jacobian_determinant(self) -> np.ndarray:
-        """det of the Jacobian of ``p -> p + u(p)`` on the displacement grid (interior voxels)."""
+    def jacobian_determinant(self) -> Optional[np.ndarray]:
+        """det of the Jacobian of ``p -> p + u(p)`` on the displacement grid (interior voxels, ``(z-2, y-2, x-2)``).
+
+        ``None`` for an affine-only result (its Jacobian is the constant ``det A``).
+        """
+        if self.displacement is None:
+            return None
         from .spatial import jacobian_determinant
         flow = torch.from_numpy(np.stack([self.displacement[..., 2] / self.grid.spacing[2],
                                           self.displacement[..., 1] / self.grid.spacing[1],
@@ -102,10 +114,15 @@ def _network(bundle: ModelBundle, device: str) -> torch.nn.Module:
     return _NETWORK_CACHE[key]
 
 
-def _predict(bundle: ModelBundle, fixed: np.ndarray, moving: np.ndarray, device: str, allow_fallback: bool):
+def _predict(bundle: ModelBundle, fixed: np.ndarray, moving: np.ndarray, device: str, allow_fallback: bool,
+             cancel: Optional[Callable[[], bool]] = None):
     net = _network(bundle, device)
     f = torch.from_numpy(fixed)[None, None].to(device)
     m = torch.from_numpy(moving)[None, None].to(device)
+    hooks = []
+    if cancel is not None:  # polled before each cascade's subnet
+        for sub in getattr(net, "subnets", []):
+            hooks.append(sub.register_forward_pre_hook(lambda *_: _polled(cancel, "during the network")))
     try:
         with torch.inference_mode():
             flow, _ = net(f, m)
@@ -116,39 +133,145 @@ def _predict(bundle: ModelBundle, fixed: np.ndarray, moving: np.ndarray, device:
         torch.cuda.empty_cache()
         warnings.warn("CUDA ran out of memory; falling back to the CPU", RuntimeWarning)
         log.warning("CUDA out of memory; falling back to the CPU")
-        return _predict(bundle, fixed, moving, "cpu", False)
+        return _predict(bundle, fixed, moving, "cpu", False, cancel)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def _polled(cancel: Optional[Callable[[], bool]], where: str) -> None:
+    if cancel is not None and cancel():
+        raise Cancelled(f"registration cancelled {where}")
+
+
+def _mask(mask: Optional[ImageLike], reference: sitk.Image, name: str) -> Optional[sitk.Image]:
+    """A mask image (non-zero = inside) in ``reference``'s physical space; resampled (nearest) if its grid differs."""
+    if mask is None:
+        return None
+    m = mask if isinstance(mask, sitk.Image) else as_image(mask, name, pixel_type=None)
+    if m.GetDimension() != 3 or m.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{name} must be a 3D scalar image (label map or binary mask)")
+    same = (m.GetSize() == reference.GetSize()
+            and np.allclose(m.GetOrigin(), reference.GetOrigin(), atol=1e-3)
+            and np.allclose(m.GetSpacing(), reference.GetSpacing(), atol=1e-5)
+            and np.allclose(m.GetDirection(), reference.GetDirection(), atol=1e-5))
+    if not same:
+        m = sitk.Resample(m, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, m.GetPixelID())
+    m = sitk.Cast(m != 0, sitk.sitkUInt8)
+    if not np.any(sitk.GetArrayViewFromImage(m)):
+        raise InputError(f"{name} is empty: no non-zero voxel inside its image")
+    return m
 
 
 def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, device: str = "auto",
-             affine_config: AffineConfig = AffineConfig(), initial_affine: Optional[sitk.Transform] = None,
-             progress: Optional[Progress] = None) -> RegistrationResult:
-    """Register ``moving`` to ``fixed`` (paths or SimpleITK images, any geometry).
+             affine_config: Optional[AffineConfig] = None, initial_affine: Optional[sitk.Transform] = None,
+             progress: Optional[Progress] = None, *, mode: str = "deformable",
+             refine: Union[bool, RefineConfig] = False,
+             fixed_mask: Optional[ImageLike] = None, moving_mask: Optional[ImageLike] = None,
+             cancel: Optional[Callable[[], bool]] = None) -> RegistrationResult:
+    """Register ``moving`` to ``fixed`` (paths or SimpleITK images, any geometry); fixed -> moving map.
 
-    Affine pre-alignment (SimpleITK, ~4 mm) then the bundled network on its LPS grid.
-    ``progress(stage, fraction)`` is called between stages.  Returns the fixed -> moving map.
+    Affine pre-alignment (SimpleITK, ~4 mm; ``affine_config=None`` = the model card's settings),
+    then, for ``mode="deformable"``, the bundled network on its LPS grid and, with ``refine``
+    (``True`` or a :class:`RefineConfig`), a per-pair optimisation of the network's mapping.
+    ``fixed_mask``/``moving_mask`` (non-zero = inside) restrict the similarity of the affine stage and
+    of the refinement.  ``progress(stage, fraction)``: stages "loading", "affine", "network",
+    "refine", "field", "done"; fraction is of the whole run, also reported within long stages.
+    ``cancel()`` is polled within stages: during refinement it stops the refinement and the
+    network's result is returned (``refine_cancelled=True``); elsewhere it raises
+    :class:`DeepRegLib.errors.Cancelled`.
     """
-    def report(stage: str, frac: float) -> None:
-        log.info("%s (%.0f%%)", stage, 100 * frac)
+    lines: List[str] = []
+
+    if mode not in ("affine", "deformable"):
+        raise InputError(f"unknown mode {mode!r}; use 'affine' or 'deformable'")
+    if isinstance(refine, bool):
+        rcfg = RefineConfig() if refine else None
+    elif isinstance(refine, RefineConfig):
+        rcfg = refine
+    else:
+        raise InputError(f"refine must be True, False or a RefineConfig, not {type(refine).__name__}")
+    if mode == "affine":
+        rcfg = None
+    # overall fractions at which stages start
+    marks = {"loading": 0.0, "affine": 0.05}
+    if mode == "affine":
+        marks.update(field=0.95, done=1.0)
+    elif rcfg is None:
+        marks.update(network=0.55, field=0.9, done=1.0)
+    else:
+        marks.update(network=0.1, refine=0.15, field=0.95, done=1.0)
+    order = [k for k in ("loading", "affine", "network", "refine", "field", "done") if k in marks]
+
+    def report(stage: str, within: float = 0.0) -> None:
+        nxt = order[order.index(stage) + 1] if stage != "done" else "done"
+        frac = marks[stage] + (marks[nxt] - marks[stage]) * min(max(within, 0.0), 1.0)
+        log.debug("%s (%.0f%%)", stage, 100 * frac)
         if progress is not None:
             progress(stage, frac)
 
+    def note(text: str) -> None:
+        lines.append(text)
+        log.info(text)
+
     t0 = time.perf_counter()
-    report("loading", 0.0)
+    report("loading")
     f_img = as_image(fixed, "fixed")
     m_img = as_image(moving, "moving")
+    f_mask = _mask(fixed_mask, f_img, "fixed mask")
+    m_mask = _mask(moving_mask, m_img, "moving mask")
     bundle = load_bundle(model)
     dev = resolve_device(device)
+    acfg = affine_config if affine_config is not None else AffineConfig.from_card(bundle.card.get("affine_stage"))
     timings = {"load": time.perf_counter() - t0}
-    report("affine", 0.1)
-    prep = prepare_pair(f_img, m_img, bundle.input_spec, affine_config, initial_affine)
+    note(f"loaded fixed {f_img.GetSize()} and moving {m_img.GetSize()}; model {bundle.name}, device {dev}"
+         + (", fixed mask" if f_mask is not None else "") + (", moving mask" if m_mask is not None else ""))
+    _polled(cancel, "before the affine stage")
+    report("affine")
+    prep = prepare_pair(f_img, m_img, bundle.input_spec, acfg, initial_affine, f_mask, m_mask,
+                        progress=lambda x: report("affine", x), cancel=cancel)
     timings.update(prep.timings)
-    report("network", 0.6)
+    note(f"affine stage: {timings['affine']:.2f} s" + (" (given initial affine)" if initial_affine is not None else ""))
+    if mode == "affine":
+        report("field")
+        timings["total"] = time.perf_counter() - t0
+        note(f"done (affine only): {timings['total']:.2f} s")
+        report("done")
+        return RegistrationResult(f_img, prep.affine, None, None, bundle.name, dev, timings, mode="affine", log=lines)
+    _polled(cancel, "before the network")
+    report("network")
     t1 = time.perf_counter()
-    flow, used = _predict(bundle, prep.fixed, prep.moving, dev, allow_fallback=(device or "auto") == "auto")
+    flow, used = _predict(bundle, prep.fixed, prep.moving, dev, allow_fallback=(device or "auto") == "auto",
+                          cancel=cancel)
     timings["network"] = time.perf_counter() - t1
-    t2 = time.perf_counter()
+    note(f"network: {timings['network']:.2f} s on {used}")
+    refined = refine_cancelled = False
+    if rcfg is not None:
+        _polled(cancel, "before refinement")
+        report("refine")
+        t2 = time.perf_counter()
+        out = _refine(prep, flow, used, rcfg, lambda x: report("refine", x), cancel)
+        timings["refine"] = time.perf_counter() - t2
+        if out.cancelled:
+            refine_cancelled = True
+            note(f"refinement cancelled after {out.steps} steps: the network's result is kept")
+        else:
+            flow, refined = out.flow, True
+            note(f"refinement: {out.steps} steps, loss {out.losses[0]:.4f} -> {min(out.losses):.4f}, "
+                 f"{timings['refine']:.2f} s on {used}")
+    report("field")
+    t3 = time.perf_counter()
     disp = tr.taper_border(tr.flow_to_displacement(flow, prep.grid))
-    timings["field"] = time.perf_counter() - t2
+    timings["field"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
-    report("done", 1.0)
-    return RegistrationResult(f_img, prep.affine, disp, prep.grid, bundle.name, used, timings)
+    note(f"done: {timings['total']:.2f} s")
+    report("done")
+    return RegistrationResult(f_img, prep.affine, disp, prep.grid, bundle.name, used, timings, mode="deformable",
+                              refined=refined, refine_cancelled=refine_cancelled, log=lines)
+
+
+def _refine(prep, flow: torch.Tensor, device: str, config: RefineConfig, progress, cancel):
+    def t(a):
+        return None if a is None else torch.from_numpy(a)[None, None].to(device)
+    return refine_flow(t(prep.fixed), t(prep.moving), flow.to(device), float(prep.grid.spacing[0]), config,
+                       mask=t(prep.fixed_mask), moving_mask=t(prep.moving_mask), progress=progress, cancel=cancel)
