@@ -7,9 +7,9 @@ process that loaded the model once (:class:`~DeepRegLib.batch_task.ModelPreload`
 a ``distributed.LocalCluster`` of process workers runs on this machine, one pair at a time per
 worker; ``scheduler="tcp://host:8786"`` runs the same tasks on an existing cluster.
 
-Faults: a bad pair is recorded as ``failed`` with its message and the rest go on; a worker that
-dies is replaced (its nanny restarts it) and its pair is retried once (the scheduler's
-``allowed_failures=1`` on the local cluster).  Resume: a pair whose ``result.json`` says ``ok``
+Faults: a bad pair is recorded as ``failed`` with its message and the rest go on.  A worker that
+dies is replaced (its nanny restarts it); the pair it was registering is retried once (each start
+is logged in the pair's ``.attempts``), pairs merely queued on it are resubmitted.  Resume: a pair whose ``result.json`` says ``ok``
 for the same inputs and settings, with all its outputs present, is ``skipped``.
 Outputs: ``OUT/pairs/<id>/...`` and the summary files of :mod:`DeepRegLib.batch_summary`.
 """
@@ -23,10 +23,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Callable, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
 
 from .batch_summary import write_summary
-from .batch_task import ModelPreload, Pair, TaskConfig, completed_record, process_pair
+from .batch_task import (ModelPreload, Pair, TaskConfig, completed_record, process_pair, refine_key,
+                         started_attempts)
 from .errors import DeepRegError, InputError
 
 COLUMNS = ("fixed", "moving", "moving_labels", "fixed_labels", "id")
@@ -45,7 +46,7 @@ class BatchConfig:
 
     model: Optional[str] = None
     device: str = "auto"
-    refine: bool = False
+    refine: Any = False  # True, or a DeepRegLib.refine.RefineConfig
     write_warped: bool = False
     write_warped_labels: bool = False
     workers: Optional[int] = None
@@ -227,13 +228,16 @@ def local_cluster(cfg: BatchConfig):
     threads = max(1, cfg.threads_per_worker)
     workers = cfg.workers or max(1, (os.cpu_count() or 1) // threads)
     # One Dask thread per worker: a registration uses `threads` CPU threads of its own.
-    # allowed_failures=1: a pair whose worker dies is retried once, on a fresh worker.
-    # worker-saturation 1.0: a worker holds only the pair it is running, so a dying worker takes
-    # no queued pair down with it (Dask counts those as suspects too) and pairs balance evenly.
-    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
-        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                            memory_limit=cfg.memory_limit, silence_logs=logging.ERROR,
-                            scheduler_kwargs={"allowed_failures": 1})
+    # allowed_failures=0: when a worker dies, Dask fails every pair it held at once (KilledWorker),
+    # and run_batch retries those itself: once for the pair that was running, and freely for pairs
+    # that were only queued there (Dask would count those as suspects too).
+    # A dead worker's restart (spawn, import torch, load the model) can take longer than Dask's 15 s
+    # lost-worker timeout on a busy machine, after which the cluster would give up on that worker.
+    # This setting is read when a worker is lost, so it is set for this process, not in a context.
+    dask.config.set({"distributed.deploy.lost-worker-timeout": "300s"})
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        memory_limit=cfg.memory_limit, silence_logs=logging.ERROR,
+                        scheduler_kwargs={"allowed_failures": 0})
 
 
 def _failed(pair: Pair, message: str, run_id: str) -> dict:
@@ -241,11 +245,15 @@ def _failed(pair: Pair, message: str, run_id: str) -> dict:
             "moving_labels": pair.moving_labels, "fixed_labels": pair.fixed_labels, "run_id": run_id}
 
 
-def _lost_pair_message(exc: BaseException) -> str:
+#: a pair that was only queued on workers that died is resubmitted at most this many times
+MAX_RESUBMITS = 4
+
+
+def _lost_pair_message(exc: BaseException, started: int) -> str:
     from distributed import KilledWorker
     if isinstance(exc, KilledWorker):
-        return ("the worker process died twice while registering this pair (out of memory or a crash); "
-                f"not retried again. Dask: {exc}")
+        return (f"the worker process died while registering this pair, {started} times (out of memory or a "
+                "crash); not retried again")
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -272,8 +280,8 @@ def run_batch(pairs: Sequence[Pair], output_dir: str | os.PathLike, config: Opti
     model = str(Path(cfg.model).resolve()) if cfg.model and Path(cfg.model).is_dir() else bundle.name
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    tcfg = TaskConfig(str(out), model, cfg.device, bool(cfg.refine), cfg.write_warped, cfg.write_warped_labels,
-                      max(1, cfg.threads_per_worker))
+    tcfg = TaskConfig(str(out), model, cfg.device, cfg.refine or False, cfg.write_warped,
+                      cfg.write_warped_labels, max(1, cfg.threads_per_worker))
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     t0 = time.perf_counter()
     records: Dict[str, dict] = {}
@@ -288,7 +296,7 @@ def run_batch(pairs: Sequence[Pair], output_dir: str | os.PathLike, config: Opti
             bar.update(records[p.id])
             if on_record:
                 on_record(records[p.id])
-    run = {"run_id": run_id, "model": model, "device": cfg.device, "refine": bool(cfg.refine),
+    run = {"run_id": run_id, "model": model, "device": cfg.device, "refine": refine_key(tcfg.refine),
            "threads_per_worker": tcfg.threads, "scheduler": None, "workers": 0, "registered": len(todo)}
     if todo:
         t_dask = time.perf_counter()
@@ -305,7 +313,7 @@ def run_batch(pairs: Sequence[Pair], output_dir: str | os.PathLike, config: Opti
 def _run_on_dask(todo: List[Pair], tcfg: TaskConfig, cfg: BatchConfig, run_id: str, client,
                  records: Dict[str, dict], bar: ProgressBar, on_record) -> dict:
     try:
-        from distributed import Client, as_completed
+        from distributed import Client, KilledWorker, as_completed
     except ImportError as exc:
         raise DeepRegError("deepreg batch needs Dask: pip install 'dask[distributed]' "
                            "(or the 'batch' extra of this package)") from exc
@@ -320,14 +328,27 @@ def _run_on_dask(todo: List[Pair], tcfg: TaskConfig, cfg: BatchConfig, run_id: s
         client.register_plugin(ModelPreload(tcfg.model, tcfg.device, tcfg.threads),
                                name=f"deepreg-model-{tcfg.model}-{tcfg.device}-{tcfg.threads}")
         info = {"scheduler": client.scheduler.address, "workers": len(client.scheduler_info()["workers"])}
-        futures = {client.submit(process_pair, p, tcfg, run_id, key=f"deepreg-{p.id}-{run_id}", pure=False): p
-                   for p in todo}
-        for fut in as_completed(futures):
-            pair = futures[fut]
+        futures, resubmits = {}, {}
+
+        def submit(p: Pair):
+            n = resubmits.get(p.id, 0)
+            key = f"deepreg-{p.id}-{run_id}" + (f"-r{n}" if n else "")
+            fut = client.submit(process_pair, p, tcfg, run_id, key=key, pure=False)
+            futures[fut] = p
+            return fut
+
+        queue = as_completed([submit(p) for p in todo])
+        for fut in queue:
+            pair = futures.pop(fut)
             try:
                 rec = fut.result()
-            except Exception as exc:  # the task itself never raises: its worker was lost
-                rec = _failed(pair, _lost_pair_message(exc), run_id)
+            except Exception as exc:  # process_pair never raises: its worker died (KilledWorker)
+                started = started_attempts(tcfg.output_dir, pair.id, run_id)
+                if isinstance(exc, KilledWorker) and started < 2 and resubmits.get(pair.id, 0) < MAX_RESUBMITS:
+                    resubmits[pair.id] = resubmits.get(pair.id, 0) + 1
+                    queue.add(submit(pair))  # retried: once if it was running, else it was only queued
+                    continue
+                rec = _failed(pair, _lost_pair_message(exc, started), run_id)
             records[pair.id] = rec
             bar.update(rec)
             if on_record:

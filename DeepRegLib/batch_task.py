@@ -15,10 +15,10 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from .errors import DeepRegError
 
@@ -51,7 +51,7 @@ class TaskConfig:
     output_dir: str
     model: str
     device: str = "cpu"
-    refine: bool = False
+    refine: Any = False  # bool or a DeepRegLib.refine.RefineConfig
     write_warped: bool = False
     write_warped_labels: bool = False
     threads: int = 1
@@ -65,9 +65,14 @@ def pair_dir(output_dir: str | os.PathLike, pair_id: str) -> Path:
 def signature(pair: Pair, cfg: TaskConfig) -> dict:
     """What makes two runs of a pair the same work: inputs, model, refinement and requested outputs."""
     return {"fixed": pair.fixed, "moving": pair.moving, "moving_labels": pair.moving_labels,
-            "fixed_labels": pair.fixed_labels, "model": cfg.model, "refine": bool(cfg.refine),
+            "fixed_labels": pair.fixed_labels, "model": cfg.model, "refine": refine_key(cfg.refine),
             "warped": bool(cfg.write_warped),
             "warped_labels": bool(cfg.write_warped_labels and pair.moving_labels)}
+
+
+def refine_key(refine: Any):
+    """``refine`` as JSON: False, True or the fields of a ``RefineConfig``."""
+    return asdict(refine) if is_dataclass(refine) else bool(refine)
 
 
 def completed_record(pair: Pair, cfg: TaskConfig) -> Optional[dict]:
@@ -146,7 +151,16 @@ def _start_attempt(d: Path, run_id: str) -> int:
             p.unlink(missing_ok=True)
     with open(d / ATTEMPTS, "a") as fh:
         fh.write(f"{run_id} {socket.gethostname()} {os.getpid()} {datetime.now(timezone.utc).isoformat()}\n")
-    return sum(1 for line in (d / ATTEMPTS).read_text().splitlines() if line.split(" ", 1)[0] == run_id)
+    return started_attempts(d.parent.parent, d.name, run_id)
+
+
+def started_attempts(output_dir: str | os.PathLike, pair_id: str, run_id: str) -> int:
+    """How many times a worker started ``pair_id`` in run ``run_id`` (from its ``.attempts`` log)."""
+    try:
+        lines = (pair_dir(output_dir, pair_id) / ATTEMPTS).read_text().splitlines()
+    except OSError:
+        return 0
+    return sum(1 for line in lines if line.split(" ", 1)[0] == run_id)
 
 
 def _message(exc: BaseException) -> str:
@@ -195,12 +209,11 @@ def _register_and_write(pair: Pair, cfg: TaskConfig, d: Path) -> dict:
     set_threads(cfg.threads)
     out: dict = {"output_bytes": {}}
     moving = as_image(pair.moving, "moving")
-    kwargs = {"refine": True} if cfg.refine else {}  # only when asked: `refine` is a newer keyword
-    res = register(pair.fixed, moving, model=cfg.model, device=cfg.device, **kwargs)
+    res = register(pair.fixed, moving, model=cfg.model, device=cfg.device, refine=cfg.refine)
     out["register_s"] = round(res.timings.get("total", float("nan")), 4)
     out["timings"] = {k: round(v, 4) for k, v in res.timings.items()}
     out["model"], out["device"] = res.model, res.device
-    out["refined"] = bool(getattr(res, "refined", False))
+    out["refined"] = bool(res.refined)
 
     def save(key: str, write: Callable[[str], object]) -> None:
         out["output_bytes"][key] = _atomic(d / OUTPUT_NAMES[key], write)

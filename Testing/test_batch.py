@@ -91,6 +91,7 @@ def test_batch_cli_on_local_cluster_with_bad_pair_and_resume(small_pairs, cluste
         assert len(_transform_arrays(got)) == 4  # [affine, displacement field]
         for x, y in zip(_transform_arrays(got), _transform_arrays(ref)):
             assert np.array_equal(x, y), f"pair {pid}: batch transform differs from deepreg register"
+        assert got.read_bytes() == ref.read_bytes()
         # Dice recomputed from the written warped labels agrees with the summary
         from DeepRegLib.metrics import dice_summary
         dice = dice_summary(sitk.ReadImage(str(small_pairs / f"{fixed}_labels.nii.gz")),
@@ -133,44 +134,72 @@ def test_batch_cli_on_local_cluster_with_bad_pair_and_resume(small_pairs, cluste
 
 
 class _KillWorker(distributed.WorkerPlugin):
-    """Fault injection through Dask's public plugin API: the worker process exits (no cleanup) when
-    it starts the task of a pair in ``always``, or of a pair in ``once`` the first time."""
+    """Fault injection through Dask's public plugin API: the worker process exits (no cleanup) while it
+    registers a pair in ``always``, or a pair in ``once`` the first time (right after the pair's start
+    is logged in its ``.attempts`` file, i.e. during the registration)."""
 
-    def __init__(self, marker_dir: str, once: tuple, always: tuple) -> None:
-        self.marker_dir, self.once, self.always = marker_dir, once, always
+    def __init__(self, out_dir: str, once: tuple, always: tuple) -> None:
+        self.out_dir, self.once, self.always = out_dir, once, always
 
     def transition(self, key, start, finish, **kwargs):
+        import threading
+        import time
         if finish != "executing" or not str(key).startswith("deepreg-"):
             return
         pid = str(key).split("-")[1]
-        if pid in self.always:
-            os._exit(1)
-        if pid in self.once:
-            try:
-                fd = os.open(os.path.join(self.marker_dir, f"killed-{pid}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                return
-            os.close(fd)
-            os._exit(1)
+        if pid not in self.once + self.always:
+            return
+        log = os.path.join(self.out_dir, "pairs", pid, ".attempts")
+        seen = open(log).read().count("\n") if os.path.exists(log) else 0
+        if pid in self.once and seen:
+            return
+
+        def kill_when_started():
+            for _ in range(3000):
+                if os.path.exists(log) and open(log).read().count("\n") > seen:
+                    os._exit(1)
+                time.sleep(0.01)
+        threading.Thread(target=kill_when_started, daemon=True).start()
 
 
 def test_dead_worker_is_replaced_and_its_pair_retried_once(small_pairs, cluster, tmp_path):
     pairs = [Pair("retried", str(small_pairs / "s17.nii.gz"), str(small_pairs / "s18.nii.gz")),
              Pair("doomed", str(small_pairs / "s18.nii.gz"), str(small_pairs / "s17.nii.gz"))]
+    out = tmp_path / "out"
     with distributed.Client(cluster) as client:
-        client.register_plugin(_KillWorker(str(tmp_path), once=("retried",), always=("doomed",)), name="kill")
+        client.register_plugin(_KillWorker(str(out), once=("retried",), always=("doomed",)), name="kill")
         try:
-            rep = run_batch(pairs, tmp_path / "out", BatchConfig(device="cpu"), client=client, progress=False)
-            client.wait_for_workers(2, timeout=60)  # the nannies replaced the dead workers
+            rep = run_batch(pairs, out, BatchConfig(device="cpu"), client=client, progress=False)
+            client.wait_for_workers(2, timeout=300)  # the nannies replaced the dead workers
         finally:
             client.unregister_worker_plugin("kill")
-    assert (tmp_path / "killed-retried").exists()  # its first worker did die
     retried, doomed = rep.records
-    assert retried["status"] == "ok", retried
-    assert (tmp_path / "out" / "pairs" / "retried" / "transform.h5").is_file()
-    assert doomed["status"] == "failed" and "died twice" in doomed["message"]
+    assert retried["status"] == "ok" and retried["attempt"] == 2, retried  # its first worker died
+    assert (out / "pairs" / "retried" / "transform.h5").is_file()
+    assert doomed["status"] == "failed" and "died while registering this pair, 2 times" in doomed["message"]
+    assert len((out / "pairs" / "doomed" / ".attempts").read_text().splitlines()) == 2  # retried once only
+    assert not (out / "pairs" / "doomed" / "result.json").exists()
     assert rep.summary["failures"] == [{"id": "doomed", "fixed": pairs[1].fixed, "moving": pairs[1].moving,
                                         "message": doomed["message"]}]
+
+
+def test_refine_reaches_register_on_the_workers(small_pairs, cluster, tmp_path):
+    """`refine` (here a 2-step RefineConfig, to stay fast) is what the workers pass to register(), and
+    a refined pair is not complete for an unrefined run (and vice versa)."""
+    from DeepRegLib.batch_task import TaskConfig, completed_record
+    from DeepRegLib.refine import RefineConfig
+    refine = RefineConfig(max_steps=2)
+    pair = Pair("r", str(small_pairs / "s17.nii.gz"), str(small_pairs / "s18.nii.gz"))
+    with distributed.Client(cluster) as client:
+        rep = run_batch([pair], tmp_path / "out", BatchConfig(device="cpu", refine=refine), client=client,
+                        progress=False)
+    rec = rep.records[0]
+    assert rec["status"] == "ok" and rec["refined"] is True and rec["timings"]["refine"] > 0, rec
+    assert rep.summary["run"]["refine"]["max_steps"] == 2
+    out = str(tmp_path / "out")
+    assert completed_record(pair, TaskConfig(out, "ldr_brain_v1", refine=refine)) is not None
+    assert completed_record(pair, TaskConfig(out, "ldr_brain_v1", refine=False)) is None
+    assert completed_record(pair, TaskConfig(out, "ldr_brain_v1", refine=RefineConfig(max_steps=3))) is None
 
 
 def test_pairs_csv_and_atlas_list(tmp_path):
