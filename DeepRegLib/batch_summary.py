@@ -18,9 +18,10 @@ import numpy as np
 CSV_NAME, JSON_NAME, PNG_NAME = "summary.csv", "summary.json", "summary_dice_time.png"
 FIRST_COLUMNS = ["id", "status", "message", "fixed", "moving", "moving_labels", "fixed_labels",
                  "dice_all", "dice_subcortical", "dice_cortical", "folding_percent", "sdlogj",
-                 "time_s", "register_s", "attempt", "worker", "model", "device", "refined",
+                 "time_s", "register_s", "attempt", "worker", "worker_peak_rss_mb", "model", "device", "refined",
                  "transform", "warped", "warped_labels", "finished_at"]
-METRICS = ["dice_all", "dice_subcortical", "dice_cortical", "folding_percent", "sdlogj", "time_s", "register_s"]
+METRICS = ["dice_all", "dice_subcortical", "dice_cortical", "folding_percent", "sdlogj", "time_s", "register_s",
+           "worker_peak_rss_mb"]
 
 
 def _row(rec: dict) -> dict:

@@ -163,6 +163,24 @@ def started_attempts(output_dir: str | os.PathLike, pair_id: str, run_id: str) -
     return sum(1 for line in lines if line.split(" ", 1)[0] == run_id)
 
 
+def peak_rss_mb() -> Optional[float]:
+    """This process's peak resident memory so far (MB): VmHWM on Linux, else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        pass
+    try:
+        import resource
+        import sys
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(rss / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0), 1)
+    except (ImportError, OSError):
+        return None
+
+
 def _message(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text if isinstance(exc, DeepRegError) else f"{type(exc).__name__}: {text}"
@@ -193,6 +211,7 @@ def process_pair(pair: Pair, cfg: TaskConfig, run_id: str) -> Dict[str, object]:
     except Exception as exc:  # a bad pair fails alone, with its message
         rec["message"] = _message(exc)
     rec["time_s"] = round(time.perf_counter() - t0, 4)
+    rec["worker_peak_rss_mb"] = peak_rss_mb()
     rec["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     _write_json(d / RESULT, rec)
     return rec
