@@ -121,7 +121,7 @@ def read_pairs_csv(path: str | os.PathLike) -> List[Pair]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"pairs file not found: {path}")
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's byte-order mark
         reader = csv.DictReader(fh)
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in ("fixed", "moving") if c not in header]
