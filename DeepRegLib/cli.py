@@ -122,7 +122,12 @@ def cmd_batch(a: argparse.Namespace) -> int:
     cfg = BatchConfig(model=a.model, device=a.device, refine=a.refine, write_warped=a.warped,
                       write_warped_labels=a.warped_labels, workers=a.workers,
                       threads_per_worker=a.threads_per_worker, scheduler=a.scheduler)
-    rep = run_batch(pairs, a.output_dir, cfg, progress=not a.no_progress)
+    try:
+        rep = run_batch(pairs, a.output_dir, cfg, progress=not a.no_progress)
+    except KeyboardInterrupt:
+        _eprint(f"\n[deepreg] batch interrupted: finished pairs are kept in {a.output_dir}/pairs; "
+                "run the same command again to do the rest")
+        return 130
     c, run = rep.summary["counts"], rep.summary["run"]
     rate = f", {run['pairs_per_min']} pairs/min on {run['workers']} workers" if "pairs_per_min" in run else ""
     _eprint(f"[deepreg] batch: {c['ok']} ok, {c['failed']} failed, {c['skipped']} skipped "
