@@ -184,9 +184,10 @@ def test_dead_worker_is_replaced_and_its_pair_retried_once(small_pairs, cluster,
                                         "message": doomed["message"]}]
 
 
+@pytest.mark.slow
 def test_refine_reaches_register_on_the_workers(small_pairs, cluster, tmp_path):
     """`refine` (here a 2-step RefineConfig, to stay fast) is what the workers pass to register(), and
-    a refined pair is not complete for an unrefined run (and vice versa)."""
+    a refined pair is not complete for an unrefined run (and vice versa). Slow: ~10-20 s of refinement."""
     from DeepRegLib.batch_task import TaskConfig, completed_record
     from DeepRegLib.refine import RefineConfig
     refine = RefineConfig(max_steps=2)
@@ -201,6 +202,26 @@ def test_refine_reaches_register_on_the_workers(small_pairs, cluster, tmp_path):
     assert completed_record(pair, TaskConfig(out, "ldr_brain_v1", refine=refine)) is not None
     assert completed_record(pair, TaskConfig(out, "ldr_brain_v1", refine=False)) is None
     assert completed_record(pair, TaskConfig(out, "ldr_brain_v1", refine=RefineConfig(max_steps=3))) is None
+
+
+def test_refine_setting_is_part_of_a_pairs_identity(tmp_path):
+    """A pair done without refinement is not done for --refine, nor for other refinement settings."""
+    import json as _json
+
+    from DeepRegLib.batch_task import OUTPUT_NAMES, RESULT, TaskConfig, completed_record, pair_dir, signature
+    from DeepRegLib.refine import RefineConfig
+    pair = Pair("p", "f.nii.gz", "m.nii.gz")
+    plain = TaskConfig(str(tmp_path), "ldr_brain_v1")
+    d = pair_dir(tmp_path, "p")
+    d.mkdir(parents=True)
+    (d / OUTPUT_NAMES["transform"]).write_bytes(b"x" * 10)
+    (d / RESULT).write_text(_json.dumps({"status": "ok", "signature": signature(pair, plain),
+                                         "output_bytes": {"transform": 10}}))
+    assert completed_record(pair, plain) is not None
+    for refine in (True, RefineConfig(), RefineConfig(max_steps=3)):
+        assert completed_record(pair, TaskConfig(str(tmp_path), "ldr_brain_v1", refine=refine)) is None
+    (d / OUTPUT_NAMES["transform"]).write_bytes(b"x" * 9)  # a truncated output is not complete
+    assert completed_record(pair, plain) is None
 
 
 def test_pairs_csv_and_atlas_list(tmp_path):
