@@ -55,7 +55,7 @@ class TaskConfig:
     write_warped: bool = False
     write_warped_labels: bool = False
     threads: int = 1
-    folding_spacing_mm: float = 2.0
+    folding_spacing_mm: float = 1.0  # as `deepreg evaluate --transform` (DeepRegLib.qa's default)
 
 
 def pair_dir(output_dir: str | os.PathLike, pair_id: str) -> Path:
@@ -67,7 +67,8 @@ def signature(pair: Pair, cfg: TaskConfig) -> dict:
     return {"fixed": pair.fixed, "moving": pair.moving, "moving_labels": pair.moving_labels,
             "fixed_labels": pair.fixed_labels, "model": cfg.model, "refine": refine_key(cfg.refine),
             "warped": bool(cfg.write_warped),
-            "warped_labels": bool(cfg.write_warped_labels and pair.moving_labels)}
+            "warped_labels": bool(cfg.write_warped_labels and pair.moving_labels),
+            "folding_spacing_mm": cfg.folding_spacing_mm if (pair.moving_labels or pair.fixed_labels) else None}
 
 
 def refine_key(refine: Any):
@@ -195,8 +196,9 @@ def process_pair(pair: Pair, cfg: TaskConfig, run_id: str) -> Dict[str, object]:
 
     Returns the pair's record: ``status`` ``ok`` or ``failed`` (``message``), output paths relative
     to ``cfg.output_dir``, Dice (mean over all / subcortical < 1000 / cortical >= 1000 labels) when
-    both label maps are given, % folding and SDlogJ of the transform (on a ``folding_spacing_mm``
-    grid over the fixed image) when labels are given, and times in seconds.
+    both label maps are given, % folding and SDlogJ of the transform (:func:`DeepRegLib.qa.transform_folding`
+    on a ``folding_spacing_mm`` grid, inside the fixed label map, else the fixed image's non-zero
+    voxels) when labels are given, and times in seconds.
     """
     t0 = time.perf_counter()
     d = pair_dir(cfg.output_dir, pair.id)
@@ -253,6 +255,8 @@ def _register_and_write(pair: Pair, cfg: TaskConfig, d: Path) -> dict:
             dice = dice_summary(fixed_labels, warped_labels)
             out.update({f"dice_{k}": _finite(v) for k, v in dice.items()})
     if pair.moving_labels or pair.fixed_labels:
-        fold = transform_folding(res.transform(), res.fixed, spacing=cfg.folding_spacing_mm)
+        # inside the fixed brain: its label map, as `deepreg evaluate --transform`, else its non-zero voxels
+        brain = read_image(pair.fixed_labels, sitk.sitkInt32) if pair.fixed_labels else res.fixed != 0
+        fold = transform_folding(res.transform(), res.fixed, spacing=cfg.folding_spacing_mm, mask=brain)
         out.update({k: _finite(v) for k, v in fold.items()})
     return out

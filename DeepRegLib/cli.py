@@ -79,7 +79,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         out["hd95_mm"] = float(np.nanmean(list(h.values()))) if h else float("nan")
     if a.transform:
         from .qa import transform_folding
-        out.update(transform_folding(sitk.ReadTransform(a.transform), f))
+        out.update(transform_folding(sitk.ReadTransform(a.transform), f, mask=f))  # inside the labelled brain
     text = json.dumps(out, indent=2)
     if a.output:
         with open(a.output, "w") as fh:
@@ -121,7 +121,8 @@ def cmd_batch(a: argparse.Namespace) -> int:
     pairs = read_pairs_csv(a.pairs) if a.pairs else atlas_pairs(a.fixed, a.moving_list, a.fixed_labels)
     cfg = BatchConfig(model=a.model, device=a.device, refine=a.refine, write_warped=a.warped,
                       write_warped_labels=a.warped_labels, workers=a.workers,
-                      threads_per_worker=a.threads_per_worker, scheduler=a.scheduler)
+                      threads_per_worker=a.threads_per_worker, scheduler=a.scheduler,
+                      folding_spacing_mm=a.folding_spacing)
     try:
         rep = run_batch(pairs, a.output_dir, cfg, progress=not a.no_progress)
     except KeyboardInterrupt:
@@ -209,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads of each registration (torch + ITK); each worker registers one pair at a time")
     b.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (tcp://host:8786) "
                    "instead of a local cluster")
+    b.add_argument("--folding-spacing", type=float, default=1.0, metavar="MM",
+                   help="grid (mm) of the %% folding / SDlogJ check done when labels are given; 1 = as "
+                   "'deepreg evaluate', 2 is ~8x cheaper")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_batch)
 

@@ -50,8 +50,15 @@ class RegistrationResult:
     log: List[str] = field(default_factory=list)  # human-readable lines: stages, timings, warnings
 
     def transform(self) -> sitk.CompositeTransform:
-        """The ITK composite transform ``[A, u]`` (fixed -> moving)."""
-        return tr.to_sitk(self.affine, self.displacement, self.grid)
+        """The ITK composite transform ``[A, u]`` (fixed -> moving; ``u`` an order-3 ``BSplineTransform``).
+
+        Built once and cached (rebuilt if ``affine`` or ``displacement`` is replaced); do not modify it.
+        """
+        key = (id(self.displacement), id(self.affine), tuple(tr.affine_matrix(self.affine).ravel()))
+        if getattr(self, "_sitk_key", None) != key:
+            self._sitk, self._sitk_key = tr.to_sitk(self.affine, self.displacement, self.grid,
+                                                    self.coefficients()), key
+        return self._sitk
 
     def affine_transform(self) -> sitk.CompositeTransform:
         """The affine stage alone, as a composite (for comparisons)."""
@@ -62,8 +69,17 @@ class RegistrationResult:
         return tr.write_transform(self.transform(), path)
 
     def map_points(self, points: np.ndarray) -> np.ndarray:
-        """Moving LPS points of fixed LPS points ``(..., 3)`` (engine evaluation)."""
-        return tr.map_points(points, self.affine, self.displacement, self.grid)
+        """Moving LPS points of fixed LPS points ``(..., 3)`` (engine evaluation of the same B-spline as ITK's)."""
+        return tr.map_points(points, self.affine, self.displacement, self.grid, self.coefficients())
+
+    def coefficients(self) -> Optional[np.ndarray]:
+        """Cubic B-spline coefficients ``(z+2, y+2, x+2, 3)`` of ``displacement`` (see :mod:`DeepRegLib.transforms`)."""
+        if self.displacement is None:
+            return None
+        key = id(self.displacement)
+        if getattr(self, "_coef_key", None) != key:
+            self._coef, self._coef_key = tr.bspline_coefficients(self.displacement), key
+        return self._coef
 
     def warp_image(self, moving: ImageLike, reference: Optional[sitk.Image] = None,
                    default: float = 0.0, affine_only: bool = False) -> sitk.Image:

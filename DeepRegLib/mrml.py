@@ -213,21 +213,37 @@ def ras_displacement(result, grid: Grid) -> np.ndarray:
 
 
 def grid_transform_from_result(result, margin: int = GRID_MARGIN_VOXELS):
-    """A ``vtkOrientedGridTransform`` (fixed RAS -> moving RAS) holding the whole mapping."""
+    """The VTK transform (fixed RAS -> moving RAS) holding the whole mapping ``T(p) = A(p + u(p))``.
+
+    The same objects Slicer's ``vtkMRMLTransformStorageNode`` builds when it reads the engine's
+    ``.h5`` (an ITK composite ``[A, BSplineTransform]``): a ``vtkGeneralTransform`` applying a
+    ``vtkOrientedBSplineTransform`` (the engine's cubic B-spline ``u``, zero outside its grid) and then
+    the linear ``A``, both converted to RAS.  So the node, the file, a scene reload and ITK all
+    evaluate one formula.  ``margin`` is unused (kept for callers of the earlier grid version).
+    """
     from vtk.util.numpy_support import numpy_to_vtk
-    grid = result_grid(result, margin)
-    disp = np.ascontiguousarray(ras_displacement(result, grid))
-    data = vtk.vtkImageData()
-    data.SetDimensions(*grid.size)
-    data.SetSpacing(*grid.spacing)
-    data.SetOrigin(*(np.asarray(grid.origin) * FLIP3))  # LPS origin -> RAS
-    vectors = numpy_to_vtk(disp.reshape(-1, 3), deep=True)
-    vectors.SetName("displacement")
-    data.GetPointData().SetScalars(vectors)
-    t = slicer.vtkOrientedGridTransform()
-    t.SetDisplacementGridData(data)
-    t.SetGridDirectionMatrix(numpy_to_vtk_matrix(FLIP))  # index axes L, P, S
-    t.SetInterpolationModeToLinear()
+    from .transforms import affine_matrix, coefficient_grid
+    del margin
+    lin = vtk.vtkTransform()
+    lin.SetMatrix(numpy_to_vtk_matrix(FLIP @ affine_matrix(result.affine) @ FLIP))
+    t = vtk.vtkGeneralTransform()
+    t.PostMultiply()
+    if result.displacement is not None:
+        cg = coefficient_grid(result.grid)
+        coef = np.ascontiguousarray(result.coefficients() * FLIP3)  # LPS -> RAS components
+        data = vtk.vtkImageData()
+        data.SetDimensions(*cg.size)
+        data.SetSpacing(*cg.spacing)
+        data.SetOrigin(*(np.asarray(cg.origin) * FLIP3))  # LPS origin -> RAS; index axes stay L, P, S
+        vectors = numpy_to_vtk(coef.reshape(-1, 3), deep=True)
+        vectors.SetName("coefficients")
+        data.GetPointData().SetScalars(vectors)
+        bs = slicer.vtkOrientedBSplineTransform()
+        bs.SetBorderModeToZero()
+        bs.SetCoefficientData(data)
+        bs.SetGridDirectionMatrix(numpy_to_vtk_matrix(FLIP))
+        t.Concatenate(bs)
+    t.Concatenate(lin)
     return t
 
 

@@ -4,11 +4,22 @@ A registration result maps a fixed LPS point ``p`` (mm) to a moving point
 
     T(p) = A(p + u(p))
 
-where ``u`` is a dense displacement (mm, LPS components) sampled on an LPS-aligned
-grid (trilinear, zero outside the grid; the field is tapered to zero at the grid
-border so that ``T`` is continuous) and ``A`` is an affine transform.  As an ITK
-composite transform this is ``[A, u]`` (ITK applies the last-added transform
-first), which is what :func:`to_sitk` builds and ``SimpleITK.Resample`` uses.
+where ``A`` is an affine transform and ``u`` a displacement (mm, LPS components) given by its
+samples on an LPS-aligned grid (the network's 2 mm grid; tapered to zero at the grid border) and
+defined between them as the **cubic B-spline that interpolates those samples** (zero outside the
+grid).  As an ITK composite transform this is ``[A, BSplineTransform]`` (ITK applies the
+last-added transform first), which is what :func:`to_sitk` builds and ``SimpleITK.Resample`` uses.
+
+Why a B-spline rather than a displacement-field image: ITK interpolates a displacement field
+linearly but 3D Slicer reads one back with cubic interpolation, so one ``.h5`` meant two
+mappings (p99 0.3 mm apart).  A cubic B-spline transform is evaluated by the same formula by
+ITK, by Slicer's ``vtkOrientedBSplineTransform`` and by :func:`bspline_displacement` here.
+
+B-spline layout: the coefficient grid is the sample grid padded by one node on every side
+(origin ``grid.origin - spacing``, size ``grid.size + 2``) with zero coefficients on that pad;
+the interior coefficients solve the interpolation conditions exactly along each axis.  ITK's
+valid region of an order-3 B-spline is continuous index ``1 <= t < n - 2`` of the coefficient
+grid, i.e. exactly the sample grid, outside of which the displacement is zero.
 """
 from __future__ import annotations
 
@@ -43,17 +54,88 @@ def flow_to_displacement(flow: torch.Tensor, grid: Grid) -> np.ndarray:
 
 
 def displacement_transform(displacement: np.ndarray, grid: Grid) -> sitk.DisplacementFieldTransform:
-    """An ITK displacement field transform from an LPS mm field ``(z, y, x, 3)`` on ``grid``."""
+    """An ITK displacement field transform (trilinear) from an LPS mm field ``(z, y, x, 3)`` on ``grid``."""
     img = grid.image_from_array(np.ascontiguousarray(displacement, dtype=np.float64), is_vector=True)
     return sitk.DisplacementFieldTransform(img)
 
 
-def to_sitk(affine: sitk.Transform, displacement: Optional[np.ndarray], grid: Optional[Grid]) -> sitk.CompositeTransform:
-    """Composite ``T(p) = A(p + u(p))`` (fixed -> moving)."""
+_INVERSE_CACHE: dict = {}
+
+
+def _interpolation_inverse(n: int) -> np.ndarray:
+    """Inverse of the ``n x n`` tridiagonal matrix ``(1, 4, 1) / 6`` (cubic B-spline at the nodes, zero pad)."""
+    if n not in _INVERSE_CACHE:
+        m = (np.diag(np.full(n, 4.0)) + np.diag(np.ones(n - 1), 1) + np.diag(np.ones(n - 1), -1)) / 6.0
+        _INVERSE_CACHE[n] = np.linalg.inv(m)
+    return _INVERSE_CACHE[n]
+
+
+def bspline_coefficients(displacement: np.ndarray) -> np.ndarray:
+    """Cubic B-spline coefficients ``(z+2, y+2, x+2, 3)`` interpolating samples ``(z, y, x, 3)`` (zero pad)."""
+    c = np.asarray(displacement, dtype=np.float64)
+    for axis in range(3):
+        c = np.moveaxis(np.tensordot(_interpolation_inverse(c.shape[axis]), c, axes=([1], [axis])), 0, axis)
+    return np.pad(c, [(1, 1), (1, 1), (1, 1), (0, 0)])
+
+
+def coefficient_grid(grid: Grid) -> Grid:
+    """The B-spline coefficient grid of samples on ``grid``: one node more on every side."""
+    return Grid(origin=tuple(o - s for o, s in zip(grid.origin, grid.spacing)), spacing=grid.spacing,
+                size=tuple(int(n) + 2 for n in grid.size))
+
+
+def _cubic_weights(s: np.ndarray) -> list:
+    """Cubic B-spline weights of the 4 nodes ``floor(t) - 1 .. floor(t) + 2`` at fraction ``s``."""
+    s2, s3 = s * s, s * s * s
+    return [(1.0 - s) ** 3 / 6.0, (3.0 * s3 - 6.0 * s2 + 4.0) / 6.0,
+            (-3.0 * s3 + 3.0 * s2 + 3.0 * s + 1.0) / 6.0, s3 / 6.0]
+
+
+def bspline_displacement(points: np.ndarray, coefficients: np.ndarray, cgrid: Grid) -> np.ndarray:
+    """Evaluate the cubic B-spline ``(z, y, x, 3)`` coefficients on ``cgrid`` at LPS points ``(n, 3)``.
+
+    Zero outside ITK's valid region (continuous index ``1 <= t < size - 2`` on every axis).
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    t = (pts - np.asarray(cgrid.origin)) / np.asarray(cgrid.spacing)  # continuous (i, j, k)
+    size = np.asarray(cgrid.size)
+    valid = np.all((t >= 1.0) & (t < size - 2.0), axis=1)
+    out = np.zeros_like(pts)
+    if not valid.any():
+        return out
+    t = t[valid]
+    base = np.floor(t).astype(np.int64) - 1
+    w = [_cubic_weights(t[:, a] - np.floor(t[:, a])) for a in range(3)]  # per axis (i, j, k): 4 weights
+    acc = np.zeros((len(t), 3))
+    for c in range(4):          # k offset (array axis 0)
+        kk = base[:, 2] + c
+        for b in range(4):      # j offset
+            jj = base[:, 1] + b
+            wkb = w[2][c] * w[1][b]
+            for a in range(4):  # i offset
+                acc += (wkb * w[0][a])[:, None] * coefficients[kk, jj, base[:, 0] + a]
+    out[valid] = acc
+    return out
+
+
+def bspline_transform(displacement: np.ndarray, grid: Grid,
+                      coefficients: Optional[np.ndarray] = None) -> sitk.BSplineTransform:
+    """The ITK order-3 B-spline transform interpolating an LPS mm field ``(z, y, x, 3)`` sampled on ``grid``."""
+    coef = bspline_coefficients(displacement) if coefficients is None else coefficients
+    cg = coefficient_grid(grid)
+    bs = sitk.BSplineTransform(3, 3)
+    bs.SetFixedParameters(tuple(float(v) for v in (*cg.size, *cg.origin, *cg.spacing, 1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    bs.SetParameters(tuple(np.concatenate([coef[..., c].ravel() for c in range(3)]).tolist()))
+    return bs
+
+
+def to_sitk(affine: sitk.Transform, displacement: Optional[np.ndarray], grid: Optional[Grid],
+            coefficients: Optional[np.ndarray] = None) -> sitk.CompositeTransform:
+    """Composite ``T(p) = A(p + u(p))`` (fixed -> moving), ``u`` the B-spline through the samples."""
     comp = sitk.CompositeTransform(3)
     comp.AddTransform(sitk.AffineTransform(affine) if isinstance(affine, sitk.AffineTransform) else affine)
     if displacement is not None:
-        comp.AddTransform(displacement_transform(displacement, grid))
+        comp.AddTransform(bspline_transform(displacement, grid, coefficients))
     return comp
 
 
@@ -77,15 +159,19 @@ def affine_matrix(affine: sitk.Transform) -> np.ndarray:
 
 
 def map_points(points: np.ndarray, affine: sitk.Transform, displacement: Optional[np.ndarray],
-               grid: Optional[Grid]) -> np.ndarray:
-    """The engine's own evaluation of ``T`` at LPS points ``(..., 3)`` (torch trilinear, zero outside grid)."""
+               grid: Optional[Grid], coefficients: Optional[np.ndarray] = None) -> np.ndarray:
+    """The engine's own evaluation of ``T`` at LPS points ``(..., 3)`` (cubic B-spline, zero outside grid).
+
+    ``coefficients``: :func:`bspline_coefficients` of ``displacement`` if already computed.
+    """
     pts = np.asarray(points, dtype=np.float64)
     flat = pts.reshape(-1, 3)
     if displacement is not None:
-        idx = (flat - np.asarray(grid.origin)) / np.asarray(grid.spacing)  # continuous (i, j, k)
-        field = torch.from_numpy(np.moveaxis(displacement, -1, 0)[None])  # (1, 3, z, y, x)
-        coords = torch.from_numpy(idx[:, ::-1].T.copy()).view(1, 3, -1, 1, 1)  # (k, j, i)
-        u = sample(field, coords, mode="bilinear", padding_mode="zeros")[0, :, :, 0, 0].T.numpy()
+        coef = bspline_coefficients(displacement) if coefficients is None else coefficients
+        cg = coefficient_grid(grid)
+        u = np.zeros_like(flat)
+        for start in range(0, len(flat), 1 << 18):  # bounded memory
+            u[start:start + (1 << 18)] = bspline_displacement(flat[start:start + (1 << 18)], coef, cg)
         flat = flat + u
     m = affine_matrix(affine)
     out = flat @ m[:3, :3].T + m[:3, 3]

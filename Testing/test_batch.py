@@ -75,7 +75,7 @@ def _transform_arrays(path: Path) -> list:
 def test_batch_cli_on_local_cluster_with_bad_pair_and_resume(small_pairs, cluster, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["batch", "--pairs", str(small_pairs / "pairs.csv"), "--output-dir", str(out), "--workers", "2",
-            "--threads-per-worker", "1", "--device", "cpu", "--warped-labels"]
+            "--threads-per-worker", "1", "--device", "cpu", "--warped-labels", "--folding-spacing", "2"]
     assert cli.main(args) == 1  # one pair failed
     err = capsys.readouterr().err
     assert "2 ok, 1 failed, 0 skipped" in err and "on 2 workers" in err
@@ -129,8 +129,11 @@ def test_batch_cli_on_local_cluster_with_bad_pair_and_resume(small_pairs, cluste
     # changing a setting (now also the warped image) makes the pairs incomplete again
     from DeepRegLib.batch_task import TaskConfig, completed_record
     pairs = read_pairs_csv(small_pairs / "pairs.csv")
-    assert completed_record(pairs[0], TaskConfig(str(out), "ldr_brain_v1", "cpu", write_warped_labels=True))
-    tcfg = TaskConfig(str(out), "ldr_brain_v1", "cpu", write_warped=True, write_warped_labels=True)
+    assert completed_record(pairs[0], TaskConfig(str(out), "ldr_brain_v1", "cpu", write_warped_labels=True,
+                                                 folding_spacing_mm=2.0))
+    assert completed_record(pairs[0], TaskConfig(str(out), "ldr_brain_v1", "cpu", write_warped_labels=True)) is None
+    tcfg = TaskConfig(str(out), "ldr_brain_v1", "cpu", write_warped=True, write_warped_labels=True,
+                      folding_spacing_mm=2.0)
     assert completed_record(pairs[0], tcfg) is None
 
 

@@ -82,6 +82,19 @@ CASES = {
 }
 
 
+#: the bump is off the fixed image's centre and the field has a ramp different on each axis, so
+#: mirrored axes, swapped components or a field about the wrong centre all change the answer
+BUMP_OFFSET = np.array([7.0, -5.0, 4.0])
+RAMP = np.array([[0.0, 0.03, 0.0], [0.0, 0.0, -0.02], [0.025, 0.0, 0.0]])  # mm per mm, x <- y, y <- z, z <- x
+
+
+def field(points, vec, centre):
+    """The analytic displacement (LPS mm) at ``points`` ``(..., 3)``: (vec + RAMP (p - c)) * bump(p - c - offset)."""
+    q = points - centre
+    bump = np.exp(-np.sum((q - BUMP_OFFSET) ** 2, -1) / (2 * 25.0 ** 2))[..., None]
+    return (np.asarray(vec) + q @ RAMP.T) * bump
+
+
 def build(case: dict):
     fixed = make_image(**case["fixed"])
     moving = make_image(**case["moving"])
@@ -89,20 +102,16 @@ def build(case: dict):
     aff.SetMatrix(tuple(np.asarray(case["affine"]["matrix"]).ravel()))
     aff.SetTranslation(case["affine"]["translation"])
     aff.SetCenter((1.0, -2.0, 3.0))
-    # a smooth displacement: constant vector times a wide bump centred in the fixed image
     lo, hi = (np.min(physical_points(fixed).reshape(-1, 3), 0), np.max(physical_points(fixed).reshape(-1, 3), 0))
     grid = centred_grid((lo + hi) / 2, 3.0, [int(n) for n in np.ceil((hi - lo) / 3.0) + 12])
-    pts = grid.physical_points()
     centre = (lo + hi) / 2
-    bump = np.exp(-np.sum((pts - centre) ** 2, -1) / (2 * 25.0 ** 2))[..., None]
-    disp = tr.taper_border(np.asarray(case["displacement"])[None, None, None, :] * bump)
+    disp = tr.taper_border(field(grid.physical_points(), case["displacement"], centre))
     result = RegistrationResult(fixed, aff, disp, grid, "test", "cpu")
     return fixed, moving, result, aff, disp, grid, centre
 
 
 def expected_map(points, aff, vec, centre):
-    bump = np.exp(-np.sum((points - centre) ** 2, -1) / (2 * 25.0 ** 2))[..., None]
-    q = points + np.asarray(vec) * bump
+    q = points + field(points, vec, centre)
     return np.array([aff.TransformPoint(tuple(p)) for p in q.reshape(-1, 3)]).reshape(points.shape)
 
 

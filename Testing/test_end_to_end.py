@@ -39,11 +39,6 @@ def test_bundled_models_listed_with_cards():
     assert card["training"]["validation_subjects"] and card["training"]["command"]
 
 
-def test_sample_pair_improves_over_affine(sample_pair):
-    p = sample_pair
-    check_pair(p["fixed"]["image"], p["moving"]["image"], p["fixed"]["labels"], p["moving"]["labels"])
-
-
 def test_shared_pair_improves_over_affine(shared_mindboggle):
     # validation subject 19 against 17: not the bundled demo pair
     s = lambda n: shared_mindboggle / f"OASIS-TRT-20-{n}"
@@ -112,6 +107,27 @@ def test_cli_register_writes_files_that_resample_identically(sample_pair, tmp_pa
     assert wp.returncode == 0, wp.stderr
     assert np.array_equal(sitk.GetArrayViewFromImage(sitk.ReadImage(str(w2))),
                           sitk.GetArrayViewFromImage(sitk.ReadImage(str(wl))))
+
+
+def test_cli_affine_mode_with_fixed_mask(sample_pair, tmp_path):
+    """--mode affine writes a linear transform; --fixed-mask (here the fixed label map) is accepted and used."""
+    p = sample_pair
+    out = {}
+    for name, extra in (("plain", []), ("masked", ["--fixed-mask", str(p["fixed"]["labels"])])):
+        t = tmp_path / f"{name}.h5"
+        proc = subprocess.run([sys.executable, "-m", "DeepRegLib.cli", "register", "--fixed", str(p["fixed"]["image"]),
+                               "--moving", str(p["moving"]["image"]), "--output-transform", str(t), "--device", "cpu",
+                               "--mode", "affine", *extra], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        tf = sitk.ReadTransform(str(t))
+        comp = sitk.CompositeTransform(tf)
+        assert comp.GetNumberOfTransforms() == 1 and comp.GetNthTransform(0).GetName() == "AffineTransform"
+        out[name] = np.array(comp.GetNthTransform(0).GetParameters())
+    assert not np.allclose(out["plain"], out["masked"])
+    bad = subprocess.run([sys.executable, "-m", "DeepRegLib.cli", "register", "--fixed", str(p["fixed"]["image"]),
+                          "--moving", str(p["moving"]["image"]), "--output-transform", str(tmp_path / "x.h5"),
+                          "--mode", "affine", "--refine"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "refine" in bad.stderr
 
 
 def test_demo_runs_and_writes_pictures(tmp_path):

@@ -22,9 +22,9 @@ from test_mrml_adapter import node_from_image  # noqa: E402
 
 from DeepRegLib import mrml  # noqa: E402
 
-# Slicer's reader interpolates displacement fields cubically, the in-memory node linearly (like the
-# engine and ITK): the stored vectors are identical, the mapping agrees to well below a voxel.
-RELOAD_TOL_MM = 0.05
+# The node holds the engine's cubic B-spline (+ affine), which the .h5 stores as an ITK composite that
+# Slicer reads back as the same B-spline: the reloaded mapping is the same formula (rounding only).
+RELOAD_TOL_MM = 1e-6
 
 
 def _save_scene(tmp_path, name="oblique"):
@@ -65,7 +65,6 @@ def _check_reloaded(scene2, node, pts, before, result):
     assert t.GetNodeReference(t.GetMovingNodeReferenceRole()) is m
     assert t.GetAttribute("DeepReg.Model") == node.GetAttribute("DeepReg.Model")
     assert t.GetAttribute("DeepReg.Time") == node.GetAttribute("DeepReg.Time")
-    assert np.array_equal(slicer.util.arrayFromGridTransform(t), slicer.util.arrayFromGridTransform(node))
     after = mrml.transform_node_map_points(t, pts)
     assert np.abs(after - before).max() < RELOAD_TOL_MM
     assert np.abs(after - result.map_points(pts)).max() < RELOAD_TOL_MM

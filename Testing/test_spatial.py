@@ -35,12 +35,28 @@ def test_nearest_keeps_label_values():
     assert set(out.unique().tolist()) <= set(lab.unique().tolist())
 
 
-def test_compose_two_translations_adds():
-    a = torch.zeros(1, 3, 10, 10, 10); a[:, 0] = 1.5
-    b = torch.zeros(1, 3, 10, 10, 10); b[:, 2] = -2.0
-    c = compose(a, b)
-    assert torch.allclose(c[:, 0], torch.full_like(c[:, 0], 1.5), atol=1e-5)
-    assert torch.allclose(c[:, 2], torch.full_like(c[:, 2], -2.0), atol=1e-5)
+def linear_field(matrix, shape, centre=None):
+    """Voxel flow ``M (p - c)`` on ``shape`` (channels along array axes (k, j, i))."""
+    g = identity_grid(shape, dtype=torch.float64)
+    c = torch.tensor([(s - 1) / 2 for s in shape] if centre is None else centre, dtype=torch.float64).view(1, 3, 1, 1, 1)
+    m = torch.as_tensor(np.asarray(matrix), dtype=torch.float64)
+    return torch.einsum("ab,nbzyx->nazyx", m, g - c)
+
+
+def test_compose_non_commuting_linear_fields_known_answer():
+    """``compose(a, b)`` is the displacement of ``p -> a-map(b-map(p))``: for linear fields
+    ``(I + A)(I + B) - I``, which differs from the other order (so a swap is caught)."""
+    shape = (16, 18, 20)
+    A = np.array([[0.0, 0.2, 0.0], [0.0, 0.0, 0.0], [0.1, 0.0, 0.0]])
+    B = np.array([[0.0, 0.0, 0.0], [0.15, 0.0, -0.1], [0.0, 0.0, 0.0]])
+    a, b = linear_field(A, shape), linear_field(B, shape)
+    I = np.eye(3)
+    want = linear_field((I + A) @ (I + B) - I, shape)
+    other = linear_field((I + B) @ (I + A) - I, shape)
+    got = compose(a, b)
+    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4), slice(4, -4))
+    assert torch.allclose(got[inner], want[inner], atol=1e-6)
+    assert (other[inner] - want[inner]).abs().max() > 0.1  # the orders really differ
 
 
 def test_compose_matches_sequential_warps():
@@ -71,12 +87,46 @@ def test_jacobian_of_known_maps():
     assert sd_log_jacobian(scale) == pytest.approx(0.0, abs=1e-5)
 
 
-def test_scaling_and_squaring_of_constant_velocity_is_translation():
-    v = torch.zeros(1, 3, 12, 12, 12); v[:, 0] = 1.0
-    assert torch.allclose(integrate_velocity(v)[:, :, 3:-3, 3:-3, 3:-3], v[:, :, 3:-3, 3:-3, 3:-3], atol=1e-4)
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (3.0, 1.2, 0.7)])
+def test_jacobian_analytic_on_anisotropic_grid(spacing):
+    """u_x = 0.5 x gives det 1.5; with shears the determinant depends on which component is which.
+
+    The field is defined in mm on a grid of ``spacing`` (x, y, z) mm and passed as a voxel flow."""
+    sx, sy, sz = spacing
+    shape = (12, 13, 14)  # (z, y, x)
+    g = identity_grid(shape, dtype=torch.float64)
+    z, y, x = g[0, 0] * sz, g[0, 1] * sy, g[0, 2] * sx  # mm
+    def det_of(ux, uy, uz):
+        flow = torch.stack([uz / sz, uy / sy, ux / sx])[None]
+        return jacobian_determinant(flow, spacing)
+    d = det_of(0.5 * x, 0 * x, 0 * x)
+    assert torch.allclose(d, torch.full_like(d, 1.5), atol=1e-9)
+    # J = [[1.5, 0.3, 0], [0.2, 1, 0], [0, 0, 0.8]] (rows x, y, z; columns d/dx, d/dy, d/dz)
+    d = det_of(0.5 * x + 0.3 * y, 0.2 * x, -0.2 * z)
+    assert torch.allclose(d, torch.full_like(d, (1.5 * 1.0 - 0.3 * 0.2) * 0.8), atol=1e-9)
+    # a shear in y only, and a z-dependent y displacement: det = (1 + 0.4) * 1 * 1 - 0
+    d = det_of(0 * x, 0.4 * y + 0.7 * z, 0 * x)
+    assert torch.allclose(d, torch.full_like(d, 1.4), atol=1e-9)
+
+
+def test_scaling_and_squaring_of_linear_velocity_is_matrix_exponential():
+    """exp of the linear velocity ``v(p) = M (p - c)`` is ``(expm(M) - I)(p - c)``; returning ``v`` is caught."""
+    M = np.array([[0.0, -0.35, 0.0], [0.35, 0.0, 0.1], [0.0, -0.1, 0.05]])
+    shape = (24, 24, 24)
+    v = linear_field(M, shape)
+    expm, term = np.eye(3), np.eye(3)
+    for k in range(1, 30):  # Taylor series of the matrix exponential
+        term = term @ M / k
+        expm = expm + term
+    want = linear_field(expm - np.eye(3), shape)
+    got = integrate_velocity(v, 8)
+    inner = (slice(None), slice(None), slice(8, -8), slice(8, -8), slice(8, -8))
+    assert (got[inner] - want[inner]).abs().max() < 0.02
+    assert (v[inner] - want[inner]).abs().max() > 0.1
 
 
 def test_scaling_and_squaring_is_diffeomorphic_for_large_smooth_velocity():
     torch.manual_seed(1)
-    v = torch.nn.functional.avg_pool3d(torch.randn(1, 3, 24, 24, 24), 9, 1, 4) * 20
-    assert folding_percent(integrate_velocity(v)) < folding_percent(v) + 1e-9
+    v = torch.nn.functional.avg_pool3d(torch.randn(1, 3, 24, 24, 24), 9, 1, 4) * 60  # up to ~8 voxels
+    assert folding_percent(v) > 10.0, "the velocity itself, used as a displacement, folds"
+    assert folding_percent(integrate_velocity(v)) < 0.1

@@ -1,0 +1,151 @@
+"""register()'s options on the bundled sample pair: mode="affine", refine (short), cancel, progress, masks.
+
+Refinement runs are kept short here (a few steps): what they check is behaviour (what is returned,
+what is reported, determinism), not accuracy, which ``benchmarks/bench_register.py`` measures.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from DeepRegLib.errors import Cancelled, InputError
+from DeepRegLib.inference import RefineConfig, register
+from DeepRegLib.refine import LocalNCC, local_ncc, refine_flow
+
+SHORT = RefineConfig(max_steps=3, patience=10)
+
+
+@pytest.fixture(scope="module")
+def images(sample_pair):
+    f = sitk.ReadImage(str(sample_pair["fixed"]["image"]), sitk.sitkFloat32)
+    m = sitk.ReadImage(str(sample_pair["moving"]["image"]), sitk.sitkFloat32)
+    return f, m
+
+
+@pytest.fixture(scope="module")
+def network_result(images):
+    return register(*images, device="cpu")
+
+
+def test_affine_mode_is_linear(images, network_result, tmp_path):
+    res = register(*images, device="cpu", mode="affine")
+    assert res.mode == "affine" and res.displacement is None and res.grid is None
+    assert res.jacobian_determinant() is None and not res.refined
+    pts = np.array([[0.0, 10.0, -20.0], [30.0, -40.0, 15.0]])
+    want = np.array([res.affine.TransformPoint(tuple(p)) for p in pts])
+    assert np.abs(res.map_points(pts) - want).max() < 1e-9
+    # the same affine stage as the deformable run (same card settings, deterministic)
+    assert np.abs(network_result.affine_transform().TransformPoint((0.0, 10.0, -20.0))
+                  - want[0]).max() < 1e-9
+    path = tmp_path / "A.h5"
+    res.write_transform(str(path))
+    back = sitk.ReadTransform(str(path))
+    assert np.abs(np.array([back.TransformPoint(tuple(p)) for p in pts]) - want).max() < 1e-9
+
+
+def test_refine_is_deterministic_and_reported(images, network_result):
+    stages = []
+    a = register(*images, device="cpu", refine=SHORT, progress=lambda s, f: stages.append((s, f)))
+    b = register(*images, device="cpu", refine=SHORT)
+    assert a.refined and not a.refine_cancelled and a.mode == "deformable"
+    assert np.array_equal(a.displacement, b.displacement), "refinement must be deterministic on the CPU"
+    assert np.abs(a.displacement - network_result.displacement).max() > 0.05, "refinement changed nothing"
+    assert any("refinement" in line for line in a.log) and "refine" in a.timings
+    names = [s for s, _ in stages]
+    assert names[0] == "loading" and names[-1] == "done"
+    order = ["loading", "affine", "network", "refine", "field", "done"]
+    assert [n for n in order if n in names] == order
+    assert [order.index(n) for n in names] == sorted(order.index(n) for n in names)
+    fracs = [f for _, f in stages]
+    assert fracs == sorted(fracs) and fracs[-1] == 1.0
+    assert names.count("affine") > 2, "no progress reported within the affine stage"
+
+
+def test_refine_progress_every_few_steps(images):
+    calls = []
+    register(*images, device="cpu", refine=RefineConfig(max_steps=6, patience=10, progress_every=2),
+             progress=lambda s, f: calls.append((s, f)))
+    within = [f for s, f in calls if s == "refine"]
+    assert len(within) >= 3 and within == sorted(within) and len(set(within)) == len(within)
+
+
+def test_cancel_during_refine_keeps_network_result(images, network_result):
+    state = {"refining": False, "polls": 0}
+
+    def progress(stage, frac):
+        state["refining"] = stage == "refine"
+
+    def cancel():
+        if state["refining"]:
+            state["polls"] += 1
+        return state["polls"] >= 2  # let one step run, then cancel
+
+    res = register(*images, device="cpu", refine=RefineConfig(max_steps=10, patience=10, progress_every=1),
+                   progress=progress, cancel=cancel)
+    assert res.refine_cancelled and not res.refined
+    assert np.array_equal(res.displacement, network_result.displacement)
+    assert any("cancelled" in line for line in res.log)
+
+
+def test_cancel_during_affine_raises(images):
+    polls = {"n": 0}
+
+    def cancel():
+        polls["n"] += 1
+        return polls["n"] > 3  # past the checks before the stage: inside the optimiser's iterations
+
+    with pytest.raises(Cancelled):
+        register(*images, device="cpu", cancel=cancel)
+    assert polls["n"] > 3
+
+
+def test_fixed_mask_restricts_the_affine_stage(images, network_result):
+    f, m = images
+    arr = sitk.GetArrayFromImage(f)
+    half = np.zeros(arr.shape, np.uint8)
+    half[:, :, : arr.shape[2] // 2] = arr[:, :, : arr.shape[2] // 2] > 0  # one side of the brain only
+    mask = sitk.GetImageFromArray(half)
+    mask.CopyInformation(f)
+    res = register(f, m, device="cpu", mode="affine", fixed_mask=mask)
+    pts = np.array([f.TransformIndexToPhysicalPoint((128, 128, 80)), f.TransformIndexToPhysicalPoint((60, 100, 40))])
+    a = res.map_points(pts)
+    b = network_result.affine_transform()
+    b = np.array([b.TransformPoint(tuple(p)) for p in pts])
+    assert np.linalg.norm(a - b, axis=1).max() > 0.2, "the fixed mask did not change the affine metric"
+    empty = sitk.Image(f.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(f)
+    with pytest.raises(InputError):
+        register(f, m, device="cpu", fixed_mask=empty)
+
+
+def test_refine_similarity_is_restricted_to_the_mask():
+    """With a mask on half the grid, the refinement moves nothing far from the masked half."""
+    torch.manual_seed(0)
+    shape = (24, 24, 48)
+    fixed = torch.nn.functional.avg_pool3d(torch.rand(1, 1, *shape), 5, 1, 2)
+    moving = torch.roll(fixed, 1, dims=4)  # a one-voxel shift everywhere
+    mask = torch.zeros(1, 1, *shape)
+    mask[..., :16] = 1.0
+    out = refine_flow(fixed, moving, torch.zeros(1, 3, *shape), 2.0,
+                      RefineConfig(max_steps=10, patience=20, smooth_weight=0.1, ncc_window_mm=6), mask=mask)
+    near = out.flow[..., 4:12].abs().mean()
+    far = out.flow[..., 40:].abs().mean()
+    assert near > 0.05 and far < 0.1 * near, (float(near), float(far))
+
+
+def test_local_ncc_known_values():
+    torch.manual_seed(0)
+    f = torch.rand(1, 1, 12, 12, 12)
+    assert float(local_ncc(f, 3 * f + 1, 5)) == pytest.approx(1.0, abs=1e-3)  # affine intensity change
+    assert float(local_ncc(f, torch.rand_like(f), 5)) < 0.2
+    m = torch.rand_like(f)
+    assert float(LocalNCC(f, 5)(m)) == pytest.approx(float(local_ncc(f, m, 5)))
+
+
+def test_bad_refine_and_mode_arguments(images):
+    with pytest.raises(InputError):
+        register(*images, device="cpu", mode="rigid")
+    with pytest.raises(InputError):
+        register(*images, device="cpu", refine="yes")
