@@ -1,0 +1,262 @@
+"""What one Dask worker does for one pair of :mod:`DeepRegLib.batch`: register, write, measure.
+
+Runs inside a worker process.  Outputs of a pair live in ``<output_dir>/pairs/<id>/``:
+``transform.h5`` (fixed -> moving, ITK/LPS), optionally ``warped.nii.gz`` and
+``warped_labels.nii.gz``, and ``result.json`` (the pair's record), each written under a
+temporary name and renamed, so a file that exists is complete.  ``result.json`` is written
+last: a pair is done when its record says ``ok`` and every output it lists exists.
+torch is imported only here, on the workers (the client process never needs it).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+import uuid
+from dataclasses import asdict, dataclass, is_dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from .errors import DeepRegError
+
+try:  # the plugin base class; batch needs the `batch` extra (dask[distributed])
+    from distributed.diagnostics.plugin import WorkerPlugin
+except ImportError:  # pragma: no cover - without dask only the task function itself is usable
+    WorkerPlugin = object  # type: ignore[misc,assignment]
+
+RESULT = "result.json"
+ATTEMPTS = ".attempts"
+OUTPUT_NAMES = {"transform": "transform.h5", "warped": "warped.nii.gz", "warped_labels": "warped_labels.nii.gz"}
+_TMP_MARK = ".tmp-"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One registration: ``moving`` onto ``fixed`` (paths). Labels are optional, on their image's grid."""
+
+    id: str
+    fixed: str
+    moving: str
+    moving_labels: Optional[str] = None
+    fixed_labels: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What every pair of a batch shares (sent to the workers with each pair)."""
+
+    output_dir: str
+    model: str
+    device: str = "cpu"
+    refine: Any = False  # bool or a DeepRegLib.refine.RefineConfig
+    write_warped: bool = False
+    write_warped_labels: bool = False
+    threads: int = 1
+    folding_spacing_mm: float = 1.0  # as `deepreg evaluate --transform` (DeepRegLib.qa's default)
+
+
+def pair_dir(output_dir: str | os.PathLike, pair_id: str) -> Path:
+    return Path(output_dir) / "pairs" / pair_id
+
+
+def signature(pair: Pair, cfg: TaskConfig) -> dict:
+    """What makes two runs of a pair the same work: inputs, model, refinement and requested outputs."""
+    return {"fixed": pair.fixed, "moving": pair.moving, "moving_labels": pair.moving_labels,
+            "fixed_labels": pair.fixed_labels, "model": cfg.model, "refine": refine_key(cfg.refine),
+            "warped": bool(cfg.write_warped),
+            "warped_labels": bool(cfg.write_warped_labels and pair.moving_labels),
+            "folding_spacing_mm": cfg.folding_spacing_mm if (pair.moving_labels or pair.fixed_labels) else None}
+
+
+def refine_key(refine: Any):
+    """``refine`` as JSON: False, True or the fields of a ``RefineConfig``."""
+    return asdict(refine) if is_dataclass(refine) else bool(refine)
+
+
+def completed_record(pair: Pair, cfg: TaskConfig) -> Optional[dict]:
+    """The stored record of ``pair`` if a previous run finished it with these settings, else None."""
+    d = pair_dir(cfg.output_dir, pair.id)
+    try:
+        rec = json.loads((d / RESULT).read_text())
+    except (OSError, ValueError):
+        return None
+    if rec.get("status") != "ok" or rec.get("signature") != signature(pair, cfg):
+        return None
+    for key, size in rec.get("output_bytes", {}).items():
+        p = d / OUTPUT_NAMES[key]
+        if not p.is_file() or p.stat().st_size != size:
+            return None
+    return rec
+
+
+def set_threads(n: int) -> None:
+    """Threads of this process for torch (intra-op) and ITK filters. Results depend on this number."""
+    import SimpleITK as sitk
+    import torch
+    n = max(1, int(n))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(n)
+
+
+class ModelPreload(WorkerPlugin):
+    """Dask worker plugin: set the worker's threads and load the model's network once, at worker start.
+
+    Registered by :func:`DeepRegLib.batch.run_batch`; a worker that replaces a dead one runs it
+    again.  The network stays in :mod:`DeepRegLib.inference`'s per-process cache for every pair.
+    """
+
+    idempotent = True
+
+    def __init__(self, model: str, device: str, threads: int) -> None:
+        self.model, self.device, self.threads = model, device, threads
+
+    def setup(self, worker=None) -> None:
+        set_threads(self.threads)
+        from . import inference
+        from .bundles import load_bundle
+        dev = inference.resolve_device(self.device)
+        network = getattr(inference, "_network", None)  # the engine's per-process network cache
+        if network is not None:
+            network(load_bundle(self.model), dev)
+
+
+def _atomic(path: Path, write: Callable[[str], object]) -> int:
+    """``write(tmp)`` to a temporary name with the same extension, then rename onto ``path``; bytes."""
+    name = path.name
+    stem, ext = (name[:-7], ".nii.gz") if name.endswith(".nii.gz") else (path.stem, path.suffix)
+    tmp = path.with_name(f"{stem}{_TMP_MARK}{uuid.uuid4().hex[:8]}{ext}")
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path.stat().st_size
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    def dump(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=1, allow_nan=True)
+    _atomic(path, dump)
+
+
+def _start_attempt(d: Path, run_id: str) -> int:
+    """Remove temporaries of a killed attempt; log this attempt; its number within ``run_id`` (1-based)."""
+    for p in d.iterdir():
+        if _TMP_MARK in p.name:
+            p.unlink(missing_ok=True)
+    with open(d / ATTEMPTS, "a") as fh:
+        fh.write(f"{run_id} {socket.gethostname()} {os.getpid()} {datetime.now(timezone.utc).isoformat()}\n")
+    return started_attempts(d.parent.parent, d.name, run_id)
+
+
+def started_attempts(output_dir: str | os.PathLike, pair_id: str, run_id: str) -> int:
+    """How many times a worker started ``pair_id`` in run ``run_id`` (from its ``.attempts`` log)."""
+    try:
+        lines = (pair_dir(output_dir, pair_id) / ATTEMPTS).read_text().splitlines()
+    except OSError:
+        return 0
+    return sum(1 for line in lines if line.split(" ", 1)[0] == run_id)
+
+
+def peak_rss_mb() -> Optional[float]:
+    """This process's peak resident memory so far (MB): VmHWM on Linux, else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        pass
+    try:
+        import resource
+        import sys
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(rss / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0), 1)
+    except (ImportError, OSError):
+        return None
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if isinstance(exc, DeepRegError) else f"{type(exc).__name__}: {text}"
+
+
+def _finite(x: float) -> Optional[float]:
+    return round(float(x), 6) if x is not None and math.isfinite(x) else None
+
+
+def process_pair(pair: Pair, cfg: TaskConfig, run_id: str) -> Dict[str, object]:
+    """Register one pair on this worker and write its outputs; never raises for a bad pair.
+
+    Returns the pair's record: ``status`` ``ok`` or ``failed`` (``message``), output paths relative
+    to ``cfg.output_dir``, Dice (mean over all / subcortical < 1000 / cortical >= 1000 labels) when
+    both label maps are given, % folding and SDlogJ of the transform (:func:`DeepRegLib.qa.transform_folding`
+    on a ``folding_spacing_mm`` grid, inside the fixed label map, else the fixed image's non-zero
+    voxels) when labels are given, and times in seconds.
+    """
+    t0 = time.perf_counter()
+    d = pair_dir(cfg.output_dir, pair.id)
+    d.mkdir(parents=True, exist_ok=True)
+    rec: Dict[str, object] = {"id": pair.id, "status": "failed", "message": "", **asdict(pair),
+                              "signature": signature(pair, cfg), "run_id": run_id,
+                              "attempt": _start_attempt(d, run_id),
+                              "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    try:
+        rec.update(_register_and_write(pair, cfg, d))
+        rec["status"] = "ok"
+    except Exception as exc:  # a bad pair fails alone, with its message
+        rec["message"] = _message(exc)
+    rec["time_s"] = round(time.perf_counter() - t0, 4)
+    rec["worker_peak_rss_mb"] = peak_rss_mb()
+    rec["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    _write_json(d / RESULT, rec)
+    return rec
+
+
+def _register_and_write(pair: Pair, cfg: TaskConfig, d: Path) -> dict:
+    import SimpleITK as sitk
+
+    from .imageio import as_image, read_image, write_image
+    from .inference import register
+    from .metrics import dice_summary
+    from .qa import transform_folding
+
+    set_threads(cfg.threads)
+    out: dict = {"output_bytes": {}}
+    moving = as_image(pair.moving, "moving")
+    res = register(pair.fixed, moving, model=cfg.model, device=cfg.device, refine=cfg.refine)
+    out["register_s"] = round(res.timings.get("total", float("nan")), 4)
+    out["timings"] = {k: round(v, 4) for k, v in res.timings.items()}
+    out["model"], out["device"] = res.model, res.device
+    out["refined"] = bool(res.refined)
+
+    def save(key: str, write: Callable[[str], object]) -> None:
+        out["output_bytes"][key] = _atomic(d / OUTPUT_NAMES[key], write)
+        out[key] = str(Path("pairs") / pair.id / OUTPUT_NAMES[key])
+
+    save("transform", res.write_transform)  # the same writer as `deepreg register`
+    if cfg.write_warped:
+        save("warped", lambda p: write_image(res.warp_image(moving), p))
+    if pair.moving_labels:
+        warped_labels = res.warp_labels(pair.moving_labels)
+        if cfg.write_warped_labels:
+            save("warped_labels", lambda p: write_image(warped_labels, p))
+        if pair.fixed_labels:
+            fixed_labels = read_image(pair.fixed_labels, sitk.sitkInt32)
+            if fixed_labels.GetSize() != warped_labels.GetSize():
+                raise DeepRegError(f"fixed_labels {pair.fixed_labels} has size {fixed_labels.GetSize()}, "
+                                   f"the fixed image {warped_labels.GetSize()}: label maps must be on their image's grid")
+            dice = dice_summary(fixed_labels, warped_labels)
+            out.update({f"dice_{k}": _finite(v) for k, v in dice.items()})
+    if pair.moving_labels or pair.fixed_labels:
+        # inside the fixed brain: its label map, as `deepreg evaluate --transform`, else its non-zero voxels
+        brain = read_image(pair.fixed_labels, sitk.sitkInt32) if pair.fixed_labels else res.fixed != 0
+        fold = transform_folding(res.transform(), res.fixed, spacing=cfg.folding_spacing_mm, mask=brain)
+        out.update({k: _finite(v) for k, v in fold.items()})
+    return out
