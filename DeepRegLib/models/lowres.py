@@ -24,23 +24,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .cascade import RecursiveCascade
-
-
-def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    pads = [(-s) % multiple for s in x.shape[2:]]
-    if not any(pads):
-        return x
-    arg: list = []
-    for p in reversed(pads):
-        arg += [0, p]
-    return F.pad(x, arg, mode="replicate")
+from .cascade import RecursiveCascade, _pad
 
 
 def downsample(image: torch.Tensor, factor: int) -> torch.Tensor:
     """``(B, C, D, H, W)`` -> ``(B, C, ceil(D/f), ceil(H/f), ceil(W/f))`` by ``f``^3 block means
     (odd sides are first padded by replicating the last slice)."""
-    return F.avg_pool3d(_pad_to(image, factor), factor, factor)
+    return F.avg_pool3d(_pad(image, factor)[0], factor, factor)
 
 
 def upsample_flow(flow: torch.Tensor, factor: int, shape: Sequence[int]) -> torch.Tensor:
