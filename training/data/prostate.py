@@ -1,7 +1,7 @@
 """Intra-patient prostate MR (moving) -> transrectal ultrasound (fixed), multimodal.
 
 Source: ``../shared/data/prostate-mr-us/{train,test}/{fixed_images,moving_images,
-fixed_labels,moving_labels}/caseNNNNNN.nii.gz`` (Apache-2.0, the DeepReg project's test
+fixed_labels,moving_labels}/caseNNNNNN.nii.gz`` (Apache-2.0 test
 data). Images are stored at 0.4 mm (US 44x59x41, MR 64x64x60); labels are 4D, one channel
 per label, channel 0 = the gland and channels 1.. = landmarks that correspond between
 fixed and moving by channel index (a few cases have a 3D gland-only label).
@@ -39,7 +39,7 @@ DEFAULT_DATA = cache.REPO.parent / "shared" / "data" / "prostate-mr-us"
 TRAIN_CASES = list(range(0, 22))
 VALIDATION_CASES = [22, 23, 24]
 TEST_CASES = [25, 26]
-LICENCE = "Apache-2.0 (DeepReg project test data, prostate-mr-us)"
+LICENCE = "Apache-2.0 (prostate-mr-us test data, see ../shared/data/README.md)"
 DESCRIPTION = "intra-patient prostate MR (moving) -> transrectal US (fixed), gland + landmark labels"
 MAX_CHANNELS = 15  # int16 bit-packing
 SPEC: InputSpec = builtin_task("prostate").input  # the engine's prostate task (DeepRegLib.taskspec)
