@@ -32,7 +32,8 @@ class RefineConfig:
     The defaults were chosen on the 6 validation pairs of subjects 17, 18, 19 as a whole, medians
     over pairs (``benchmarks/results/refine_tuning.md``): 20 steps of 0.5 mm with 10 mm windows
     took the network from 0.636 / 0.482 to 0.666 / 0.533 (subcortical / cortical Dice); 14 mm
-    windows gave 0.666 / 0.530.  A step costs ~0.6 s on 2 CPU cores (80 x 96 x 80 grid).
+    windows gave 0.666 / 0.530.  A step (80 x 96 x 80 grid) cost 0.6 s in an isolated profile on 2
+    cores and up to 2.8 s on the shared machine of the benchmark (README, *Accuracy and speed*).
     """
 
     max_steps: int = 20              # Adam steps at most

@@ -16,8 +16,9 @@ mappings (p99 0.3 mm apart).  A cubic B-spline transform is evaluated by the sam
 ITK, by Slicer's ``vtkOrientedBSplineTransform`` and by :func:`bspline_displacement` here.
 
 B-spline layout: the coefficient grid is the sample grid padded by one node on every side
-(origin ``grid.origin - spacing``, size ``grid.size + 2``) with zero coefficients on that pad;
-the interior coefficients solve the interpolation conditions exactly along each axis.  ITK's
+(origin ``grid.origin - spacing``, size ``grid.size + 2``); the coefficients are zero on its outer
+3 layers and the others solve the interpolation conditions exactly along each axis (so the spline
+passes through every sample except the outer 2 layers, which lie in the border taper).  ITK's
 valid region of an order-3 B-spline is continuous index ``1 <= t < n - 2`` of the coefficient
 grid, i.e. exactly the sample grid, outside of which the displacement is zero.
 """
@@ -71,10 +72,21 @@ def _interpolation_inverse(n: int) -> np.ndarray:
 
 
 def bspline_coefficients(displacement: np.ndarray) -> np.ndarray:
-    """Cubic B-spline coefficients ``(z+2, y+2, x+2, 3)`` interpolating samples ``(z, y, x, 3)`` (zero pad)."""
+    """Cubic B-spline coefficients ``(z+2, y+2, x+2, 3)`` of samples ``(z, y, x, 3)``.
+
+    The coefficients are zero on the outer 3 layers of the coefficient grid (the pad and the outer
+    2 sample layers, inside the border taper), and the spline interpolates every other sample
+    exactly.  With zero outer layers the spline is zero up to the grid edge, so ITK (zero outside
+    its valid region) and VTK/Slicer (zero-padded coefficients) evaluate it identically everywhere.
+    """
     c = np.asarray(displacement, dtype=np.float64)
     for axis in range(3):
-        c = np.moveaxis(np.tensordot(_interpolation_inverse(c.shape[axis]), c, axes=([1], [axis])), 0, axis)
+        n = c.shape[axis]
+        inner = np.take(c, np.arange(2, n - 2), axis=axis)
+        solved = np.moveaxis(np.tensordot(_interpolation_inverse(n - 4), inner, axes=([1], [axis])), 0, axis)
+        pad = [(0, 0)] * c.ndim
+        pad[axis] = (2, 2)
+        c = np.pad(solved, pad)
     return np.pad(c, [(1, 1), (1, 1), (1, 1), (0, 0)])
 
 
