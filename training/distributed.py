@@ -88,5 +88,8 @@ def checksum(module: torch.nn.Module) -> str:
 
 
 def teardown(d: Dist) -> None:
+    """Leave the process group once every rank is here (a rank destroying gloo's connections while a
+    peer still uses them can abort the peer at exit)."""
     if d.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
