@@ -229,6 +229,11 @@ def test_resume_continues_exactly(tmp_path, smoke_teacher):
     split = smoke_cfg("smoke_adversarial", smoke_teacher, steps=2, val_every=2)
     split.run_dir = str(tmp_path / "split")
     Trainer(split, verbose=False).fit()
+    run = Path(split.run_dir)
+    at_two = (run / "last.pt").read_bytes()
+    split.loop.steps = 3
+    Trainer(split, verbose=False).fit()  # step 3 is logged and checkpointed ...
+    (run / "last.pt").write_bytes(at_two)  # ... then lost, as if killed before its checkpoint
     split.loop.steps = 4
     b = Trainer(split, verbose=False)
     assert b.step == 2
@@ -237,7 +242,9 @@ def test_resume_continues_exactly(tmp_path, smoke_teacher):
         assert torch.equal(v, b.model.state_dict()[k]), k
     for k, v in a.strategy.modules["critic"].state_dict().items():
         assert torch.equal(v, b.strategy.modules["critic"].state_dict()[k]), k
-    assert len(b.commands) == 2
+    steps = [int(r.split(",")[0]) for r in (run / "log.csv").read_text().splitlines()[1:]]
+    assert steps == [1, 2, 3, 4]  # the re-done step 3 replaces the lost one instead of being logged twice
+    assert len(b.commands) == 2  # the invocations that made the step-2 checkpoint, then this one
     changed = smoke_cfg("smoke_adversarial", smoke_teacher, steps=5)
     changed.run_dir = split.run_dir
     changed.optim.lr = 1.0

@@ -44,6 +44,20 @@ def append_csv(path: Path, row: Dict[str, float]) -> None:
             csv.DictWriter(fh, fieldnames=fields).writerow(row)
 
 
+def drop_rows_after(path: Path, step: int) -> None:
+    """Remove rows logged after ``step`` (a resumed run re-does the steps after its checkpoint)."""
+    if not path.exists():
+        return
+    with path.open() as fh:
+        reader = csv.DictReader(fh)
+        fields = list(reader.fieldnames or [])
+        rows = [r for r in reader if float(r.get("step") or 0) <= step]
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
 class CSVLogger(Callback):
     """Mean of every logged term over ``every`` steps -> ``<run>/log.csv``."""
 
@@ -51,6 +65,11 @@ class CSVLogger(Callback):
         self.every = max(1, every)
         self.buffer: List[Dict[str, float]] = []
         self.t0 = time.perf_counter()
+
+    def on_train_start(self, trainer) -> None:
+        if trainer.dist.main:
+            drop_rows_after(trainer.run_dir / "log.csv", trainer.step)
+            drop_rows_after(trainer.run_dir / "val.csv", trainer.step)
 
     def on_step_end(self, trainer, logs: Dict[str, float]) -> None:
         self.buffer.append(logs)
