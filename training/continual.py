@@ -29,6 +29,7 @@ from DeepRegLib.spatial import folding_percent, warp
 from .callbacks import Callback
 from .data import PairSet, load_split, make_batch
 from .data.tasks import task_data_config, task_info
+from .evaluate import predict_pairs
 
 
 # ----------------------------------------------------------------------------- accuracy matrix
@@ -108,50 +109,43 @@ def evaluate_pairs(net: torch.nn.Module, data: PairSet, metric: str, device: tor
     ``|flow - known flow|`` in mm over the body, fixed > -500 HU).
     """
     from .data import prostate
-    was_training = net.training
-    net.eval()
     rows = []
-    with torch.no_grad():
-        for i in range(len(data)):
-            b = make_batch(data, [i], device)
-            flow, _ = net(b["fixed"], b["moving"])
-            flow = flow.float()
-            spacing = np.asarray(data.grids[i].spacing[::-1], float)  # (z, y, x)
-            row = {"folding_percent": folding_percent(flow.cpu())}
-            fl = data.fixed_labels[i].astype(np.int32)
-            if metric == "prostate":
-                fixed_gland = prostate.unpack(fl, 0)
-                moving_bits = torch.from_numpy(data.moving_labels[i].astype(np.int64))[None, None].to(device)
-                gland_w = warp(((moving_bits >> 0) & 1).float(), flow)[0, 0].cpu().numpy() > 0.5
-                row["accuracy"] = row["gland_dice"] = _dice(fixed_gland, gland_w)
-                tre = []
-                for k in range(1, prostate.MAX_CHANNELS):
-                    fk = prostate.unpack(fl, k)
-                    if not fk.any() or not prostate.unpack(data.moving_labels[i], k).any():
-                        continue
-                    wk = warp(((moving_bits >> k) & 1).float(), flow)[0, 0].cpu().numpy()
-                    a, c = _centroid_mm(fk, spacing), _centroid_mm(wk, spacing)
-                    if a is not None and c is not None:
-                        tre.append(float(np.linalg.norm(a - c)))
-                row["tre_mm"] = float(np.mean(tre)) if tre else float("nan")
+    for i, b, flow in predict_pairs(net, data, device):
+        spacing = np.asarray(data.grids[i].spacing[::-1], float)  # (z, y, x)
+        row = {"folding_percent": folding_percent(flow.cpu())}
+        fl = data.fixed_labels[i].astype(np.int32)
+        if metric == "prostate":
+            fixed_gland = prostate.unpack(fl, 0)
+            moving_bits = torch.from_numpy(data.moving_labels[i].astype(np.int64))[None, None].to(device)
+            gland_w = warp(((moving_bits >> 0) & 1).float(), flow)[0, 0].cpu().numpy() > 0.5
+            row["accuracy"] = row["gland_dice"] = _dice(fixed_gland, gland_w)
+            tre = []
+            for k in range(1, prostate.MAX_CHANNELS):
+                fk = prostate.unpack(fl, k)
+                if not fk.any() or not prostate.unpack(data.moving_labels[i], k).any():
+                    continue
+                wk = warp(((moving_bits >> k) & 1).float(), flow)[0, 0].cpu().numpy()
+                a, c = _centroid_mm(fk, spacing), _centroid_mm(wk, spacing)
+                if a is not None and c is not None:
+                    tre.append(float(np.linalg.norm(a - c)))
+            row["tre_mm"] = float(np.mean(tre)) if tre else float("nan")
+        else:
+            wl = warp(b["moving_labels"].float(), flow, mode="nearest")[0, 0].cpu().numpy().astype(np.int32)
+            if metric == "ct":
+                labs = [l for l, n in zip(*np.unique(fl, return_counts=True)) if l != 0 and n >= 20]
             else:
-                wl = warp(b["moving_labels"].float(), flow, mode="nearest")[0, 0].cpu().numpy().astype(np.int32)
-                if metric == "ct":
-                    labs = [l for l, n in zip(*np.unique(fl, return_counts=True)) if l != 0 and n >= 20]
-                else:
-                    limit = 100 if metric == "brain" and fl.max() < 1000 and np.any(fl >= 100) else None
-                    labs = [l for l in np.unique(fl) if l != 0 and (limit is None or l < limit)]
-                scores = dice_scores(fl, wl, labs) if labs else {}
-                vals = [v for v in scores.values() if np.isfinite(v)]
-                row["accuracy"] = row["dice"] = float(np.mean(vals)) if vals else float("nan")
-                if metric == "ct" and data.flows is not None:
-                    known = torch.from_numpy(data.flows[i].astype(np.float32))[None].to(device)
-                    err = ((flow - known) * torch.tensor(spacing, dtype=torch.float32, device=device).view(1, 3, 1, 1, 1))
-                    err = err.pow(2).sum(1).sqrt()[0].cpu().numpy()
-                    body = data.fixed[i].astype(np.float32) > 0.25  # window [-1000, 1000]: > -500 HU
-                    row["tre_mm"] = float(err[body].mean()) if body.any() else float(err.mean())
-            rows.append(row)
-    net.train(was_training)
+                limit = 100 if metric == "brain" and fl.max() < 1000 and np.any(fl >= 100) else None
+                labs = [l for l in np.unique(fl) if l != 0 and (limit is None or l < limit)]
+            scores = dice_scores(fl, wl, labs) if labs else {}
+            vals = [v for v in scores.values() if np.isfinite(v)]
+            row["accuracy"] = row["dice"] = float(np.mean(vals)) if vals else float("nan")
+            if metric == "ct" and data.flows is not None:
+                known = torch.from_numpy(data.flows[i].astype(np.float32))[None].to(device)
+                err = ((flow - known) * torch.tensor(spacing, dtype=torch.float32, device=device).view(1, 3, 1, 1, 1))
+                err = err.pow(2).sum(1).sqrt()[0].cpu().numpy()
+                body = data.fixed[i].astype(np.float32) > 0.25  # window [-1000, 1000]: > -500 HU
+                row["tre_mm"] = float(err[body].mean()) if body.any() else float(err.mean())
+        rows.append(row)
     keys = sorted({k for r in rows for k in r})
     return {k: float(np.nanmean([r.get(k, np.nan) for r in rows])) for k in keys}
 

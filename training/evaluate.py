@@ -6,7 +6,7 @@ figures (1 mm Dice, HD95, folding of the written transform) come from
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Iterator, Tuple
 
 import numpy as np
 import torch
@@ -17,23 +17,33 @@ from DeepRegLib.spatial import folding_percent, warp
 from .data import PairSet, make_batch
 
 
-def evaluate_grid(net: torch.nn.Module, data: PairSet, device: torch.device | str = "cpu") -> Dict[str, float]:
-    """Mean over pairs of the mean label Dice (all / subcortical / cortical) and % folding, on the grid."""
+def predict_pairs(net: torch.nn.Module, data: PairSet, device: torch.device | str = "cpu"
+                  ) -> Iterator[Tuple[int, Dict[str, torch.Tensor], torch.Tensor]]:
+    """``(i, batch, flow)`` for every pair of ``data``: the network in eval mode, no gradients, float32
+    flow ``(1, 3, D, H, W)``; the network's training mode is restored afterwards."""
     was_training = net.training
     net.eval()
+    try:
+        with torch.no_grad():
+            for i in range(len(data)):
+                b = make_batch(data, [i], device)
+                flow, _ = net(b["fixed"], b["moving"])
+                yield i, b, flow.float()
+    finally:
+        net.train(was_training)
+
+
+def evaluate_grid(net: torch.nn.Module, data: PairSet, device: torch.device | str = "cpu") -> Dict[str, float]:
+    """Mean over pairs of the mean label Dice (all / subcortical / cortical) and % folding, on the grid."""
     rows = []
-    with torch.no_grad():
-        for i in range(len(data)):
-            b = make_batch(data, [i], device)
-            flow, _ = net(b["fixed"], b["moving"])
-            row = {"folding_percent": folding_percent(flow.float().cpu())}
-            if data.has_labels:
-                wl = warp(b["moving_labels"].float(), flow.float(), mode="nearest")
-                d = summarise_dice(dice_scores(data.fixed_labels[i].astype(np.int32),
-                                               wl[0, 0].cpu().numpy().astype(np.int32)))
-                row.update({"dice": d["all"], "dice_subcortical": d["subcortical"], "dice_cortical": d["cortical"]})
-            rows.append(row)
-    net.train(was_training)
+    for i, b, flow in predict_pairs(net, data, device):
+        row = {"folding_percent": folding_percent(flow.cpu())}
+        if data.has_labels:
+            wl = warp(b["moving_labels"].float(), flow, mode="nearest")
+            d = summarise_dice(dice_scores(data.fixed_labels[i].astype(np.int32),
+                                           wl[0, 0].cpu().numpy().astype(np.int32)))
+            row.update({"dice": d["all"], "dice_subcortical": d["subcortical"], "dice_cortical": d["cortical"]})
+        rows.append(row)
     return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
 
 
