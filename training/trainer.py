@@ -60,7 +60,6 @@ class Trainer:
     def __init__(self, cfg: ExperimentConfig, command: Optional[str] = None, callbacks: Optional[list] = None,
                  verbose: bool = True) -> None:
         self.cfg = cfg
-        self.verbose = verbose
         torch.set_num_threads(max(1, cfg.loop.threads))
         self.run_dir = self.resolve(cfg.run_dir or f"training/runs/{cfg.name}")
         self.device = resolve_device(cfg.loop.device)
