@@ -288,3 +288,63 @@ def test_export_writes_the_card_from_the_checkpoint(tmp_path, smoke_teacher):
 def test_engine_never_imports_training():
     for f in (REPO / "DeepRegLib").rglob("*.py"):
         assert not re.search(r"^\s*(import|from)\s+training\b", f.read_text(), re.M), f
+
+
+# ----------------------------------------------------------------------------- teacher cache and warm-started teachers
+def test_batch_names_its_pairs_and_flips():
+    data = synthetic_pairs(4, (16, 16, 16), 2.0, seed=0)
+    b = make_batch(data, [2, 0], flips=[True, False])
+    assert b["index"].tolist() == [2, 0] and b["flipped"].tolist() == [True, False]
+    assert make_batch(data, [1])["flipped"].tolist() == [False]
+
+
+def test_teacher_cache_is_exact_and_runs_the_teacher_once_per_key(tmp_path, smoke_teacher):
+    cfg = smoke_cfg("smoke_distill", smoke_teacher, steps=1)
+    cfg.run_dir = str(tmp_path / "cached")
+    strat = Trainer(cfg, verbose=False).strategy
+    calls = []
+    strat.teacher.register_forward_hook(lambda *a: calls.append(1))
+    data = strat.trainer.train_data
+    b1 = make_batch(data, [0, 1], flips=[False, True])
+    first = strat.teacher_flow(b1)
+    assert len(calls) == 1 and set(strat.cache) == {(0, False), (1, True)}
+    again = strat.teacher_flow(make_batch(data, [1, 0], flips=[True, False]))
+    assert len(calls) == 1  # both keys cached: no teacher forward
+    assert torch.equal(again[0], first[1]) and torch.equal(again[1], first[0])
+    flipped = strat.teacher_flow(make_batch(data, [0], flips=[True]))  # a new key: computed, and different
+    assert len(calls) == 2 and not torch.equal(flipped[0], first[0])
+    with torch.no_grad():
+        direct, _ = strat.teacher(b1["fixed"], b1["moving"])
+    assert torch.equal(first, direct)
+
+
+def test_teacher_with_a_frozen_prefix_starts_as_the_prefix(tmp_path, smoke_teacher):
+    """An RCN teacher on top of a trained network: frozen first cascades, and at the start (the new
+    cascade's output layers zeroed) exactly the prefix's mapping."""
+    student_cfg = smoke_cfg("smoke_standard", tmp_path, steps=1)
+    prefix_run = Trainer(student_cfg, verbose=False).fit()
+    cfg = smoke_cfg("smoke_teacher", tmp_path, steps=1)
+    cfg.model.prefix = str(prefix_run)
+    cfg.model.affine_subnet = False
+    teacher = build_model(cfg.model)
+    prefix = build_model(student_cfg.model)
+    prefix.load_state_dict(torch.load(prefix_run / "best.pt", weights_only=False)["modules"]["model"])
+    n = len(prefix.subnets)
+    assert len(teacher.subnets) == n + 1
+    assert all(not p.requires_grad for s in teacher.subnets[:n] for p in s.parameters())
+    assert all(p.requires_grad for p in teacher.subnets[n].parameters())
+    last = teacher.subnets[n]
+    with torch.no_grad():
+        for m in (last.final, *last.pred, last.pred5):
+            m.weight.zero_()
+            m.bias.zero_()
+    data = synthetic_pairs(2, (32, 32, 32), 2.0, seed=1)
+    b = make_batch(data, [0])
+    with torch.no_grad():
+        assert torch.allclose(teacher(b["fixed"], b["moving"])[0], prefix(b["fixed"], b["moving"])[0], atol=1e-6)
+    # training the teacher leaves the prefix's weights alone
+    cfg.run_dir = str(tmp_path / "stacked")
+    tr = Trainer(cfg, verbose=False)
+    frozen = {k: v.clone() for k, v in tr.model.subnets[0].state_dict().items()}
+    tr.fit()
+    assert all(torch.equal(frozen[k], v) for k, v in tr.model.subnets[0].state_dict().items())

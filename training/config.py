@@ -40,6 +40,7 @@ class ModelConfig:
     kwargs: Dict[str, Any] = field(default_factory=dict)  # subnet constructor arguments
     affine_subnet: bool = False  # RCN: an affine subnet before the dense cascades (teachers)
     init: str = ""  # checkpoint whose model weights start a fresh run (fine-tuning)
+    prefix: str = ""  # teachers: a trained engine network (bundle folder or run) whose cascades come first, frozen
 
 
 @dataclass
@@ -87,6 +88,7 @@ class StrategyConfig:
     reptile_inner_steps: int = 5  # trainer steps per Reptile outer update
     reptile_beta: float = 0.5  # outer interpolation: w <- w0 + beta * (w_inner - w0)
     replay_weight: float = 1.0  # weight of the replayed pair's loss
+    teacher_cache: bool = True  # keep each (pair, flip)'s teacher flow in memory: the frozen teacher runs once per key
 
 
 @dataclass

@@ -143,7 +143,9 @@ class Trainer:
     def load_init(self, path: str) -> None:
         """Start from another run's model weights (training checkpoint) or a bundle's ``weights.pt``."""
         p = self.resolve(path)
-        obj = torch.load(p / "best.pt" if p.is_dir() else p, map_location="cpu", weights_only=False)
+        if p.is_dir():  # a run folder (best.pt) or a bundle folder (the weights its card names)
+            p = p / "best.pt" if (p / "best.pt").exists() else p / json.loads((p / "card.json").read_text())["weights"]
+        obj = torch.load(p, map_location="cpu", weights_only=False)
         state = obj["modules"]["model"] if isinstance(obj, dict) and "modules" in obj else obj
         self.model.load_state_dict({k: v.float() for k, v in state.items()})
         self.extra["init"] = {"from": path}

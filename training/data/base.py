@@ -60,8 +60,8 @@ def make_batch(data: PairSet, index: Sequence[int], device: torch.device | str =
                flips: Optional[Sequence[bool]] = None) -> Dict[str, torch.Tensor]:
     """Stack pairs ``index`` as float32 tensors ``(B, 1, D, H, W)`` (labels int64), flipping left-right where asked.
 
-    Returns ``fixed``, ``moving``, optionally ``fixed_labels``/``moving_labels``, and
-    ``spacing`` (the grid spacing in mm, array order z, y, x; all pairs of a set share it).
+    Returns ``fixed``, ``moving``, optionally ``fixed_labels``/``moving_labels``, ``index``
+    and ``flipped`` (``(B,)``, on the CPU: which pairs, flipped or not) and ``spacing`` (the grid spacing in mm, array order z, y, x; all pairs of a set share it).
     """
     idx = list(index)
     out: Dict[str, torch.Tensor] = {
@@ -78,5 +78,8 @@ def make_batch(data: PairSet, index: Sequence[int], device: torch.device | str =
                 for k in list(out):
                     out[k][b] = out[k][b].flip(ax - 1)  # per-sample tensor (C, D, H, W): axis shifts by one
     out = {k: v.to(device) for k, v in out.items()}
+    # which prepared pairs, and whether each was flipped (keys of per-pair caches, e.g. teacher flows)
+    out["index"] = torch.tensor(idx, dtype=torch.int64)
+    out["flipped"] = torch.tensor([bool(f) for f in flips] if flips is not None else [False] * len(idx))
     out["spacing"] = torch.tensor(data.grids[idx[0]].spacing[::-1], dtype=torch.float32)
     return out

@@ -4,20 +4,30 @@ from __future__ import annotations
 from ..config import (ContinualConfig, DataConfig, ExperimentConfig, LoopConfig, LossConfig, ModelConfig, OptimConfig,
                       StrategyConfig)
 
-#: the teacher the brain students distil from (see teacher_rcn_labels.py / RESULTS.md)
-BRAIN_TEACHER = "training/runs/teacher_rcn_labels"
+#: the teacher the brain students distil from (see teacher_rcn_v1stack.py / RESULTS.md)
+BRAIN_TEACHER = "training/runs/teacher_rcn_v1stack"
+#: the bundled plain student: the 2-cascade students are fine-tuned from it, on one budget
+BRAIN_STUDENT_INIT = "Resources/models/ldr_brain_v1"
+#: steps of the 2-cascade students' comparison (ALDK, no teacher, flow distillation), from BRAIN_STUDENT_INIT
+STUDENT_STEPS = 1200
 
 
 def brain_student(cascades: int = 2, description: str = "", **strategy) -> ExperimentConfig:
-    """An LDR student on the Mindboggle brains at 2 mm, the bundled models' grid and loss."""
+    """An LDR student on the Mindboggle brains at 2 mm, the bundled models' grid and loss.
+
+    2-cascade students start from ``ldr_brain_v1`` and train :data:`STUDENT_STEPS` steps
+    (the ALDK / no-teacher / flow-distillation comparison); other cascade counts start from
+    scratch (6,000 steps).
+    """
+    init = BRAIN_STUDENT_INIT if cascades == 2 else ""
     return ExperimentConfig(
         description=description,
         data=DataConfig(task="mindboggle"),
-        model=ModelConfig(architecture="ldr", cascades=cascades),
+        model=ModelConfig(architecture="ldr", cascades=cascades, init=init),
         loss=LossConfig(similarity="cc", smooth=0.5),
-        optim=OptimConfig(lr=2e-4),
+        optim=OptimConfig(lr=2e-4 if not init else 1e-4),
         strategy=StrategyConfig(**strategy),
-        loop=LoopConfig(steps=6000, val_every=200, minutes=0),
+        loop=LoopConfig(steps=STUDENT_STEPS if init else 6000, val_every=100 if init else 200, minutes=0),
     )
 
 

@@ -1,6 +1,9 @@
 """Networks for training: the engine's students plus training-only teachers and critics."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
 import torch.nn as nn
 
 from DeepRegLib.models import ARCHITECTURES, RecursiveCascade, build_network
@@ -25,11 +28,38 @@ def build_model(model_cfg) -> RecursiveCascade:
         return build_network(model_cfg.architecture, model_cfg.cascades, **kwargs)
     if model_cfg.architecture in TEACHER_SUBNETS:
         cls = TEACHER_SUBNETS[model_cfg.architecture]
-        subnets: list[nn.Module] = [VTNAffine(**kwargs)] if model_cfg.affine_subnet else []
+        subnets: list[nn.Module] = list(load_prefix(model_cfg.prefix).subnets) if model_cfg.prefix else []
+        subnets += [VTNAffine(**kwargs)] if model_cfg.affine_subnet else []
         subnets += [cls(**kwargs) for _ in range(int(model_cfg.cascades))]
         return RecursiveCascade(subnets)
     raise ValueError(f"unknown architecture {model_cfg.architecture!r}; "
                      f"choose from {ARCHITECTURES + sorted(TEACHER_SUBNETS)}")
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_prefix(path: str) -> RecursiveCascade:
+    """A trained engine network with frozen weights: a bundle folder (``card.json``) or a run folder / ``.pt``.
+
+    Its cascades become the first, frozen cascades of an RCN teacher, which then only
+    learns the residual deformation on top of them.
+    """
+    p = Path(path)
+    p = p if p.is_absolute() else REPO / p
+    if (p / "card.json").exists():
+        from DeepRegLib.bundles import load_bundle
+        net = load_bundle(str(p)).network()
+    else:
+        from ..config import from_dict
+        ck = torch.load(p / "best.pt" if p.is_dir() else p, map_location="cpu", weights_only=False)
+        net = build_model(from_dict(ck["config"]).model)
+        net.load_state_dict(ck["modules"]["model"])
+    if not isinstance(net, RecursiveCascade):
+        raise TypeError(f"prefix {path}: a {type(net).__name__} has no cascades to prepend")
+    for prm in net.parameters():
+        prm.requires_grad_(False)
+    return net
 
 
 __all__ = ["build_model", "FlowDiscriminator", "VTNAffine", "VTNDense"]

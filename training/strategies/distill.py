@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 
@@ -35,11 +35,30 @@ class DistillStrategy(Strategy):
         if not self.cfg.strategy.teacher:
             raise ValueError("strategy 'distill' needs strategy.teacher (a run folder or checkpoint)")
         self.teacher = load_teacher(self.trainer.resolve(self.cfg.strategy.teacher), trainer.device)
+        #: (pair index, flipped) -> the teacher's flow (CPU); the teacher is frozen, so each key is computed once
+        self.cache: Dict[Tuple[int, bool], torch.Tensor] = {}
+
+    def _teacher(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), self.autocast():
+            flow, _ = self.teacher(fixed, moving)  # the teacher always sees sharp inputs
+        return flow.float()
 
     def teacher_flow(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-        with torch.no_grad(), self.autocast():
-            flow, _ = self.teacher(batch["fixed"], batch["moving"])  # the teacher always sees sharp inputs
-        return flow.float()
+        """The frozen teacher's ``(B, 3, D, H, W)`` voxel flow for the batch's (sharp) pairs.
+
+        With ``strategy.teacher_cache`` each (pair, flip) is computed once and kept on the CPU,
+        which is exact (the same deterministic forward) and makes distillation cost what
+        training the student alone costs once every pair has been seen.
+        """
+        if not self.cfg.strategy.teacher_cache or "index" not in batch:
+            return self._teacher(batch["fixed"], batch["moving"])
+        keys = list(zip(batch["index"].tolist(), batch["flipped"].tolist()))
+        missing = [b for b, k in enumerate(keys) if k not in self.cache]
+        if missing:
+            flows = self._teacher(batch["fixed"][missing], batch["moving"][missing])
+            for b, f in zip(missing, flows):
+                self.cache[keys[b]] = f.cpu()
+        return torch.stack([self.cache[k] for k in keys]).to(batch["fixed"].device)
 
     def train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         t_flow = self.teacher_flow(batch)
