@@ -348,3 +348,25 @@ def test_teacher_with_a_frozen_prefix_starts_as_the_prefix(tmp_path, smoke_teach
     frozen = {k: v.clone() for k, v in tr.model.subnets[0].state_dict().items()}
     tr.fit()
     assert all(torch.equal(frozen[k], v) for k, v in tr.model.subnets[0].state_dict().items())
+
+
+def test_voxelmorph_baseline_follows_the_engine_convention():
+    """The package's own warp of the moving image by its displacement equals the engine's warp (interior)."""
+    pytest.importorskip("voxelmorph", reason="the VoxelMorph baseline needs the voxelmorph package (train extra)")
+    from DeepRegLib.spatial import warp
+    from training.networks import VoxelMorphSubnet
+    torch.manual_seed(0)
+    sub = VoxelMorphSubnet()
+    with torch.no_grad():
+        for p in sub.net.flow_layer.parameters():
+            p.normal_(0, 0.05)
+    fixed, moving = torch.rand(1, 1, 32, 32, 32), torch.rand(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        disp, warped = sub.net(moving, fixed, return_warped_source=True)
+        ours = sub(fixed, moving)
+    assert disp.abs().max() > 0.01 and torch.equal(ours, disp)
+    inner = (Ellipsis, slice(3, -3), slice(3, -3), slice(3, -3))
+    assert torch.allclose(warp(moving, disp)[inner], warped[inner], atol=1e-4)
+    cfg = experiments.load("voxelmorph_baseline")
+    net = build_model(cfg.model)
+    assert net.multiple == 32 and len(net.subnets) == 1

@@ -9,9 +9,11 @@ import torch.nn as nn
 from DeepRegLib.models import ARCHITECTURES, RecursiveCascade, build_network
 
 from .discriminator import FlowDiscriminator
+from .voxelmorph_baseline import VoxelMorphSubnet
 from .vtn import VTNAffine, VTNDense
 
-TEACHER_SUBNETS = {"vtn": VTNDense}
+#: training-only subnets: the RCN teacher's dense cascade, and VoxelMorph as an outside baseline
+TEACHER_SUBNETS = {"vtn": VTNDense, "voxelmorph": VoxelMorphSubnet}
 
 
 def build_model(model_cfg) -> RecursiveCascade:
@@ -62,4 +64,4 @@ def load_prefix(path: str) -> RecursiveCascade:
     return net
 
 
-__all__ = ["build_model", "FlowDiscriminator", "VTNAffine", "VTNDense"]
+__all__ = ["build_model", "FlowDiscriminator", "VoxelMorphSubnet", "VTNAffine", "VTNDense"]
