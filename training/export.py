@@ -34,6 +34,16 @@ TASKS = {
 }
 
 
+#: what each strategy means for a card reader (the distillation method a bundle was made with)
+METHODS = {
+    "standard": "no teacher: trained on its own loss",
+    "distill": "flow distillation: mean squared difference (mm^2) to the frozen teacher's flow, plus its own loss",
+    "adversarial": "LDR + ALDK: adversarial distillation of the frozen teacher's flows (WGAN-GP flow critic), "
+                   "gamma * (1 - CC) + (1 - gamma) * critic gap",
+    "crd": "cross-resolution distillation: a feature-shifted high-resolution teacher, attention-map and flow losses",
+}
+
+
 def _teacher_summary(path: str) -> Optional[dict]:
     p = Path(path) if Path(path).is_absolute() else REPO / path
     p = p / "best.pt" if p.is_dir() else p
@@ -120,6 +130,7 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
             "validation_subjects": cfg.data.validation_subjects or (mindboggle.VALIDATION_SUBJECTS if cfg.data.task == "mindboggle" else None),
             "licence": task["licence"],
             "strategy": cfg.strategy.name,
+            "method": METHODS.get(cfg.strategy.name, cfg.strategy.name),
             "teacher": teacher,
             "steps": ck["step"], "train_minutes": round(ck["train_seconds"] / 60.0, 1),
             "selection": f"best mean label Dice on the validation pairs (network grid), every {cfg.loop.val_every} steps",
