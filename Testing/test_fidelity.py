@@ -95,3 +95,23 @@ def test_engine_file_node_and_reload_agree(sample_pair, tmp_path, refine):
             if n.GetName() == "moving_to_fixed"]
     assert len(back) == 1
     assert p99(mrml.transform_node_map_points(back[0], pts), engine) <= P99_MM
+
+
+def test_bspline_transform_layout_is_itks():
+    """The B-spline built from coefficient images has ITK's documented parameter layout: fixed
+    parameters = coefficient-grid size, origin (one node before the samples), spacing, identity
+    direction; parameters = the x, then y, then z coefficient arrays, x fastest."""
+    from DeepRegLib.grid import Grid
+    grid = Grid(origin=(-10.0, 4.0, 30.0), spacing=(2.0, 1.5, 3.0), size=(5, 6, 7))
+    coef = np.random.default_rng(3).normal(size=(9, 8, 7, 3))  # (z, y, x, LPS) on the coefficient grid
+    bs = tr.bspline_transform(np.zeros((7, 6, 5, 3)), grid, coefficients=coef)
+    assert bs.GetFixedParameters() == (7, 8, 9, -12.0, 2.5, 27.0, 2.0, 1.5, 3.0, 1, 0, 0, 0, 1, 0, 0, 0, 1)
+    expected = np.concatenate([coef[..., c].ravel() for c in range(3)])
+    assert np.array_equal(np.asarray(bs.GetParameters()), expected)
+    # and it interpolates: at a sample point the displacement is the B-spline sum of its 27 neighbours
+    p = (grid.origin[0] + 2 * 2.0, grid.origin[1] + 3 * 1.5, grid.origin[2] + 1 * 3.0)
+    w = np.array([1 / 6, 4 / 6, 1 / 6])
+    k, j, i = 1 + 1, 3 + 1, 2 + 1  # sample index + 1 on the coefficient grid
+    block = coef[k - 1:k + 2, j - 1:j + 2, i - 1:i + 2]
+    u = np.einsum("a,b,c,abcd->d", w, w, w, block)
+    assert np.allclose(np.subtract(bs.TransformPoint(p), p), u, atol=1e-9)

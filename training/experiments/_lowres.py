@@ -5,14 +5,16 @@ from ..config import ExperimentConfig
 from ._base import brain_student, smoke
 
 #: the frozen high-resolution model the CRD student and ablation (b) learn from (2 mm LDR + ALDK)
-HR_TEACHER = "training/runs/ldr_aldk"
+HR_TEACHER = "training/runs/ldr_aldk"  # the 2 mm student shipped as the default (RESULTS.md)
 #: the low-resolution student: LDR cascades on the network grid average-pooled 2x (2 mm -> 4 mm)
 LOWRES = {"architecture": "lowres_ldr", "kwargs": {"factor": 2}}
 
 
 def lowres_student(description: str, **strategy) -> ExperimentConfig:
-    """:func:`brain_student` (2 cascades, same data, loss, optimiser and 6000 steps) at 4 mm."""
+    """:func:`brain_student` (2 cascades, same data and loss) at 4 mm, from scratch: 6000 steps, lr 2e-4."""
     cfg = brain_student(2, description, **strategy)
+    cfg.model.init = ""  # the 2 mm students start from ldr_brain_v1; a 4 mm network starts from scratch
+    cfg.optim.lr, cfg.loop.steps, cfg.loop.val_every = 2e-4, 6000, 200
     cfg.model.architecture = LOWRES["architecture"]
     cfg.model.kwargs = dict(LOWRES["kwargs"])
     return cfg
