@@ -342,12 +342,15 @@ def test_teacher_with_a_frozen_prefix_starts_as_the_prefix(tmp_path, smoke_teach
     b = make_batch(data, [0])
     with torch.no_grad():
         assert torch.allclose(teacher(b["fixed"], b["moving"])[0], prefix(b["fixed"], b["moving"])[0], atol=1e-6)
-    # training the teacher leaves the prefix's weights alone
-    cfg.run_dir = str(tmp_path / "stacked")
-    tr = Trainer(cfg, verbose=False)
-    frozen = {k: v.clone() for k, v in tr.model.subnets[0].state_dict().items()}
-    tr.fit()
-    assert all(torch.equal(frozen[k], v) for k, v in tr.model.subnets[0].state_dict().items())
+    # training the teacher leaves a frozen prefix's weights alone, and fine-tunes one that is not frozen
+    for frozen in (True, False):
+        cfg.model.prefix_frozen = frozen
+        cfg.run_dir = str(tmp_path / f"stacked_{frozen}")
+        tr = Trainer(cfg, verbose=False)
+        before = {k: v.clone() for k, v in tr.model.subnets[0].state_dict().items()}
+        tr.fit()
+        same = [torch.equal(before[k], v) for k, v in tr.model.subnets[0].state_dict().items()]
+        assert all(same) if frozen else not all(same)
 
 
 def test_voxelmorph_baseline_follows_the_engine_convention():

@@ -40,7 +40,8 @@ class ModelConfig:
     kwargs: Dict[str, Any] = field(default_factory=dict)  # subnet constructor arguments
     affine_subnet: bool = False  # RCN: an affine subnet before the dense cascades (teachers)
     init: str = ""  # checkpoint whose model weights start a fresh run (fine-tuning)
-    prefix: str = ""  # teachers: a trained engine network (bundle folder or run) whose cascades come first, frozen
+    prefix: str = ""  # teachers: a trained engine network (bundle folder or run) whose cascades come first
+    prefix_frozen: bool = True  # False: the prefix's cascades are fine-tuned with the new ones (end to end)
 
 
 @dataclass

@@ -30,7 +30,8 @@ def build_model(model_cfg) -> RecursiveCascade:
         return build_network(model_cfg.architecture, model_cfg.cascades, **kwargs)
     if model_cfg.architecture in TEACHER_SUBNETS:
         cls = TEACHER_SUBNETS[model_cfg.architecture]
-        subnets: list[nn.Module] = list(load_prefix(model_cfg.prefix).subnets) if model_cfg.prefix else []
+        subnets: list[nn.Module] = list(load_prefix(model_cfg.prefix, model_cfg.prefix_frozen).subnets) \
+            if model_cfg.prefix else []
         subnets += [VTNAffine(**kwargs)] if model_cfg.affine_subnet else []
         subnets += [cls(**kwargs) for _ in range(int(model_cfg.cascades))]
         return RecursiveCascade(subnets)
@@ -41,11 +42,12 @@ def build_model(model_cfg) -> RecursiveCascade:
 REPO = Path(__file__).resolve().parents[2]
 
 
-def load_prefix(path: str) -> RecursiveCascade:
-    """A trained engine network with frozen weights: a bundle folder (``card.json``) or a run folder / ``.pt``.
+def load_prefix(path: str, frozen: bool = True) -> RecursiveCascade:
+    """A trained engine network: a bundle folder (``card.json``) or a run folder / ``.pt``.
 
-    Its cascades become the first, frozen cascades of an RCN teacher, which then only
-    learns the residual deformation on top of them.
+    Its cascades become the first cascades of an RCN teacher. ``frozen``: their weights stay
+    fixed and the teacher learns only the residual deformation on top of them; otherwise
+    they are fine-tuned with the new cascades, end to end (a warm start).
     """
     p = Path(path)
     p = p if p.is_absolute() else REPO / p
@@ -60,7 +62,7 @@ def load_prefix(path: str) -> RecursiveCascade:
     if not isinstance(net, RecursiveCascade):
         raise TypeError(f"prefix {path}: a {type(net).__name__} has no cascades to prepend")
     for prm in net.parameters():
-        prm.requires_grad_(False)
+        prm.requires_grad_(not frozen)
     return net
 
 
