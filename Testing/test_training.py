@@ -373,3 +373,20 @@ def test_voxelmorph_baseline_follows_the_engine_convention():
     cfg = experiments.load("voxelmorph_baseline")
     net = build_model(cfg.model)
     assert net.multiple == 32 and len(net.subnets) == 1
+
+
+def test_benchmark_rows_load_bundles_like_runs(tmp_path, smoke_teacher):
+    """training.benchmark_models evaluates a bundle folder from its card, and a run from its checkpoint."""
+    from DeepRegLib import DEFAULT_MODEL
+    from DeepRegLib.bundles import load_bundle
+    from training.benchmark_models import load_run
+    bundle = load_bundle(DEFAULT_MODEL)
+    cfg, net, ck = load_run(bundle.path)
+    card = bundle.card
+    assert list(cfg.data.size) == card["input"]["size"] and cfg.data.spacing == card["input"]["spacing"]
+    assert cfg.model.cascades == card["architecture"]["cascades"] and ck["step"] == card["training"]["steps"]
+    x = torch.rand(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(net(x, x)[0], bundle.network("cpu")(x, x)[0])
+    cfg_t, net_t, ck_t = load_run(smoke_teacher / "smoke_teacher")
+    assert cfg_t.model.architecture == "vtn" and 0 < ck_t["step"] <= cfg_t.loop.steps

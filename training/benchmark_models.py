@@ -13,7 +13,9 @@ and the run's training wall time. Teachers (training-only networks) are evaluate
 same way, so every row is comparable.
 
     python -m training.benchmark_models training/runs/teacher_rcn_labels training/runs/ldr_aldk \
-        --out training/results/brain_models.json
+        Resources/models/ldr_brain_v1 --out training/results/brain_models.json
+
+(a bundle folder is evaluated from its card and weights, like a run).
 """
 from __future__ import annotations
 
@@ -48,11 +50,32 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_run(run: Path):
+    """``(config, network, checkpoint-like dict)`` of a run folder / ``.pt``, or of a bundle folder (``card.json``),
+    so that a bundled model gets a row from the same code as the runs."""
+    if run.is_dir() and (run / "card.json").exists():
+        return _load_bundle(run)
     ck = torch.load(run / "best.pt" if run.is_dir() else run, map_location="cpu", weights_only=False)
     cfg = from_dict(ck["config"])
     net = build_model(cfg.model)
     net.load_state_dict(ck["modules"]["model"])
     return cfg, net.eval(), ck
+
+
+def _load_bundle(folder: Path):
+    from DeepRegLib.bundles import load_bundle
+
+    from .config import DataConfig, ExperimentConfig, ModelConfig
+    bundle = load_bundle(str(folder))
+    card = bundle.card
+    arch = card["architecture"]
+    cfg = ExperimentConfig(name=bundle.name, description=card.get("description", ""),
+                           data=DataConfig(spacing=card["input"]["spacing"], size=tuple(card["input"]["size"]),
+                                           normalisation=card["input"].get("normalisation", {}).get("kind", "percentile")),
+                           model=ModelConfig(architecture=arch["name"], cascades=arch["cascades"],
+                                             kwargs=dict(arch.get("kwargs") or {})))
+    training = card.get("training", {})
+    ck = {"step": training.get("steps", 0), "train_seconds": 60.0 * float(training.get("train_minutes") or 0.0)}
+    return cfg, bundle.network("cpu").eval(), ck
 
 
 def _status_mb(field: str) -> float:
