@@ -164,12 +164,12 @@ def main(argv=None) -> None:
     results = [evaluate_run(r, a.subjects, not a.no_hd95) for r in a.runs]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(a.out.read_text()) if a.out.exists() else {}
-    old.update({r["experiment"]: r for r in results})
+    old.update({Path(r["run"]).name: r for r in results})  # keyed by run folder: one experiment may have several
     a.out.write_text(json.dumps(old, indent=1) + "\n")
     print("| run | Dice sub | Dice cort | HD95 mm | % fold 1 mm | SDlogJ | params | net s | peak MB | train min |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in old.values():
-        print(f"| {r['experiment']} | {r['dice_subcortical']:.3f} | {r['dice_cortical']:.3f} | "
+    for name, r in old.items():
+        print(f"| {name} | {r['dice_subcortical']:.3f} | {r['dice_cortical']:.3f} | "
               f"{r.get('hd95_mm', float('nan')):.2f} | {r['folding_percent']:.4f} | {r['sdlogj']:.3f} | "
               f"{r['parameters'] / 1e6:.1f} M | {r['network_seconds']:.2f} | {r['peak_forward_mb']:.0f} | "
               f"{r['train_minutes']} |")
