@@ -799,7 +799,7 @@ class DeepRegTest(ScriptedLoadableModuleTest):
         widget.ui.flickerButton.checked = False
         self.assertEqual(moving.GetParentTransformNode().GetID(), p.resultTransform.GetID())
         self.assertIn("Done", widget.ui.statusLabel.text)
-        self.assertIn("ldr_brain_v1", widget.ui.logTextEdit.toPlainText())
+        self.assertIn(DEFAULT_MODEL, widget.ui.logTextEdit.toPlainText())
         p.movingVolume = fixed
         self.assertFalse(widget.ui.registerButton.enabled)
         self.delayDisplay("Test passed")

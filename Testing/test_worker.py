@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from DeepRegLib import worker
+from DeepRegLib import DEFAULT_MODEL, worker
 from DeepRegLib.errors import Cancelled, DeepRegError
 from DeepRegLib.imageio import read_image
 
@@ -154,7 +154,7 @@ def test_real_job_progress_within_stages_and_log(pair):
     assert fr == sorted(fr) and fr[-1] == 1.0
     affine = [f for s, f in prog if s == "affine"]
     assert len(set(affine)) >= 3, f"the bar should move within the affine stage: {affine}"
-    assert any("ldr_brain_v1" in line for line in job.log) and any("timings" in line for line in job.log)
+    assert any(DEFAULT_MODEL in line for line in job.log) and any("timings" in line for line in job.log)
     # outputs computed without MRML
     assert out.warped_volume.GetSize() == fixed.GetSize()
     assert out.warped_labels["labelmap"].GetSize() == fixed.GetSize()

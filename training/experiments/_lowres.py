@@ -4,8 +4,8 @@ from __future__ import annotations
 from ..config import ExperimentConfig
 from ._base import brain_student, smoke
 
-#: the frozen high-resolution model the CRD student and ablation (b) learn from (2 mm LDR + ALDK)
-HR_TEACHER = "training/runs/ldr_aldk"  # the 2 mm student shipped as the default (RESULTS.md)
+#: the frozen high-resolution model the CRD student and ablation (b) learn from (the distilled 2 mm default)
+HR_TEACHER = "training/runs/ldr_flowdistill"  # the distilled 2 mm student (not bundled: RESULTS.md)
 #: the low-resolution student: LDR cascades on the network grid average-pooled 2x (2 mm -> 4 mm)
 LOWRES = {"architecture": "lowres_ldr", "kwargs": {"factor": 2}}
 

@@ -1,10 +1,10 @@
-"""CRD: the low-resolution LDR student (4 mm, 2 cascades) with the feature-shifted teacher built on the 2 mm LDR + ALDK model."""
+"""CRD: the low-resolution LDR student (4 mm, 2 cascades) with the feature-shifted teacher built on the distilled 2 mm student (ldr_flowdistill)."""
 from ._lowres import HR_TEACHER, lowres_student
 
 
 def config():
     cfg = lowres_student("low-resolution LDR student (2 cascades at 4 mm), cross-resolution distillation "
-                         "(FST, attention maps at 3 scales, flow distillation) from the 2 mm LDR + ALDK model",
+                         "(FST, attention maps at 3 scales, flow distillation) from the distilled 2 mm student (ldr_flowdistill)",
                          name="crd", teacher=HR_TEACHER)
     cfg.loss.distill = 0.01
     cfg.loss.fst_flow = 0.01

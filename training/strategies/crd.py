@@ -4,7 +4,7 @@ The student is :class:`DeepRegLib.models.LowResolution` (``model.architecture='l
 an LDR cascade that runs on the pair average-pooled x``factor`` (2 mm -> 4 mm) and whose
 flow is upsampled back to the 2 mm network grid. The teacher (``strategy.teacher``, a run
 folder with ``best.pt``) is a frozen *high-resolution* engine network (an LDR cascade at
-2 mm, e.g. ``training/runs/ldr_aldk``).
+2 mm, e.g. ``training/runs/ldr_flowdistill``, the distilled 2 mm student).
 
 Feature-shifted teacher (FST): the design chosen here
 -----------------------------------------------------
