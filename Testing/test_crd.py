@@ -247,9 +247,14 @@ def test_crd_without_the_teacher_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="high-resolution teacher .* has no checkpoint.*run no_such_run"):
         Trainer(cfg, verbose=False)
     brain = experiments.load("crd_lowres")
-    assert brain.strategy.teacher == "training/runs/ldr_aldk" and brain.model.architecture == "lowres_ldr"
-    assert brain.loop.steps == experiments.load("ldr_aldk").loop.steps
-    assert brain.data == experiments.load("ldr_aldk").data
+    # the 2 mm flow-distilled student is the high-resolution teacher; the 4 mm students start from scratch
+    assert brain.strategy.teacher == "training/runs/ldr_flowdistill" and brain.model.architecture == "lowres_ldr"
+    assert brain.model.init == "" and brain.loop.steps == 6000
+    assert brain.data == experiments.load("ldr_flowdistill").data
+    for arm in ("lowres_noteacher", "lowres_flowdistill"):  # the ablation arms: same data, budget and start
+        other = experiments.load(arm)
+        assert (other.data, other.loop.steps, other.model.init, other.optim.lr) == \
+            (brain.data, brain.loop.steps, brain.model.init, brain.optim.lr)
 
 
 def test_crd_refuses_a_teacher_without_features(tmp_path, hr_teacher):
