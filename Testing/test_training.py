@@ -390,3 +390,20 @@ def test_benchmark_rows_load_bundles_like_runs(tmp_path, smoke_teacher):
         assert torch.equal(net(x, x)[0], bundle.network("cpu")(x, x)[0])
     cfg_t, net_t, ck_t = load_run(smoke_teacher / "smoke_teacher")
     assert cfg_t.model.architecture == "vtn" and 0 < ck_t["step"] <= cfg_t.loop.steps
+
+
+def test_init_from_a_run_or_a_bundle_folder(tmp_path, smoke_teacher):
+    """model.init accepts a run folder (its best.pt) and a bundle folder (its card and weights)."""
+    from DeepRegLib.bundles import load_bundle
+    from training.export import export
+    cfg = smoke_cfg("smoke_standard", tmp_path, steps=1)
+    Trainer(cfg, verbose=False).fit()
+    bundle = export(Path(cfg.run_dir) / "best.pt", "smoke_init", tmp_path / "models", "x")
+    trained = torch.load(Path(cfg.run_dir) / "best.pt", weights_only=False)["modules"]["model"]
+    for source, want in ((cfg.run_dir, trained), (str(bundle), load_bundle(str(bundle)).network().state_dict())):
+        fresh = smoke_cfg("smoke_standard", tmp_path, steps=1)
+        fresh.run_dir = str(tmp_path / f"from_{Path(source).name}")
+        fresh.model.init = source
+        tr = Trainer(fresh, verbose=False)
+        assert all(torch.equal(v, want[k]) for k, v in tr.model.state_dict().items())
+        assert tr.extra["init"] == {"from": source}

@@ -20,7 +20,7 @@ from DeepRegLib.spatial import warp
 from .config import DataConfig
 from .data import load_split, make_batch
 from .losses import correlation_coefficient_loss, flow_distillation_loss
-from .networks import load_prefix
+from .networks import load_trained
 from .strategies.distill import load_teacher
 
 
@@ -33,7 +33,7 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     data = load_split(DataConfig(task="mindboggle"), "train")
     teacher = load_teacher(a.teacher, torch.device("cpu"))
-    student = load_prefix(a.student).eval()
+    student = load_trained(a.student).eval()
     dist, sim = [], []
     with torch.no_grad():
         for i in range(0, len(data), a.every):

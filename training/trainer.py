@@ -27,7 +27,7 @@ from .callbacks import CSVLogger, TimeLimit, Validate
 from .config import ExperimentConfig, from_dict, to_dict
 from .data import load_split, make_batch
 from .evaluate import affine_only_grid, evaluate_grid
-from .networks import build_model
+from .networks import build_model, load_trained
 from .strategies import build_strategy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,10 +143,11 @@ class Trainer:
     def load_init(self, path: str) -> None:
         """Start from another run's model weights (training checkpoint) or a bundle's ``weights.pt``."""
         p = self.resolve(path)
-        if p.is_dir():  # a run folder (best.pt) or a bundle folder (the weights its card names)
-            p = p / "best.pt" if (p / "best.pt").exists() else p / json.loads((p / "card.json").read_text())["weights"]
-        obj = torch.load(p, map_location="cpu", weights_only=False)
-        state = obj["modules"]["model"] if isinstance(obj, dict) and "modules" in obj else obj
+        if p.is_dir():  # a run folder (best.pt) or a bundle folder, built as the network it holds
+            state = load_trained(p).state_dict()
+        else:
+            obj = torch.load(p, map_location="cpu", weights_only=False)
+            state = obj["modules"]["model"] if isinstance(obj, dict) and "modules" in obj else obj
         self.model.load_state_dict({k: v.float() for k, v in state.items()})
         self.extra["init"] = {"from": path}
         self.log(f"[train] initialised model weights from {path}")

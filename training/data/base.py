@@ -60,8 +60,9 @@ def make_batch(data: PairSet, index: Sequence[int], device: torch.device | str =
                flips: Optional[Sequence[bool]] = None) -> Dict[str, torch.Tensor]:
     """Stack pairs ``index`` as float32 tensors ``(B, 1, D, H, W)`` (labels int64), flipping left-right where asked.
 
-    Returns ``fixed``, ``moving``, optionally ``fixed_labels``/``moving_labels``, ``index``
-    and ``flipped`` (``(B,)``, on the CPU: which pairs, flipped or not) and ``spacing`` (the grid spacing in mm, array order z, y, x; all pairs of a set share it).
+    Returns ``fixed``, ``moving``, optionally ``fixed_labels``/``moving_labels``, ``index`` and
+    ``flipped`` (``(B,)``, on the CPU: which pairs, flipped or not) and ``spacing`` (the grid
+    spacing in mm, array order z, y, x; all pairs of a set share it).
     """
     idx = list(index)
     out: Dict[str, torch.Tensor] = {

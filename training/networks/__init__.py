@@ -42,23 +42,29 @@ def build_model(model_cfg) -> RecursiveCascade:
 REPO = Path(__file__).resolve().parents[2]
 
 
-def load_prefix(path: str, frozen: bool = True) -> RecursiveCascade:
-    """A trained engine network: a bundle folder (``card.json``) or a run folder / ``.pt``.
-
-    Its cascades become the first cascades of an RCN teacher. ``frozen``: their weights stay
-    fixed and the teacher learns only the residual deformation on top of them; otherwise
-    they are fine-tuned with the new cascades, end to end (a warm start).
-    """
+def load_trained(path: str | Path) -> nn.Module:
+    """A trained network with its weights: a bundle folder (``card.json``), a run folder (its
+    ``best.pt``) or a checkpoint file, built from the bundle's card or the checkpoint's saved config.
+    Relative paths are taken from the repository root."""
     p = Path(path)
     p = p if p.is_absolute() else REPO / p
     if (p / "card.json").exists():
         from DeepRegLib.bundles import load_bundle
-        net = load_bundle(str(p)).network()
-    else:
-        from ..config import from_dict
-        ck = torch.load(p / "best.pt" if p.is_dir() else p, map_location="cpu", weights_only=False)
-        net = build_model(from_dict(ck["config"]).model)
-        net.load_state_dict(ck["modules"]["model"])
+        return load_bundle(str(p)).network()
+    from ..config import from_dict
+    ck = torch.load(p / "best.pt" if p.is_dir() else p, map_location="cpu", weights_only=False)
+    net = build_model(from_dict(ck["config"]).model)
+    net.load_state_dict(ck["modules"]["model"])
+    return net
+
+
+def load_prefix(path: str, frozen: bool = True) -> RecursiveCascade:
+    """A trained engine network (:func:`load_trained`) whose cascades become the first cascades of an
+    RCN teacher. ``frozen``: their weights stay fixed and the teacher learns only the residual
+    deformation on top of them; otherwise they are fine-tuned with the new cascades, end to end
+    (a warm start).
+    """
+    net = load_trained(path)
     if not isinstance(net, RecursiveCascade):
         raise TypeError(f"prefix {path}: a {type(net).__name__} has no cascades to prepend")
     for prm in net.parameters():
@@ -66,4 +72,5 @@ def load_prefix(path: str, frozen: bool = True) -> RecursiveCascade:
     return net
 
 
-__all__ = ["build_model", "FlowDiscriminator", "VoxelMorphSubnet", "VTNAffine", "VTNDense"]
+__all__ = ["build_model", "load_prefix", "load_trained", "FlowDiscriminator", "VoxelMorphSubnet", "VTNAffine",
+           "VTNDense"]

@@ -6,8 +6,7 @@ from typing import Dict, Tuple
 
 import torch
 
-from ..config import from_dict
-from ..networks import build_model
+from ..networks import load_trained
 from .base import Strategy
 
 
@@ -18,10 +17,7 @@ def load_teacher(path: str, device: torch.device) -> torch.nn.Module:
         p = p / "best.pt"
     if not p.exists():
         raise FileNotFoundError(f"teacher checkpoint not found: {p} (train the teacher experiment first)")
-    ck = torch.load(p, map_location="cpu", weights_only=False)
-    net = build_model(from_dict(ck["config"]).model)
-    net.load_state_dict(ck["modules"]["model"])
-    net.to(device).eval()
+    net = load_trained(p).to(device).eval()
     for prm in net.parameters():
         prm.requires_grad_(False)
     return net
