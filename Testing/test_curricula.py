@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -90,3 +91,37 @@ def test_curriculum_arms_share_network_and_budget():
     assert len({(a.model.architecture, a.model.cascades, a.loop.steps, a.optim.lr) for a in arms}) == 1
     assert arms[1].curriculum.blur_sigma_mm > 0 and arms[2].curriculum.dropout_floor < 1
     assert arms[3].curriculum.smoothing_sigma > 0 and arms[0].curriculum == type(arms[0].curriculum)()
+
+
+def _fake_run(root: Path, name: str, dice: list) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    with (d / "val.csv").open("w") as fh:
+        fh.write("step,folding_percent,dice,dice_subcortical,dice_cortical,train_minutes\n")
+        for i, v in enumerate(dice):
+            fh.write(f"{200 * (i + 1)},0.0,{v},{v + 0.1},{v - 0.05},{2.0 * (i + 1)}\n")
+    return d
+
+
+def test_curriculum_report_pairs_seeds_and_writes_plots(tmp_path):
+    from training.curriculum_report import report
+    runs = tmp_path / "runs"
+    for s, (a, b) in enumerate([(0.40, 0.43), (0.42, 0.44), (0.41, 0.40)]):
+        _fake_run(runs, f"curriculum_none_s{s}", [0.3, a])
+        _fake_run(runs, f"curriculum_blur_s{s}", [0.3, b])
+    _fake_run(runs, "ldr_other", [0.9])  # not an ablation run: ignored
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"curriculum_none_s0/last": {"dice_subcortical": 0.6, "dice_cortical": 0.4,
+                                                             "folding_percent": 0.01, "sdlogj": 0.3},
+                                 "curriculum_blur_s0/last": {"dice_subcortical": 0.62, "dice_cortical": 0.39,
+                                                             "folding_percent": 0.02, "sdlogj": 0.3}}))
+    table = report(runs, bench, tmp_path / "out")
+    # grid Dice at the last step: none 0.41 +- 0.01, blur (0.43, 0.44, 0.40) -> differences +0.03, +0.02, -0.01
+    assert "| none | 0,1,2 | 0.4100 ± 0.0100 |" in table
+    assert "+0.0133 ± 0.0208 (2/3 seeds above)" in table
+    assert "+0.0200 (1/1 seeds above)" in table and "-0.0100 (0/1 seeds above)" in table  # full res, seed 0 only
+    assert "ldr_other" not in table
+    for f in ("curricula.md", "curricula.json", "curricula_val.png", "curriculum_none.png", "curriculum_blur.png"):
+        assert (tmp_path / "out" / f).stat().st_size > 0
+    summary = json.loads((tmp_path / "out" / "curricula.json").read_text())
+    assert summary["blur"]["2"]["grid_dice"] == pytest.approx(0.40) and summary["blur"]["1"]["dice_cortical"] is None

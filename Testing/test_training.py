@@ -101,6 +101,27 @@ def test_cache_key_changes_with_everything_that_shapes_the_data(tmp_path):
     assert np.array_equal(a.fixed, b.fixed) and a.grids == b.grids
 
 
+def _save_many(path: str, times: int) -> None:
+    data = synthetic_pairs(2, (24, 24, 24))
+    for _ in range(times):
+        tcache.save_pairset(data, Path(path), {"k": 1})
+
+
+def test_two_processes_can_write_one_cache_entry_at_once(tmp_path):
+    """Two runs started together build the same pair set: neither may fail on the other's temporary file."""
+    import multiprocessing as mp
+    path = tmp_path / "t-0123.npz"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_save_many, args=(str(path), 15)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert tcache.load_pairset(path).fixed.shape[0] == 2
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["t-0123.json", "t-0123.npz"]  # no temporaries left
+
+
 def test_code_version_tracks_the_preparation_code(tmp_path):
     f = tmp_path / "mod.py"  # an absolute path: REPO / f is f
     f.write_text("x = 1\n")

@@ -1,6 +1,6 @@
 """Full-resolution evaluation of training runs on the validation brains (the RESULTS.md columns).
 
-For each run (its ``best.pt``) and each ordered validation pair: the engine's own front
+For each run (its ``best.pt``, or a checkpoint file such as ``run/last.pt`` given directly) and each ordered validation pair: the engine's own front
 half (:func:`DeepRegLib.pipeline.prepare_pair`, affine stage with the engine defaults),
 the run's network on the 2 mm grid, the engine's displacement field and transform, then
 at the fixed image's 1 mm grid: Dice of the warped manual labels (subcortical < 1000,
@@ -47,6 +47,12 @@ from .data.mindboggle import VALIDATION_SUBJECTS, subject_paths
 from .networks import build_model
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_key(run: Path) -> str:
+    """The row name of ``run``: its folder name, or ``folder/stem`` for a checkpoint file (``run/last.pt``)."""
+    run = Path(run)
+    return f"{run.parent.name}/{run.stem}" if run.suffix == ".pt" else run.name
 
 
 def load_run(run: Path):
@@ -132,7 +138,7 @@ def evaluate_run(run: Path, subjects: List[int], with_hd95: bool = True, repeats
                 flow, _ = net(f, m)
                 times.append(time.perf_counter() - t0)
         disp = tr.taper_border(tr.flow_to_displacement(flow, prep.grid))
-        res = RegistrationResult(f_img, prep.affine, disp, prep.grid, run.name, "cpu")
+        res = RegistrationResult(f_img, prep.affine, disp, prep.grid, run_key(run), "cpu")
         fl = sitk.ReadImage(str(fp["labels"]))
         wl = res.warp_labels(sitk.ReadImage(str(mp["labels"])))
         d = summarise_dice(dice_scores(fl, wl))
@@ -143,7 +149,7 @@ def evaluate_run(run: Path, subjects: List[int], with_hd95: bool = True, repeats
             row["hd95_mm"] = float(np.nanmean(list(h.values())))
         row.update(transform_folding(res.transform(), f_img, 1.0, mask=fl))
         rows.append(row)
-        print(f"[bench] {run.name} {fs}->{ms}: " + json.dumps({k: round(v, 4) for k, v in row.items()
+        print(f"[bench] {run_key(run)} {fs}->{ms}: " + json.dumps({k: round(v, 4) for k, v in row.items()
                                                             if isinstance(v, float)}), flush=True)
     agg = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "pair"}
     agg["network_seconds"] = float(np.median([r["network_seconds"] for r in rows]))
@@ -161,11 +167,14 @@ def main(argv=None) -> None:
     p.add_argument("--no-hd95", action="store_true")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
-    results = [evaluate_run(r, a.subjects, not a.no_hd95) for r in a.runs]
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    old = json.loads(a.out.read_text()) if a.out.exists() else {}
-    old.update({Path(r["run"]).name: r for r in results})  # keyed by run folder: one experiment may have several
-    a.out.write_text(json.dumps(old, indent=1) + "\n")
+    for run in a.runs:  # the JSON is rewritten after every row: a long list loses nothing when stopped
+        r = evaluate_run(run, a.subjects, not a.no_hd95)
+        old = json.loads(a.out.read_text()) if a.out.exists() else {}
+        old[run_key(run)] = r  # keyed by run folder: one experiment may have several
+        tmp = a.out.with_name(a.out.name + ".tmp")
+        tmp.write_text(json.dumps(old, indent=1) + "\n")
+        tmp.replace(a.out)
     print("| run | Dice sub | Dice cort | HD95 mm | % fold 1 mm | SDlogJ | params | net s | peak MB | train min |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in old.items():

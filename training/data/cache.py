@@ -58,10 +58,13 @@ def save_pairset(data: PairSet, path: Path, content: Dict[str, Any]) -> None:
         arrays["pairs"] = np.array(data.pairs)
     if data.flows is not None:
         arrays["flows"] = data.flows
-    tmp = path.with_name(path.name + ".tmp.npz")
+    # one temporary name per process: two runs that build the same set at once must not share it
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps(content, indent=1, sort_keys=True, default=str))
+    meta = path.with_name(f"{path.stem}.{os.getpid()}.tmp.json")
+    meta.write_text(json.dumps(content, indent=1, sort_keys=True, default=str))
+    os.replace(meta, path.with_suffix(".json"))
 
 
 def load_pairset(path: Path) -> PairSet:
