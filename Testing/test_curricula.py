@@ -100,6 +100,7 @@ def _fake_run(root: Path, name: str, dice: list) -> Path:
         fh.write("step,folding_percent,dice,dice_subcortical,dice_cortical,train_minutes\n")
         for i, v in enumerate(dice):
             fh.write(f"{200 * (i + 1)},0.0,{v},{v + 0.1},{v - 0.05},{2.0 * (i + 1)}\n")
+    (d / "log.csv").write_text("step,sim,sec_per_step\n10,0.1,0.3\n20,0.1,0.2\n30,0.1,0.9\n")
     return d
 
 
@@ -117,7 +118,7 @@ def test_curriculum_report_pairs_seeds_and_writes_plots(tmp_path):
                                                              "folding_percent": 0.02, "sdlogj": 0.3}}))
     table = report(runs, bench, tmp_path / "out")
     # grid Dice at the last step: none 0.41 +- 0.01, blur (0.43, 0.44, 0.40) -> differences +0.03, +0.02, -0.01
-    assert "| none | 0,1,2 | 0.4100 ± 0.0100 |" in table
+    assert "| none | 0,1,2 | 400 | 0.4100 ± 0.0100 |" in table
     assert "+0.0133 ± 0.0208 (2/3 seeds above)" in table
     assert "+0.0200 (1/1 seeds above)" in table and "-0.0100 (0/1 seeds above)" in table  # full res, seed 0 only
     assert "ldr_other" not in table
@@ -125,3 +126,4 @@ def test_curriculum_report_pairs_seeds_and_writes_plots(tmp_path):
         assert (tmp_path / "out" / f).stat().st_size > 0
     summary = json.loads((tmp_path / "out" / "curricula.json").read_text())
     assert summary["blur"]["2"]["grid_dice"] == pytest.approx(0.40) and summary["blur"]["1"]["dice_cortical"] is None
+    assert summary["none"]["0"]["sec_per_step"] == pytest.approx(0.3)  # the median, not the mean

@@ -6,8 +6,8 @@ curriculum_<arm> --set loop.seed=<seed> --run-dir ...``; full-resolution rows co
 budget, not a checkpoint selected on the validation pairs). Writes, into ``--out``:
 
 * ``curricula.md``: per arm, mean +- sd over seeds of the grid Dice at the last step, the
-  full-resolution Dice (subcortical, cortical), % folding (1 mm, inside the brain), SDlogJ and the
-  training wall time; and the paired difference to ``none`` (same seed = same data order and init);
+  full-resolution Dice (subcortical, cortical), % folding (1 mm, inside the brain), SDlogJ, the
+  training wall time and the median seconds per step (``log.csv``); and the paired difference to ``none`` (same seed = same data order and init);
 * ``curricula_val.png``: validation Dice against step, all arms overlaid (mean over seeds, min-max band);
 * ``curriculum_<arm>.png``: one per arm, one line per seed, ``none``'s mean for reference;
 * ``curricula.json``: everything in the table, per run.
@@ -45,10 +45,12 @@ def find_runs(runs_dir: Path) -> Dict[str, Dict[int, Path]]:
 
 
 def mean_sd(values: Sequence[float]) -> str:
-    """``mean +- sd`` (sd over seeds; ``mean`` alone for one value; ``-`` for none)."""
+    """``mean +- sd`` (sd over seeds; ``mean`` alone for one value; ``-`` for none; the value for equal integers)."""
     v = [x for x in values if x is not None]
     if not v:
         return "-"
+    if len(set(v)) == 1 and float(v[0]).is_integer():
+        return f"{int(v[0])}"
     if len(v) == 1:
         return f"{v[0]:.4f}"
     return f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}"
@@ -59,10 +61,11 @@ def run_summary(run: Path, bench: Dict[str, dict], steps: Optional[int] = None) 
     full-resolution row of ``run/last`` in ``bench`` (None where missing)."""
     val = read_csv(run / "val.csv")
     last = [r for r in val if steps is None or r["step"] <= steps][-1]
+    sec = [r["sec_per_step"] for r in read_csv(run / "log.csv") if "sec_per_step" in r]
     row = bench.get(f"{run.name}/last")
     out = {"step": last["step"], "grid_dice": last["dice"], "grid_subcortical": last["dice_subcortical"],
            "grid_cortical": last["dice_cortical"], "grid_best": max(r["dice"] for r in val),
-           "train_minutes": last.get("train_minutes")}
+           "train_minutes": last.get("train_minutes"), "sec_per_step": statistics.median(sec) if sec else None}
     for k in ("dice_subcortical", "dice_cortical", "folding_percent", "sdlogj"):
         out[k] = None if row is None else row[k]
     return out
@@ -132,9 +135,9 @@ def report(runs_dir: Path, bench_path: Optional[Path], out: Path, steps: Optiona
         raise FileNotFoundError(f"no curriculum_<arm>_s<seed> runs with a val.csv under {runs_dir}")
     bench = json.loads(bench_path.read_text()) if bench_path and bench_path.exists() else {}
     summ = {arm: {s: run_summary(p, bench, steps) for s, p in seeds.items()} for arm, seeds in runs.items()}
-    cols = [("grid_dice", "grid Dice (last step)"), ("dice_subcortical", "Dice subcortical (1 mm)"),
+    cols = [("step", "step"), ("grid_dice", "grid Dice (last step)"), ("dice_subcortical", "Dice subcortical (1 mm)"),
             ("dice_cortical", "Dice cortical (1 mm)"), ("folding_percent", "% folding 1 mm"),
-            ("sdlogj", "SDlogJ"), ("train_minutes", "train min")]
+            ("sdlogj", "SDlogJ"), ("train_minutes", "train min"), ("sec_per_step", "s / step (median)")]
     lines = ["| curriculum | seeds | " + " | ".join(c[1] for c in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
     for arm, per in summ.items():
