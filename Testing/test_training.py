@@ -101,25 +101,35 @@ def test_cache_key_changes_with_everything_that_shapes_the_data(tmp_path):
     assert np.array_equal(a.fixed, b.fixed) and a.grids == b.grids
 
 
-def _save_many(path: str, times: int) -> None:
-    data = synthetic_pairs(2, (24, 24, 24))
-    for _ in range(times):
-        tcache.save_pairset(data, Path(path), {"k": 1})
+_SAVE_MANY = """
+import sys, time
+from pathlib import Path
+from training.data import cache
+from training.data.synthetic import build
+data = build(2, (24, 24, 24))
+path, me = Path(sys.argv[1]), sys.argv[2]
+(path.parent / f"ready-{me}").touch()  # a start barrier: both processes write during the same 2 s
+while len(list(path.parent.glob("ready-*"))) < 2:
+    time.sleep(0.01)
+end = time.time() + 2.0
+while time.time() < end:
+    cache.save_pairset(data, path, {"k": 1})
+"""
 
 
 def test_two_processes_can_write_one_cache_entry_at_once(tmp_path):
     """Two runs started together build the same pair set: neither may fail on the other's temporary file."""
-    import multiprocessing as mp
+    import subprocess
+    import sys
     path = tmp_path / "t-0123.npz"
-    ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_save_many, args=(str(path), 15)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0, 0]
+    repo = Path(__file__).resolve().parents[1]
+    procs = [subprocess.Popen([sys.executable, "-c", _SAVE_MANY, str(path), str(i)], cwd=repo, stderr=subprocess.PIPE)
+             for i in range(2)]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
     assert tcache.load_pairset(path).fixed.shape[0] == 2
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["t-0123.json", "t-0123.npz"]  # no temporaries left
+    left = sorted(f.name for f in tmp_path.iterdir() if not f.name.startswith("ready-"))
+    assert left == ["t-0123.json", "t-0123.npz"]  # no temporaries left
 
 
 def test_code_version_tracks_the_preparation_code(tmp_path):
@@ -165,6 +175,38 @@ def test_smoothness_is_in_physical_units():
         val = smoothness_loss(field(n, s), (s, s, s))
         expected = (0.1 ** 2) / 3.0 / 3.0  # one of 3 components, along one of 3 axes, is 0.1 everywhere
         assert abs(float(val) - expected) < 1e-6, (n, s, float(val), expected)
+
+
+def test_bit_packed_labels_give_one_mask_per_structure():
+    from training.losses import label_masks, present_labels
+    lab = torch.tensor([0, 1, 5, 4, 2]).view(1, 1, 1, 1, 5)  # 5 = gland (bit 0) + landmark 2 (bit 2)
+    m = label_masks(lab, [0, 1, 2], "bits")[0, :, 0, 0]
+    assert m.tolist() == [[0, 1, 1, 0, 0], [0, 0, 0, 0, 1], [0, 0, 1, 1, 0]]
+    assert label_masks(lab, [5], "values")[0, 0, 0, 0].tolist() == [0, 0, 1, 0, 0]
+    assert present_labels(lab, "bits").tolist() == [0, 1, 2] and present_labels(lab).tolist() == [1, 2, 4, 5]
+    with pytest.raises(ValueError, match="encoding"):
+        label_masks(lab, [0], "onehot")
+
+
+def test_multiscale_dice_gives_disjoint_structures_a_gradient():
+    """Unsmoothed soft Dice of two disjoint blobs is 1 with (almost) no gradient; smoothed scales see them."""
+    fixed = torch.zeros(1, 1, 16, 16, 16, dtype=torch.long)
+    moving = torch.zeros_like(fixed)
+    fixed[..., 6:9, 6:9, 3:6] = 1
+    moving[..., 6:9, 6:9, 10:13] = 1
+    grads = {}
+    for sig in [(0.0,), (0.0, 2.0, 4.0)]:
+        flow = torch.zeros(1, 3, 16, 16, 16, requires_grad=True)
+        loss = soft_dice_loss(fixed, moving, flow, [1], sigmas=sig)
+        loss.backward()
+        grads[sig] = float(flow.grad.abs().sum())
+        if sig == (0.0,):
+            assert float(loss) > 0.999
+        else:
+            assert float(loss) < 0.999  # the smoothed scales overlap a little
+    assert grads[(0.0, 2.0, 4.0)] > 1e3 * grads[(0.0,)]
+    same = soft_dice_loss(fixed, fixed, torch.zeros(1, 3, 16, 16, 16), [1], sigmas=(0.0, 2.0))
+    assert float(same) < 1e-4  # identical masks: 0 at every scale
 
 
 def test_soft_dice_and_distillation():

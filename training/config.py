@@ -53,6 +53,7 @@ class LossConfig:
     smooth: float = 0.5  # diffusion regulariser on each cascade's flow (dimensionless, physical units)
     dice: float = 0.0  # label-aware: soft Dice of warped moving labels vs fixed labels
     dice_labels_per_step: int = 16  # random subset of labels per step (memory)
+    dice_sigmas: Tuple[float, ...] = ()  # multi-scale label Dice: Gaussian sigmas in voxels (() = unsmoothed only)
     distill: float = 0.0  # flow distillation: mean squared difference to the teacher, mm^2
     gamma: float = 0.5  # ALDK: L = gamma * l_rec + (1 - gamma) * l_dis (student side)
     gradient_penalty: float = 10.0  # ALDK / WGAN-GP lambda (critic side)

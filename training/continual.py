@@ -190,6 +190,7 @@ class Continual:
         b["task"] = self.tasks[task]
         b["ref"] = (task, int(index[0]))
         b["loss_weights"] = dict(self.infos[task].loss_weights)
+        b["label_encoding"] = self.infos[task].label_encoding
         return b
 
     def next_batch(self, trainer) -> dict:

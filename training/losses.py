@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 from DeepRegLib.spatial import warp
 
+from .curricula import gaussian_blur
+
 
 def _spacing(spacing: Optional[Sequence[float] | torch.Tensor], ref: torch.Tensor) -> torch.Tensor:
     s = torch.ones(3) if spacing is None else torch.as_tensor(spacing, dtype=torch.float32)
@@ -69,24 +71,61 @@ def smoothness_loss(flow: torch.Tensor, spacing: Optional[Sequence[float] | torc
 
 
 # ----------------------------------------------------------------------------- labels
+def label_masks(labels: torch.Tensor, ids: Sequence[int], encoding: str = "values") -> torch.Tensor:
+    """One float mask per id, ``(B, len(ids), D, H, W)``, from integer labels ``(B, 1, D, H, W)``.
+
+    ``encoding='values'``: each label value is a region (``labels == id``); ``'bits'``: bit ``id``
+    is channel ``id`` of a bit-packed map (the prostate task: bit 0 gland, bits 1.. landmarks),
+    so overlapping structures each get their own mask.
+    """
+    lab = torch.as_tensor(list(ids), device=labels.device).view(1, -1, 1, 1, 1)
+    if encoding == "values":
+        return (labels == lab).float()
+    if encoding == "bits":
+        return ((labels.long() >> lab) & 1).float()
+    raise ValueError(f"unknown label encoding {encoding!r}; use 'values' or 'bits'")
+
+
 def soft_dice_loss(fixed_labels: torch.Tensor, moving_labels: torch.Tensor, flow: torch.Tensor,
-                   labels: Sequence[int], eps: float = 1e-5) -> torch.Tensor:
-    """``1 - mean soft Dice`` over ``labels``: one-hot moving labels warped (trilinear) by ``flow``."""
+                   labels: Sequence[int], eps: float = 1e-5, encoding: str = "values",
+                   sigmas: Sequence[float] = (0.0,)) -> torch.Tensor:
+    """``1 - mean soft Dice`` over ``labels``: moving label masks warped (trilinear) by ``flow``.
+
+    ``sigmas`` (voxels): multi-scale Dice, the mean over scales of the Dice of both masks
+    Gaussian-smoothed with each sigma (0: unsmoothed; smoothed scales use ``2 sum(ab) /
+    (sum(a^2) + sum(b^2))``, 1 for identical masks), which gives small or distant structures
+    (landmarks, a gland far off) a gradient before they overlap.
+    """
     if len(labels) == 0:
         return flow.sum() * 0.0
-    lab = torch.as_tensor(list(labels), device=flow.device).view(1, -1, 1, 1, 1)
-    fixed_1h = (fixed_labels == lab).to(flow.dtype)
-    moving_1h = (moving_labels == lab).to(flow.dtype)
-    warped = warp(moving_1h, flow)
-    inter = (warped * fixed_1h).sum(dim=(2, 3, 4))
-    denom = warped.sum(dim=(2, 3, 4)) + fixed_1h.sum(dim=(2, 3, 4))
-    return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
+    fixed_1h = label_masks(fixed_labels, labels, encoding).to(flow.dtype)
+    warped = warp(label_masks(moving_labels, labels, encoding).to(flow.dtype), flow)
+    losses = []
+    for sigma in (sigmas or (0.0,)):
+        if sigma <= 0:
+            f, w = fixed_1h, warped
+            denom = w.sum(dim=(2, 3, 4)) + f.sum(dim=(2, 3, 4))
+        else:  # soft masks: squared terms, so that identical smoothed masks still score 1
+            f, w = gaussian_blur(fixed_1h, sigma), gaussian_blur(warped, sigma)
+            denom = w.pow(2).sum(dim=(2, 3, 4)) + f.pow(2).sum(dim=(2, 3, 4))
+        inter = (w * f).sum(dim=(2, 3, 4))
+        losses.append(1.0 - ((2 * inter + eps) / (denom + eps)).mean())
+    return torch.stack(losses).mean()
 
 
-def sample_labels(fixed_labels: torch.Tensor, k: int, generator: torch.Generator) -> list:
-    """``k`` random non-zero labels present in ``fixed_labels`` (all of them if fewer)."""
-    present = torch.unique(fixed_labels)
-    present = present[present != 0]
+def present_labels(labels: torch.Tensor, encoding: str = "values") -> torch.Tensor:
+    """The non-zero label values (``'values'``) or the set bits (``'bits'``) found in ``labels``."""
+    if encoding == "bits":
+        found = torch.unique(labels)
+        bits = [b for b in range(15) if bool(((found.long() >> b) & 1).any())]
+        return torch.tensor(bits, dtype=torch.long)
+    present = torch.unique(labels)
+    return present[present != 0]
+
+
+def sample_labels(fixed_labels: torch.Tensor, k: int, generator: torch.Generator, encoding: str = "values") -> list:
+    """``k`` random labels present in ``fixed_labels`` (all of them if fewer); see :func:`present_labels`."""
+    present = present_labels(fixed_labels, encoding)
     if present.numel() <= k:
         return present.tolist()
     pick = torch.randperm(present.numel(), generator=generator)[:k]
@@ -155,8 +194,10 @@ class CompositeLoss:
         if w["smooth"]:
             terms["smooth"] = sum(smoothness_loss(f, spacing) for f in flows)
         if w["dice"] and "fixed_labels" in batch:
-            labels = sample_labels(batch["fixed_labels"], self.cfg.dice_labels_per_step, self.generator)
-            terms["dice"] = soft_dice_loss(batch["fixed_labels"], batch["moving_labels"], flow, labels)
+            enc = batch.get("label_encoding", "values")  # the task's (training/data/tasks.py)
+            labels = sample_labels(batch["fixed_labels"], self.cfg.dice_labels_per_step, self.generator, enc)
+            terms["dice"] = soft_dice_loss(batch["fixed_labels"], batch["moving_labels"], flow, labels,
+                                           encoding=enc, sigmas=tuple(self.cfg.dice_sigmas) or (0.0,))
         if w["distill"] and teacher_flow is not None:
             terms["distill"] = flow_distillation_loss(flow, teacher_flow, spacing)
         total = sum(w[k] * v for k, v in terms.items())

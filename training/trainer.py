@@ -26,6 +26,7 @@ from . import distributed as ddp
 from .callbacks import CSVLogger, TimeLimit, Validate
 from .config import ExperimentConfig, from_dict, to_dict
 from .data import load_split, make_batch
+from .data.tasks import task_info
 from .evaluate import affine_only_grid, evaluate_grid
 from .networks import build_model, load_trained
 from .strategies import build_strategy
@@ -157,7 +158,9 @@ class Trainer:
             return self.continual.next_batch(self)
         idx = self.shard[self.sampler.integers(len(self.shard), size=self.cfg.loop.batch_size)]
         flips = (self.sampler.random(len(idx)) < 0.5) if self.cfg.data.flip_lr else None
-        return make_batch(self.train_data, idx.tolist(), self.device, flips)
+        batch = make_batch(self.train_data, idx.tolist(), self.device, flips)
+        batch["label_encoding"] = task_info(self.cfg.data.task).label_encoding
+        return batch
 
     def validate(self) -> Dict[str, float]:
         if self.continual is not None:
