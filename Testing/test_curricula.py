@@ -127,3 +127,4 @@ def test_curriculum_report_pairs_seeds_and_writes_plots(tmp_path):
     summary = json.loads((tmp_path / "out" / "curricula.json").read_text())
     assert summary["blur"]["2"]["grid_dice"] == pytest.approx(0.40) and summary["blur"]["1"]["dice_cortical"] is None
     assert summary["none"]["0"]["sec_per_step"] == pytest.approx(0.3)  # the median, not the mean
+    assert "| none | 0,2 |" in report(runs, bench, tmp_path / "out2", seeds=[0, 2])

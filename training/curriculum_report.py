@@ -127,10 +127,12 @@ def plot_arms(runs: Dict[str, Dict[int, Path]], out: Path, key: str = "dice") ->
     return written
 
 
-def report(runs_dir: Path, bench_path: Optional[Path], out: Path, steps: Optional[int] = None) -> str:
-    """Write the table, JSON and plots into ``out``; return the table (markdown)."""
+def report(runs_dir: Path, bench_path: Optional[Path], out: Path, steps: Optional[int] = None,
+           seeds: Optional[Sequence[int]] = None) -> str:
+    """Write the table, JSON and plots into ``out`` (only ``seeds`` if given); return the table (markdown)."""
     out.mkdir(parents=True, exist_ok=True)
-    runs = find_runs(runs_dir)
+    runs = {arm: {s: p for s, p in per.items() if seeds is None or s in seeds} for arm, per in find_runs(runs_dir).items()}
+    runs = {arm: per for arm, per in runs.items() if per}
     if not runs:
         raise FileNotFoundError(f"no curriculum_<arm>_s<seed> runs with a val.csv under {runs_dir}")
     bench = json.loads(bench_path.read_text()) if bench_path and bench_path.exists() else {}
@@ -162,9 +164,10 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=Path, default=Path("training/runs"))
     p.add_argument("--bench", type=Path, default=None, help="benchmark_models JSON with rows <run>/last")
     p.add_argument("--steps", type=int, default=None, help="compare at this step (default: each run's last)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="only these seeds (default: all found)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
-    print(report(a.runs, a.bench, a.out, a.steps))
+    print(report(a.runs, a.bench, a.out, a.steps, a.seeds))
 
 
 if __name__ == "__main__":
