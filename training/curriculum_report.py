@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .plots import read_csv  # noqa: E402
 
 RUN_NAME = re.compile(r"^curriculum_(?P<arm>[a-z]+)_s(?P<seed>\d+)$")
-ARM_ORDER = ("none", "blur", "dropout", "smoothing")
+ARM_ORDER = ("none", "blur", "dropout", "smoothing", "blurshort")
 
 
 def find_runs(runs_dir: Path) -> Dict[str, Dict[int, Path]]:
