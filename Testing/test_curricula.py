@@ -128,3 +128,14 @@ def test_curriculum_report_pairs_seeds_and_writes_plots(tmp_path):
     assert summary["blur"]["2"]["grid_dice"] == pytest.approx(0.40) and summary["blur"]["1"]["dice_cortical"] is None
     assert summary["none"]["0"]["sec_per_step"] == pytest.approx(0.3)  # the median, not the mean
     assert "| none | 0,2 |" in report(runs, bench, tmp_path / "out2", seeds=[0, 2])
+
+
+def test_curriculum_described_in_words_for_the_card():
+    from training.curricula import describe
+    words = {c: describe(experiments.load(f"curriculum_{c}").curriculum)
+             for c in ("none", "blur", "dropout", "smoothing", "blurshort")}
+    assert words["none"] == "none"
+    assert words["blur"] == "input blur 4 mm -> 0 over 1500 steps (linear)"
+    assert words["blurshort"] == "input blur 4 mm -> 0 over 600 steps (linear)"
+    assert words["dropout"].startswith("curriculum dropout, retain 1 -> 0.7")
+    assert words["smoothing"] == "curriculum by smoothing, feature sigma 1 voxel x0.9 every 150 steps"

@@ -336,6 +336,7 @@ def test_export_writes_the_card_from_the_checkpoint(tmp_path, smoke_teacher):
     card = json.loads((folder / "card.json").read_text())
     assert card["training"]["commands"] == ["python -m training run smoke_adversarial"]
     assert card["training"]["strategy"] == "adversarial" and card["training"]["method"].startswith("LDR + ALDK")
+    assert card["training"]["curriculum"] == "none"
     assert card["training"]["teacher"]["experiment"] == "smoke_teacher"
     assert card["architecture"]["kwargs"] == {} and card["architecture"]["cascades"] == 1
     assert card["input"]["size"] == [32, 32, 32] and card["affine_stage"]["sampling_fraction"] == 0.15

@@ -53,6 +53,19 @@ def smoothing_sigma(step: int, start: float, decay: float, every: int) -> float:
     return s if s >= 0.05 else 0.0
 
 
+def describe(c) -> str:
+    """The curricula a :class:`~training.config.CurriculumConfig` switches on, in words (``"none"`` if none)."""
+    parts = []
+    if c.blur_sigma_mm > 0 and c.blur_steps > 0:
+        parts.append(f"input blur {c.blur_sigma_mm:g} mm -> 0 over {c.blur_steps} steps ({c.blur_shape})")
+    if c.dropout_floor < 1.0:
+        parts.append(f"curriculum dropout, retain 1 -> {c.dropout_floor:g} (gamma {c.dropout_gamma:g} per step)")
+    if c.smoothing_sigma > 0 and c.smoothing_every > 0:
+        parts.append(f"curriculum by smoothing, feature sigma {c.smoothing_sigma:g} voxel "
+                     f"x{c.smoothing_decay:g} every {c.smoothing_every} steps")
+    return "; ".join(parts) or "none"
+
+
 # ----------------------------------------------------------------------------- operators
 def gaussian_kernel1d(sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
     radius = max(1, int(math.ceil(3.0 * sigma)))

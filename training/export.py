@@ -21,6 +21,7 @@ from DeepRegLib.bundles import KINDS
 from DeepRegLib.models import ARCHITECTURES, count_parameters
 
 from .config import from_dict
+from .curricula import describe as describe_curriculum
 from .data import mindboggle
 from .data.registry import affine_config, normalisation
 from .networks import build_model
@@ -131,6 +132,7 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
             "licence": task["licence"],
             "strategy": cfg.strategy.name,
             "method": METHODS.get(cfg.strategy.name, cfg.strategy.name),
+            "curriculum": describe_curriculum(cfg.curriculum),
             "teacher": teacher,
             "steps": ck["step"], "train_minutes": round(ck["train_seconds"] / 60.0, 1),
             "selection": f"best mean label Dice on the validation pairs (network grid), every {cfg.loop.val_every} steps",
