@@ -52,6 +52,12 @@ SAMPLE = REPO / "Resources" / "SampleData"
 FIXED = SAMPLE / "OASIS-TRT-20-17" / "t1weighted_brain.nii.gz"
 MOVING = SAMPLE / "OASIS-TRT-20-18" / "t1weighted_brain.nii.gz"
 
+def _niceness() -> str:
+    """``"nice -n N "`` when this process runs niced (so the recorded command is the one that ran), else ``""``."""
+    n = os.nice(0)
+    return f"nice -n {n} " if n > 0 else ""
+
+
 #: run in a fresh interpreter: argv = mode (network|register), model, inputs .npz, threads
 MEMORY_PROBE = r"""
 import sys, numpy as np, torch, SimpleITK as sitk
@@ -216,7 +222,7 @@ def main(argv=None) -> dict:
               "load_average_at_end": os.getloadavg(), "lowres_model": lowres_note,
               "output_flow_mb": out_mb, "models": rows, "ratios_low_over_high": ratio,
               "seed_claim_below_20_percent": {k: v < 0.2 for k, v in ratio.items()},
-              "command": "nice -n 10 python benchmarks/bench_crd.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+              "command": _niceness() + "python benchmarks/bench_crd.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     stem = "bench_crd" + (f"_{a.tag}" if a.tag else "")
     (a.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = render(result)
