@@ -28,10 +28,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .experiments._curricula import ARMS  # noqa: E402
 from .plots import read_csv  # noqa: E402
 
 RUN_NAME = re.compile(r"^curriculum_(?P<arm>[a-z]+)_s(?P<seed>\d+)$")
-ARM_ORDER = ("none", "blur", "dropout", "smoothing", "blurshort")
+ARM_ORDER = ARMS  # the ablation's arms, in table order
 
 
 def find_runs(runs_dir: Path) -> Dict[str, Dict[int, Path]]:

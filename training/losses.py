@@ -117,7 +117,7 @@ def present_labels(labels: torch.Tensor, encoding: str = "values") -> torch.Tens
     """The non-zero label values (``'values'``) or the set bits (``'bits'``) found in ``labels``."""
     if encoding == "bits":
         found = torch.unique(labels)
-        bits = [b for b in range(15) if bool(((found.long() >> b) & 1).any())]
+        bits = [b for b in range(int(found.max()).bit_length()) if bool(((found.long() >> b) & 1).any())]
         return torch.tensor(bits, dtype=torch.long)
     present = torch.unique(labels)
     return present[present != 0]
