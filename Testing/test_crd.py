@@ -184,6 +184,68 @@ def test_fst_shapes_on_the_brain_grid():
     assert 0.0 < float(loss) < 2.0
 
 
+def test_fst_shapes_with_subnets_padded_inside():
+    """pad_inside: the 4 mm student runs on 16x24x16 as it is (not padded to 16x32x16), teacher level k+1
+    matches student level k exactly, and the FST decodes back to the unpadded 4 mm grid."""
+    torch.manual_seed(0)
+    student = build_network("lowres_ldr", 2, factor=2, base=4, pad_inside=True)
+    teacher = build_network("ldr", 2, base=8)
+    f = torch.rand(1, 1, 32, 48, 32)  # 2 mm, multiples of 16 as the brain grid 80x96x80 is
+    with torch.no_grad():
+        _, _, s_feats = student.forward_features(f, f)
+        _, _, t_feats = teacher.forward_features(f, f)
+    assert [tuple(x.shape[2:]) for x in s_feats[0][:4]] == [(8, 12, 8), (4, 6, 4), (2, 3, 2), (1, 2, 1)]
+    assert [tuple(x.shape[2:]) for x in s_feats[0][:3]] == [tuple(x.shape[2:]) for x in t_feats[0][1:4]]
+    fst = FeatureShiftedTeacher(student.subnets[0].feature_channels, teacher.subnets[0].feature_channels, True)
+    flow, feats = fst(s_feats[0], t_feats[0])
+    assert flow.shape == (1, 3, 16, 24, 16)
+    assert [t.shape for t in feats] == [t.shape for t in s_feats[0]]
+
+
+def test_ldr_padded_inside_equals_the_default_on_multiples_of_16_and_takes_any_size():
+    torch.manual_seed(0)
+    a = build_network("ldr", 2, base=4).eval()
+    b = build_network("ldr", 2, base=4, pad_inside=True).eval()
+    b.load_state_dict(a.state_dict())
+    assert a.multiple == 16 and b.multiple == 1
+    f, m = torch.rand(1, 1, 32, 16, 48), torch.rand(1, 1, 32, 16, 48)
+    with torch.no_grad():
+        assert torch.equal(a(f, m)[0], b(f, m)[0])
+        odd = b(torch.rand(1, 1, 21, 13, 40), torch.rand(1, 1, 21, 13, 40))[0]
+        # the default pads the input to 32x16x48 and crops back: the same shape, different border handling
+        assert odd.shape == a(torch.rand(1, 1, 21, 13, 40), torch.rand(1, 1, 21, 13, 40))[0].shape == (1, 3, 21, 13, 40)
+
+
+@pytest.mark.parametrize("factor,shape", [(2, (5, 6, 7)), (3, (4, 3, 5)), (2, (1, 2, 1))])
+def test_separable_trilinear_upsample_matches_interpolate(factor, shape):
+    from DeepRegLib.models.lowres import trilinear_upsample
+    x = torch.randn(2, 3, *shape)
+    ref = torch.nn.functional.interpolate(x, scale_factor=factor, mode="trilinear", align_corners=False)
+    assert torch.allclose(trilinear_upsample(x, factor), ref, atol=1e-6)
+
+
+def test_a_lowres_student_warm_starts_from_a_2mm_cascade(tmp_path, hr_teacher):
+    """model.init = a high-resolution run: its weights load into the 4 mm student's inner cascade."""
+    cfg = experiments.load("smoke_standard")
+    cfg.model.architecture, cfg.model.kwargs = "lowres_ldr", {"factor": 2, "pad_inside": True}
+    cfg.model.init, cfg.run_dir = str(hr_teacher), str(tmp_path / "warm")
+    tr = Trainer(cfg, verbose=False)
+    hr = torch.load(hr_teacher / "best.pt", weights_only=False)["modules"]["model"]
+    inner = tr.model.inner.state_dict()
+    assert set(inner) == set(hr) and all(torch.equal(inner[k], hr[k].float()) for k in hr)
+    assert tr.extra["init"]["into"] == "inner cascade (low resolution)"
+
+
+def test_warm_started_ablation_arms_share_the_student_budget_and_start():
+    arms = [experiments.load(n) for n in ("lowres_warm_noteacher", "lowres_warm_flowdistill", "crd_lowres_warm")]
+    a = arms[0]
+    assert a.model.init == "Resources/models/ldr_brain_v1" and a.model.kwargs == {"factor": 2, "pad_inside": True}
+    for b in arms[1:]:
+        assert (b.model, b.loop, b.data, b.optim) == (a.model, a.loop, a.data, a.optim)
+    assert [x.strategy.name for x in arms] == ["standard", "distill", "crd"]
+    assert arms[2].loss == experiments.load("crd_lowres").loss  # the same CRD terms as from scratch
+
+
 # ----------------------------------------------------------------------------- the crd strategy (smoke)
 @pytest.fixture(scope="module")
 def hr_teacher(tmp_path_factory) -> Path:

@@ -22,7 +22,10 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from DeepRegLib.models import LowResolution
+
 from . import distributed as ddp
+from .augment import augment_moving
 from .callbacks import CSVLogger, TimeLimit, Validate
 from .config import ExperimentConfig, from_dict, to_dict
 from .data import load_split, make_batch
@@ -55,6 +58,15 @@ def atomic_save(obj: dict, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def init_target(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The module an initial ``state`` dict loads into: ``model`` itself, or, for a
+    :class:`~DeepRegLib.models.LowResolution` model given a plain cascade's weights (keys without
+    ``inner.``), its inner cascade (a low-resolution student warm-started from a 2 mm model)."""
+    if isinstance(model, LowResolution) and not any(k.startswith("inner.") for k in state):
+        return model.inner
+    return model
 
 
 class Trainer:
@@ -149,8 +161,10 @@ class Trainer:
         else:
             obj = torch.load(p, map_location="cpu", weights_only=False)
             state = obj["modules"]["model"] if isinstance(obj, dict) and "modules" in obj else obj
-        self.model.load_state_dict({k: v.float() for k, v in state.items()})
-        self.extra["init"] = {"from": path}
+        target = init_target(self.model, state)
+        target.load_state_dict({k: v.float() for k, v in state.items()})
+        self.extra["init"] = {"from": path, "into": "inner cascade (low resolution)" if target is not self.model
+                              else "model"}
         self.log(f"[train] initialised model weights from {path}")
 
     def next_batch(self) -> Dict[str, torch.Tensor]:
@@ -159,6 +173,7 @@ class Trainer:
         idx = self.shard[self.sampler.integers(len(self.shard), size=self.cfg.loop.batch_size)]
         flips = (self.sampler.random(len(idx)) < 0.5) if self.cfg.data.flip_lr else None
         batch = make_batch(self.train_data, idx.tolist(), self.device, flips)
+        batch = augment_moving(batch, self.sampler, self.cfg.data.augment_affine)
         batch["label_encoding"] = task_info(self.cfg.data.task).label_encoding
         return batch
 

@@ -49,11 +49,12 @@ class RecursiveCascade(nn.Module):
         flows: List[torch.Tensor] = []
         total = None
         warped = moving_p
-        for subnet in self.subnets:
+        for k, subnet in enumerate(self.subnets):
             flow = subnet(fixed_p, warped)
             flows.append(flow)
             total = flow if total is None else compose(total, flow)
-            warped = warp(moving_p, total)
+            if k + 1 < len(self.subnets):  # the last cascade's warp is never used
+                warped = warp(moving_p, total)
         crop = (slice(None), slice(None), slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
         return total[crop], [f[crop] for f in flows]
 
@@ -68,13 +69,14 @@ class RecursiveCascade(nn.Module):
         features: List[List[torch.Tensor]] = []
         total = None
         warped = moving_p
-        for subnet in self.subnets:
+        for k, subnet in enumerate(self.subnets):
             if not hasattr(subnet, "forward_features"):
                 raise TypeError(f"{type(subnet).__name__} cannot return its features (no forward_features)")
             flow, feats = subnet.forward_features(fixed_p, warped)
             flows.append(flow)
             features.append(feats)
             total = flow if total is None else compose(total, flow)
-            warped = warp(moving_p, total)
+            if k + 1 < len(self.subnets):
+                warped = warp(moving_p, total)
         crop = (slice(None), slice(None), slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
         return total[crop], [f[crop] for f in flows], features

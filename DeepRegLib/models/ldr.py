@@ -4,22 +4,46 @@ As described by Tran et al. (LDR + ALDK): four 4x4x4 stride-2 convolutions with
 ReLU, 16 -> 32 -> 64 -> 128 channels; three transposed convolutions with skip
 connections (concatenation); a final transposed convolution predicts the 3-channel
 flow (voxel units, see :mod:`DeepRegLib.spatial`) at the input size.
+
+Sizes: by default every input side must be a multiple of 16 (the cascade pads it so). With
+``pad_inside=True`` any size works: before each stride-2 convolution an odd side is padded by one
+replicated slice at its high end, and each decoder output is cropped to its skip connection's size.
+On sides that are multiples of 16 the two are identical; on others ``pad_inside`` does far less
+work (a 40 x 48 x 40 grid runs as it is instead of padded to 48^3: 30 % fewer voxels).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .blocks import ConvAct, UpConvAct, small_init
 
 
+def even_sides(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, D, H, W)`` with each odd spatial side grown by one replicated slice at its high end."""
+    pads = []
+    for n in reversed(x.shape[2:]):
+        pads += [0, n % 2]
+    return F.pad(x, pads, mode="replicate") if any(pads) else x
+
+
+def crop_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``x`` cropped (high end) to ``like``'s spatial size."""
+    d, h, w = like.shape[2:]
+    return x[:, :, :d, :h, :w]
+
+
 class LDRSubnet(nn.Module):
-    """One LDR cascade: ``(fixed, moving) -> flow``. Input sides must be multiples of 16."""
+    """One LDR cascade: ``(fixed, moving) -> flow``, both ``(B, 1, D, H, W)``, flow ``(B, 3, D, H, W)``.
 
-    multiple = 16
+    Input sides must be multiples of :attr:`multiple`: 16, or 1 with ``pad_inside`` (module docstring).
+    """
 
-    def __init__(self, in_channels: int = 2, base: int = 16) -> None:
+    def __init__(self, in_channels: int = 2, base: int = 16, pad_inside: bool = False) -> None:
         super().__init__()
+        self.pad_inside = bool(pad_inside)
+        self.multiple = 1 if self.pad_inside else 16
         c = [base, base * 2, base * 4, base * 8]
         self.enc1 = ConvAct(in_channels, c[0], 4, 2, 1)
         self.enc2 = ConvAct(c[0], c[1], 4, 2, 1)
@@ -32,30 +56,32 @@ class LDRSubnet(nn.Module):
         #: channels of the features :meth:`forward_features` returns (e1, e2, e3, e4, u3, u2, u1)
         self.feature_channels = [c[0], c[1], c[2], c[3], c[2], c[1], c[0]]
 
-    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
-        e1 = self.enc1(torch.cat([fixed, moving], dim=1))
-        e2 = self.enc2(e1)
-        e3 = self.enc3(e2)
-        e4 = self.enc4(e3)
-        d3 = torch.cat([self.dec3(e4), e3], dim=1)
-        d2 = torch.cat([self.dec2(d3), e2], dim=1)
-        d1 = torch.cat([self.dec1(d2), e1], dim=1)
-        return self.flow(d1)
+    def _down(self, conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return conv(even_sides(x) if self.pad_inside else x)
 
-    def forward_features(self, fixed: torch.Tensor, moving: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _up(self, dec: nn.Module, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        y = dec(x)
+        return crop_to(y, like) if self.pad_inside else y
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(fixed, moving, keep=False)[0]
+
+    def forward_features(self, fixed: torch.Tensor, moving: torch.Tensor, keep: bool = True
+                         ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``(flow, features)``: the same flow as :meth:`forward` and the intermediate features
         ``[e1, e2, e3, e4, u3, u2, u1]`` (encoder outputs at 1/2 .. 1/16 of the input size, then the
         decoder's upsampled outputs at 1/8, 1/4, 1/2, before concatenation with the skips).
 
-        Used for feature distillation in ``training/``; :meth:`forward` (inference) is kept
-        separate so that it does not hold on to the extra tensors.
+        Used for feature distillation in ``training/``; with ``keep=False`` (what :meth:`forward`,
+        i.e. inference, uses) no features are returned and each is freed as soon as it is used.
         """
-        e1 = self.enc1(torch.cat([fixed, moving], dim=1))
-        e2 = self.enc2(e1)
-        e3 = self.enc3(e2)
-        e4 = self.enc4(e3)
-        u3 = self.dec3(e4)
-        u2 = self.dec2(torch.cat([u3, e3], dim=1))
-        u1 = self.dec1(torch.cat([u2, e2], dim=1))
-        flow = self.flow(torch.cat([u1, e1], dim=1))
-        return flow, [e1, e2, e3, e4, u3, u2, u1]
+        x = torch.cat([fixed, moving], dim=1)
+        e1 = self._down(self.enc1, x)
+        e2 = self._down(self.enc2, e1)
+        e3 = self._down(self.enc3, e2)
+        e4 = self._down(self.enc4, e3)
+        u3 = self._up(self.dec3, e4, e3)
+        u2 = self._up(self.dec2, torch.cat([u3, e3], dim=1), e2)
+        u1 = self._up(self.dec1, torch.cat([u2, e2], dim=1), e1)
+        flow = self._up(self.flow, torch.cat([u1, e1], dim=1), x)
+        return flow, ([e1, e2, e3, e4, u3, u2, u1] if keep else [])

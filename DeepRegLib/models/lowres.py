@@ -39,8 +39,19 @@ def upsample_flow(flow: torch.Tensor, factor: int, shape: Sequence[int]) -> torc
     Cell-centred trilinear interpolation (see the module docstring), displacements multiplied
     by ``factor`` (voxel size ratio, the same on every axis), cropped to ``shape``.
     """
-    up = F.interpolate(flow, scale_factor=factor, mode="trilinear", align_corners=False).mul_(factor)
+    up = trilinear_upsample(flow, factor).mul_(factor)
     return up[:, :, :shape[0], :shape[1], :shape[2]]
+
+
+def trilinear_upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``F.interpolate(x, scale_factor=factor, mode='trilinear', align_corners=False)`` for ``(B, C, D, H, W)``,
+    computed separably (bilinear over H, W, then linear over D): the same values (trilinear
+    interpolation is separable), 2-4x faster on the CPU for a 3-channel flow."""
+    b, c, d, h, w = x.shape
+    y = F.interpolate(x.reshape(b * c * d, 1, h, w), scale_factor=factor, mode="bilinear", align_corners=False)
+    hw = y.shape[-2] * y.shape[-1]
+    y = F.interpolate(y.reshape(b * c, d, hw).transpose(1, 2), scale_factor=factor, mode="linear", align_corners=False)
+    return y.transpose(1, 2).reshape(b, c, d * factor, h * factor, w * factor)
 
 
 class UpsampledFlows(Sequence[torch.Tensor]):

@@ -62,6 +62,7 @@ import torch.nn.functional as F
 
 from DeepRegLib.models import LowResolution
 from DeepRegLib.models.blocks import ConvAct, UpConvAct, small_init
+from DeepRegLib.models.ldr import crop_to, even_sides
 
 from ..feature_losses import attention_loss
 from ..losses import flow_distillation_loss
@@ -94,8 +95,11 @@ class FeatureShiftedTeacher(nn.Module):
     v2, v1]`` with the student's shapes.
     """
 
-    def __init__(self, student_channels: Sequence[int], teacher_channels: Sequence[int]) -> None:
+    def __init__(self, student_channels: Sequence[int], teacher_channels: Sequence[int], pad_inside: bool = False
+                 ) -> None:
         super().__init__()
+        #: as the student's subnet: odd sides padded before the stride-2 convolution, decoder outputs cropped
+        self.pad_inside = bool(pad_inside)
         s, t = list(student_channels), list(teacher_channels)
         if len(s) != 7 or len(t) != 7:
             raise ValueError(f"expected 7 feature levels (LDR), got {len(s)} (student) and {len(t)} (teacher)")
@@ -113,10 +117,12 @@ class FeatureShiftedTeacher(nn.Module):
             sk = student[k].detach()
             hk = match_shape(teacher[k + 1].detach().to(sk.dtype), sk.shape[2:])
             g.append(self.fuse[k](torch.cat([sk, hk], dim=1)))
-        g4 = self.enc4(g[2])
-        v3 = self.dec3(g4)
-        v2 = self.dec2(torch.cat([v3, g[2]], dim=1))
-        v1 = self.dec1(torch.cat([v2, g[1]], dim=1))
+        pad = even_sides if self.pad_inside else (lambda x: x)
+        crop = crop_to if self.pad_inside else (lambda y, like: y)
+        g4 = self.enc4(pad(g[2]))
+        v3 = crop(self.dec3(g4), g[2])
+        v2 = crop(self.dec2(torch.cat([v3, g[2]], dim=1)), g[1])
+        v1 = crop(self.dec1(torch.cat([v2, g[1]], dim=1)), g[0])
         flow = self.flow(torch.cat([v1, g[0]], dim=1))
         return flow, [g[0], g[1], g[2], g4, v3, v2, v1]
 
@@ -144,8 +150,8 @@ class CRDStrategy(Strategy):
             raise ValueError(f"strategy 'crd': the teacher {self.cfg.strategy.teacher!r} must be a high-resolution "
                              "engine network whose subnets return features (an 'ldr' cascade), "
                              f"got {type(self.teacher).__name__} of {[type(s).__name__ for s in subnets]}")
-        self.fst = FeatureShiftedTeacher(self.model.subnets[0].feature_channels,
-                                         subnets[0].feature_channels).to(trainer.device)
+        self.fst = FeatureShiftedTeacher(self.model.subnets[0].feature_channels, subnets[0].feature_channels,
+                                         getattr(self.model.subnets[0], "pad_inside", False)).to(trainer.device)
         self.modules["fst"] = self.fst
         self.optimisers["fst"] = self.make_optimiser(self.fst.parameters(), self.cfg.optim.lr)
 

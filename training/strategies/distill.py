@@ -44,9 +44,10 @@ class DistillStrategy(Strategy):
 
         With ``strategy.teacher_cache`` each (pair, flip) is computed once and kept on the CPU,
         which is exact (the same deterministic forward) and makes distillation cost what
-        training the student alone costs once every pair has been seen.
+        training the student alone costs once every pair has been seen. Augmented pairs
+        (``batch['augmented']``: a random affine on the moving image) are never cached.
         """
-        if not self.cfg.strategy.teacher_cache or "index" not in batch:
+        if not self.cfg.strategy.teacher_cache or "index" not in batch or "augmented" in batch:
             return self._teacher(batch["fixed"], batch["moving"])
         keys = list(zip(batch["index"].tolist(), batch["flipped"].tolist()))
         missing = [b for b, k in enumerate(keys) if k not in self.cache]

@@ -1,0 +1,73 @@
+"""Random affine augmentation of the moving image (training/augment.py): known answers in physical space."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from training.augment import augment_moving, physical_to_theta, rotation_matrix, warp_affine
+
+
+def _warp(array: np.ndarray, matrix, shift_mm, spacing_zyx) -> np.ndarray:
+    theta = physical_to_theta(np.asarray(matrix), shift_mm, array.shape, spacing_zyx)[None]
+    return warp_affine(torch.from_numpy(array)[None, None], theta, "bilinear")[0, 0].numpy()
+
+
+def test_translation_in_mm_on_an_anisotropic_grid():
+    rng = np.random.default_rng(0)
+    a = rng.random((6, 8, 10)).astype(np.float32)
+    spacing = (3.0, 2.0, 0.5)  # z, y, x mm
+    out = _warp(a, np.eye(3), (1.0, 0.0, 0.0), spacing)  # 1 mm along x = 2 voxels of 0.5 mm
+    # resampling convention: out(p) = in(p + t), so out[..., i] = in[..., i + 2]
+    np.testing.assert_allclose(out[:, :, :-2], a[:, :, 2:], atol=1e-5)
+    out = _warp(a, np.eye(3), (0.0, 0.0, -6.0), spacing)  # -6 mm along z = -2 voxels of 3 mm
+    np.testing.assert_allclose(out[2:], a[:-2], atol=1e-5)
+
+
+def test_quarter_turn_about_z_moves_voxel_centres_to_voxel_centres():
+    rng = np.random.default_rng(1)
+    n = 8
+    a = rng.random((4, n, n)).astype(np.float32)
+    out = _warp(a, rotation_matrix((0.0, 0.0, math.pi / 2)), (0, 0, 0), (1.0, 1.0, 1.0))
+    # p_in = R p_out with R (x, y) -> (-y, x): out[z, j, i] = in[z, i, n - 1 - j]
+    expected = np.transpose(a[:, :, ::-1], (0, 2, 1))
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+def test_rotation_scale_translation_agree_with_simpleitk_on_an_anisotropic_grid():
+    rng = np.random.default_rng(2)
+    shape, spacing_zyx = (12, 16, 20), (2.5, 1.5, 1.0)
+    z, y, x = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    a = (np.sin(x / 3.0) + np.cos(y / 4.0) * z / 6.0).astype(np.float32)  # smooth, so interpolation agrees
+    matrix = rotation_matrix(np.deg2rad((7.0, -5.0, 12.0))) * 1.06
+    shift = np.array([1.3, -2.1, 0.8])
+    ours = _warp(a, matrix, shift, spacing_zyx)
+
+    img = sitk.GetImageFromArray(a)
+    img.SetSpacing(spacing_zyx[::-1])
+    img.SetOrigin([-(n - 1) / 2 * s for n, s in zip(shape[::-1], spacing_zyx[::-1])])  # centre at 0 mm
+    tx = sitk.AffineTransform(3)
+    tx.SetMatrix(matrix.ravel().tolist())
+    tx.SetTranslation(shift.tolist())
+    ref = sitk.GetArrayFromImage(sitk.Resample(img, img, tx, sitk.sitkLinear, np.nan))
+    inside = np.isfinite(ref)
+    inside[:2], inside[-2:], inside[:, :2], inside[:, -2:], inside[..., :2], inside[..., -2:] = (False,) * 6
+    assert inside.sum() > 0.3 * inside.size
+    np.testing.assert_allclose(ours[inside], ref[inside], atol=2e-3)
+
+
+def test_augment_moving_changes_only_the_moving_side():
+    rng = np.random.default_rng(3)
+    labels = torch.from_numpy(rng.integers(0, 5, (2, 1, 8, 8, 8)))
+    batch = {"fixed": torch.rand(2, 1, 8, 8, 8), "moving": torch.rand(2, 1, 8, 8, 8),
+             "fixed_labels": labels.clone(), "moving_labels": labels.clone(),
+             "spacing": torch.tensor([1.0, 1.0, 1.0])}
+    same = augment_moving(dict(batch), rng, (0.0, 0.0, 0.0))
+    assert "augmented" not in same and same["moving"] is batch["moving"]
+    fixed = batch["fixed"].clone()
+    out = augment_moving(dict(batch), rng, (10.0, 0.1, 2.0))
+    assert torch.equal(out["fixed"], fixed) and torch.equal(out["fixed_labels"], labels)
+    assert not torch.equal(out["moving"], batch["moving"]) and bool(out["augmented"])
+    assert out["moving_labels"].dtype == labels.dtype and set(out["moving_labels"].unique().tolist()) <= set(range(5))
