@@ -71,3 +71,48 @@ def test_augment_moving_changes_only_the_moving_side():
     assert torch.equal(out["fixed"], fixed) and torch.equal(out["fixed_labels"], labels)
     assert not torch.equal(out["moving"], batch["moving"]) and bool(out["augmented"])
     assert out["moving_labels"].dtype == labels.dtype and set(out["moving_labels"].unique().tolist()) <= set(range(5))
+
+
+# ----------------------------------------------------------------------------- the refined teacher's flows
+def test_flipped_flow_registers_the_flipped_pair():
+    """warp(flip(m), flip_flow(u)) == flip(warp(m, u)) for a smooth random flow, on every axis."""
+    from DeepRegLib.spatial import warp
+    from training.refined_teacher import flip_flow
+    torch.manual_seed(0)
+    m = torch.rand(1, 1, 10, 12, 14)
+    u = torch.nn.functional.interpolate(torch.randn(1, 3, 3, 3, 4) * 2, size=(10, 12, 14), mode="trilinear",
+                                        align_corners=True)
+    for axis in (2, 3, 4):
+        lhs = warp(m.flip(axis), flip_flow(u[0], axis)[None])
+        rhs = warp(m, u).flip(axis)
+        inner = (slice(None), slice(None), slice(3, -3), slice(3, -3), slice(3, -3))  # away from the border
+        torch.testing.assert_close(lhs[inner], rhs[inner], atol=1e-5, rtol=0)
+
+
+def test_refined_teacher_flows_are_computed_once_kept_on_disk_and_flipped(tmp_path):
+    from DeepRegLib.grid import Grid
+    from DeepRegLib.refine import RefineConfig
+    from training.refined_teacher import RefinedTeacherFlows, flip_flow
+    torch.manual_seed(1)
+    shape = (12, 12, 12)
+    grid = Grid(origin=(0.0, 0.0, 0.0), spacing=(2.0, 2.0, 2.0), size=shape[::-1])
+    z = torch.arange(12.0)
+    fixed = torch.exp(-((z[:, None, None] - 6) ** 2 + (z[None, :, None] - 6) ** 2 + (z[None, None] - 6) ** 2) / 12) + 0.05 * torch.rand(12, 12, 12)
+    fixed = fixed[None, None]
+    moving = torch.roll(fixed, 1, dims=4)  # one voxel along x: refinement has something to do
+    calls = []
+
+    def teacher(f, m):
+        calls.append(1)
+        return torch.zeros(1, 3, *shape)
+
+    cfg = RefineConfig(max_steps=10, ncc_window_mm=6.0)
+    flows = RefinedTeacherFlows(tmp_path / "tf", [grid], cfg)
+    sp = torch.tensor([2.0, 2.0, 2.0])
+    a = flows.flow((0, False), fixed, moving, teacher, sp)
+    assert a.shape == (3, *shape) and float(a.abs().max()) > 0 and len(calls) == 1 and flows.computed == 1
+    axis = 4  # identity direction: LR (x) is array axis 4
+    b = flows.flow((0, True), fixed.flip(axis), moving.flip(axis), teacher, sp)
+    assert len(calls) == 1 and torch.equal(b, flip_flow(a, axis))  # the flipped pair: no second refinement
+    again = RefinedTeacherFlows(tmp_path / "tf", [grid], cfg)  # a resumed run reads it from disk
+    assert torch.equal(again.flow((0, False), fixed, moving, teacher, sp), a) and again.computed == 0

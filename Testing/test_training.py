@@ -471,3 +471,25 @@ def test_init_from_a_run_or_a_bundle_folder(tmp_path, smoke_teacher):
         tr = Trainer(fresh, verbose=False)
         assert all(torch.equal(v, want[k]) for k, v in tr.model.state_dict().items())
         assert tr.extra["init"] == {"from": source}
+
+
+def test_distillation_from_a_refined_teacher_keeps_its_flows_in_the_run(tmp_path, smoke_teacher):
+    """strategy.teacher_refine: the teacher's flow is refined per pair (it differs from the bare teacher's),
+    stored once per pair under <run>/teacher_flows, and the run trains on it."""
+    cfg = smoke_cfg("smoke_distill", smoke_teacher, steps=2)
+    cfg.strategy.teacher_refine = True
+    cfg.run_dir = str(tmp_path / "refined")
+    tr = Trainer(cfg, verbose=False)
+    strat = tr.strategy
+    b = make_batch(tr.train_data, [0], flips=[False])
+    refined = strat.teacher_flow(b)
+    with torch.no_grad():
+        bare, _ = strat.teacher(b["fixed"], b["moving"])
+    assert refined.shape == bare.shape and not torch.allclose(refined, bare)
+    assert (Path(cfg.run_dir) / "teacher_flows" / "00000.pt").exists()
+    tr.fit()
+    assert "distill" in (Path(cfg.run_dir) / "log.csv").read_text().splitlines()[0].split(",")
+    assert strat.refined.computed == len(list((Path(cfg.run_dir) / "teacher_flows").glob("*.pt")))
+    augmented = dict(b, augmented=torch.tensor(True))
+    with pytest.raises(ValueError, match="teacher_refine"):
+        strat.teacher_flow(augmented)

@@ -7,13 +7,14 @@ from typing import Dict, Tuple
 import torch
 
 from ..networks import load_trained
+from ..refined_teacher import RefinedTeacherFlows
 from .base import Strategy
 
 
 def load_teacher(path: str, device: torch.device) -> torch.nn.Module:
-    """A frozen network from a run folder (its ``best.pt``) or a checkpoint file, built from its saved config."""
+    """A frozen network from a bundle folder, a run folder (its ``best.pt``) or a checkpoint file."""
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() and not (p / "card.json").exists():
         p = p / "best.pt"
     if not p.exists():
         raise FileNotFoundError(f"teacher checkpoint not found: {p} (train the teacher experiment first)")
@@ -33,6 +34,9 @@ class DistillStrategy(Strategy):
         self.teacher = load_teacher(self.trainer.resolve(self.cfg.strategy.teacher), trainer.device)
         #: (pair index, flipped) -> the teacher's flow (CPU); the teacher is frozen, so each key is computed once
         self.cache: Dict[Tuple[int, bool], torch.Tensor] = {}
+        #: strategy.teacher_refine: the teacher's flows refined per pair, kept on disk in the run folder
+        self.refined = (RefinedTeacherFlows(self.trainer.run_dir / "teacher_flows", self.trainer.train_data.grids)
+                        if self.cfg.strategy.teacher_refine else None)
 
     def _teacher(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), self.autocast():
@@ -47,11 +51,19 @@ class DistillStrategy(Strategy):
         training the student alone costs once every pair has been seen. Augmented pairs
         (``batch['augmented']``: a random affine on the moving image) are never cached.
         """
-        if not self.cfg.strategy.teacher_cache or "index" not in batch or "augmented" in batch:
+        cached = self.cfg.strategy.teacher_cache and "index" in batch and "augmented" not in batch
+        if not cached:
+            if self.refined is not None:
+                raise ValueError("strategy.teacher_refine needs the teacher cache (strategy.teacher_cache) and "
+                                 "no augmentation: a refined flow costs seconds per pair")
             return self._teacher(batch["fixed"], batch["moving"])
         keys = list(zip(batch["index"].tolist(), batch["flipped"].tolist()))
         missing = [b for b, k in enumerate(keys) if k not in self.cache]
-        if missing:
+        if missing and self.refined is not None:
+            for b in missing:
+                self.cache[keys[b]] = self.refined.flow(keys[b], batch["fixed"][b:b + 1], batch["moving"][b:b + 1],
+                                                        self._teacher, batch["spacing"])
+        elif missing:
             flows = self._teacher(batch["fixed"][missing], batch["moving"][missing])
             for b, f in zip(missing, flows):
                 self.cache[keys[b]] = f.cpu()

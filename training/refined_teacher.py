@@ -1,0 +1,82 @@
+"""A teacher that is a network followed by per-pair instance optimisation (the engine's Refine).
+
+On the validation brains ``ldr_brain_v1 + refine`` scores 0.666 / 0.553 subcortical / cortical Dice
+against the network's 0.634 / 0.491 (benchmarks/results/bench_register.md): a teacher clearly
+better than the student, which no trained RCN teacher here was. Its flow costs ~10 s per pair, so
+each training pair is refined once and kept:
+
+* in memory and on disk, ``<run>/teacher_flows/<pair>.pt`` (float16 voxel flow on the network
+  grid), so that a resumed run reuses them;
+* for the left-right flipped pair, the stored flow is flipped (:func:`flip_flow`), not refined again:
+  if ``phi`` registers ``(fixed, moving)``, ``F o phi o F`` registers the flipped pair exactly.
+
+Flows are in voxels on the network grid, channel ``c`` along array axis ``c`` (DeepRegLib.spatial).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Dict, Sequence, Tuple
+
+import torch
+
+from DeepRegLib.grid import Grid
+from DeepRegLib.refine import RefineConfig, refine_flow
+
+from .data.base import flip_axis
+
+
+def flip_flow(flow: torch.Tensor, axis: int) -> torch.Tensor:
+    """The voxel flow ``(3, D, H, W)`` of the pair flipped along array axis ``axis`` (2, 3 or 4 of a
+    ``(B, C, D, H, W)`` tensor): ``u'(p) = F(p + u(F p)) - p`` with ``F`` the flip, i.e. the field is
+    mirrored and its component along the flipped axis changes sign."""
+    a = int(axis) - 2
+    out = flow.flip(a + 1).clone()
+    out[a] = -out[a]
+    return out
+
+
+class RefinedTeacherFlows:
+    """``flow(key, fixed, moving, teacher, spacing)``: the teacher's flow refined, computed once per pair.
+
+    ``key`` is ``(pair index, flipped)``; ``fixed``/``moving`` ``(1, 1, D, H, W)`` are the batch's
+    (possibly flipped) images; ``teacher(fixed, moving)`` returns the network's ``(1, 3, D, H, W)``
+    flow; ``spacing`` is the grid spacing in mm (array order, isotropic).
+    """
+
+    def __init__(self, folder: Path, grids: Sequence[Grid], config: RefineConfig = RefineConfig()) -> None:
+        self.folder = Path(folder)
+        self.grids = list(grids)
+        self.config = config
+        self.computed = 0  # pairs refined by this process (the rest came from disk or a flip)
+        self._stored: Dict[int, torch.Tensor] = {}
+
+    def _path(self, pair: int) -> Path:
+        return self.folder / f"{pair:05d}.pt"
+
+    def _unflipped(self, pair: int) -> torch.Tensor | None:
+        if pair not in self._stored and self._path(pair).exists():
+            self._stored[pair] = torch.load(self._path(pair), weights_only=True).float()
+        return self._stored.get(pair)
+
+    def flow(self, key: Tuple[int, bool], fixed: torch.Tensor, moving: torch.Tensor,
+             teacher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], spacing: torch.Tensor) -> torch.Tensor:
+        pair, flipped = int(key[0]), bool(key[1])
+        axis = flip_axis(self.grids[pair], "LR")
+        base = self._unflipped(pair)
+        if base is None:
+            if flipped:  # refine the pair as it is given, then store it unflipped
+                fixed, moving = fixed.flip(axis), moving.flip(axis)
+            sp = [float(s) for s in spacing.tolist()]
+            if max(sp) - min(sp) > 1e-6:
+                raise ValueError(f"refined teacher: the network grid must be isotropic, got spacing {sp} mm")
+            with torch.enable_grad():
+                out = refine_flow(fixed.float(), moving.float(), teacher(fixed, moving).float(), sp[0], self.config)
+            base = out.flow[0].detach().cpu().half()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self._path(pair).with_suffix(f".tmp{id(self)}")
+            torch.save(base, tmp)
+            tmp.replace(self._path(pair))
+            base = base.float()
+            self._stored[pair] = base
+            self.computed += 1
+        return flip_flow(base, axis) if flipped else base
