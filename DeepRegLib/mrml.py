@@ -33,6 +33,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -442,9 +443,18 @@ def list_model_cards(problems: Optional[List[str]] = None) -> Dict[str, dict]:
 
 
 def model_tooltip(card: dict) -> str:
+    """The panel's tooltip for a model: description, kind, grids, parameters, measured accuracy and speed, licence."""
+    from .bundles import ModelBundle
     inp = card.get("input", {})
-    lines = [card.get("description", card.get("name", "")),
-             f"input: {inp.get('expects', '?')}; grid {inp.get('size', '?')} at {inp.get('spacing', '?')} mm"]
+    lines = [card.get("description", card.get("name", "")), f"input: {inp.get('expects', '?')}"]
+    try:
+        lines += ModelBundle(card.get("name", "?"), Path("."), card).details()
+    except (KeyError, TypeError, ValueError):  # an incomplete card: what it has is shown above
+        lines.append(f"grid {inp.get('size', '?')} at {inp.get('spacing', '?')} mm")
+    dice = card.get("accuracy", {}).get("dice_deformable", {})
+    if dice:
+        lines.append(f"validation Dice: subcortical {dice.get('subcortical', float('nan')):.3f}, "
+                     f"cortical {dice.get('cortical', float('nan')):.3f}")
     if card.get("licence"):
         lines.append(f"licence (weights and sample data): {card['licence']}")
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +18,8 @@ FOLDING_BOUND = 0.5  # percent of voxels with det J <= 0
 
 
 
-def check_pair(fixed, moving, fixed_labels, moving_labels):
-    res = register(fixed, moving, device="cpu")
+def check_pair(fixed, moving, fixed_labels, moving_labels, model=DEFAULT_MODEL):
+    res = register(fixed, moving, model=model, device="cpu")
     fl = sitk.ReadImage(str(fixed_labels))
     ml = sitk.ReadImage(str(moving_labels))
     d_aff = dice_summary(fl, res.warp_labels(ml, affine_only=True))
@@ -30,13 +31,26 @@ def check_pair(fixed, moving, fixed_labels, moving_labels):
     return res, d_aff, d_def
 
 
-def test_bundled_models_listed_with_cards():
+BUNDLED = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "Resources" / "models").iterdir()
+                 if (p / "card.json").exists())
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_models_listed_with_cards(name):
     models = list_models()
-    assert DEFAULT_MODEL in models
-    card = load_bundle(DEFAULT_MODEL).card
+    assert DEFAULT_MODEL in models and name in models
+    card = load_bundle(name).card
     for key in ("input", "training", "licence", "architecture", "accuracy", "speed"):
         assert key in card, key
-    assert card["training"]["validation_subjects"] and card["training"]["command"]
+    assert card["training"]["validation_subjects"] and (card["training"].get("command") or card["training"].get("commands"))
+    assert card["accuracy"].get("dice_deformable") and card["speed"].get("register_s_median"), \
+        f"{name}: accuracy/speed not measured (benchmarks/bench_register.py --model {name} --update-card)"
+
+
+@pytest.mark.parametrize("name", [n for n in BUNDLED if n != DEFAULT_MODEL])
+def test_every_other_bundled_model_registers_the_sample_pair(name, sample_pair):
+    check_pair(sample_pair["fixed"]["image"], sample_pair["moving"]["image"], sample_pair["fixed"]["labels"],
+               sample_pair["moving"]["labels"], model=name)
 
 
 def test_shared_pair_improves_over_affine(shared_mindboggle):

@@ -151,10 +151,17 @@ def test_model_cards_listed_without_torch():
             "from DeepRegLib import DEFAULT_MODEL, mrml\n"
             "cards = mrml.list_model_cards()\n"
             "assert DEFAULT_MODEL in cards and cards[DEFAULT_MODEL]['input']['spacing'] > 0, cards\n"
-            "print(mrml.model_tooltip(cards[DEFAULT_MODEL]))\n")
+            "for name, card in sorted(cards.items()):\n"
+            "    print('##', name); print(mrml.model_tooltip(card))\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "grid [80, 96, 80]" in proc.stdout
+    tips = {b.split("\n", 1)[0].strip(): b for b in proc.stdout.split("## ")[1:]}
+    from DeepRegLib import DEFAULT_MODEL
+    assert "kind: light-weight" in tips[DEFAULT_MODEL] and "input grid: 80x96x80 voxels at 2 mm" in tips[DEFAULT_MODEL]
+    assert "validation Dice: subcortical" in tips[DEFAULT_MODEL] and "register() " in tips[DEFAULT_MODEL]
+    if "crd_lowres_brain" in tips:  # the low-resolution model says so, and where its network runs
+        assert "kind: low-resolution" in tips["crd_lowres_brain"]
+        assert "network runs at 4 mm on 40x48x40" in tips["crd_lowres_brain"]
 
 
 # ----------------------------------------------------------------------------- signals and properties (sources)
