@@ -493,3 +493,15 @@ def test_distillation_from_a_refined_teacher_keeps_its_flows_in_the_run(tmp_path
     augmented = dict(b, augmented=torch.tensor(True))
     with pytest.raises(ValueError, match="teacher_refine"):
         strat.teacher_flow(augmented)
+
+
+def test_plots_cli_draws_several_runs_and_names_missing_ones(tmp_path):
+    from training.plots import main as plots_main
+    for name, base in (("a", 0.4), ("b", 0.5)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "val.csv").write_text("step,dice\n100,%g\n200,%g\n" % (base, base + 0.01))
+    out = tmp_path / "out" / "curves.png"
+    plots_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)])
+    assert out.exists() and out.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit, match="no val.csv in: .*nothing"):
+        plots_main([str(tmp_path / "a"), str(tmp_path / "nothing"), "--out", str(out)])

@@ -53,9 +53,29 @@ def plot_validation(runs: Dict[str, Sequence[Dict[str, float]]], path: Path,
             if pts:
                 ax.plot(*zip(*pts), marker=".", label=f"{name} {k.replace('dice_', '')}")
     ax.set_xlabel("step")
-    ax.set_ylabel("validation Dice (network grid)")
+    ax.set_ylabel("validation Dice (network grid)" if all("dice" in k for k in keys) else "validation: " + ", ".join(keys))
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def main(argv=None) -> None:
+    """``python -m training.plots RUN... --out PNG [--keys dice ...]``: runs' validation curves on one plot."""
+    import argparse
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("runs", nargs="+", type=Path, help="run folders (each with its val.csv)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--keys", nargs="+", default=["dice"], help="val.csv columns to plot")
+    a = ap.parse_args(argv)
+    missing = [str(r) for r in a.runs if not (r / "val.csv").exists()]
+    if missing:
+        raise SystemExit(f"no val.csv in: {', '.join(missing)}")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    plot_validation({r.name: read_csv(r / "val.csv") for r in a.runs}, a.out, a.keys)
+    print(a.out)
+
+
+if __name__ == "__main__":
+    main()
