@@ -479,6 +479,7 @@ def test_distillation_from_a_refined_teacher_keeps_its_flows_in_the_run(tmp_path
     cfg = smoke_cfg("smoke_distill", smoke_teacher, steps=2)
     cfg.strategy.teacher_refine = True
     cfg.run_dir = str(tmp_path / "refined")
+    cfg.data.cache_dir = str(tmp_path / "cache")
     tr = Trainer(cfg, verbose=False)
     strat = tr.strategy
     b = make_batch(tr.train_data, [0], flips=[False])
@@ -486,10 +487,18 @@ def test_distillation_from_a_refined_teacher_keeps_its_flows_in_the_run(tmp_path
     with torch.no_grad():
         bare, _ = strat.teacher(b["fixed"], b["moving"])
     assert refined.shape == bare.shape and not torch.allclose(refined, bare)
-    assert (Path(cfg.run_dir) / "teacher_flows" / "00000.pt").exists()
+    folders = list((tmp_path / "cache" / "refined_teacher").iterdir())
+    assert len(folders) == 1 and (folders[0] / "00000.pt").exists()
     tr.fit()
     assert "distill" in (Path(cfg.run_dir) / "log.csv").read_text().splitlines()[0].split(",")
-    assert strat.refined.computed == len(list((Path(cfg.run_dir) / "teacher_flows").glob("*.pt")))
+    assert strat.refined.computed == len(list(folders[0].glob("*.pt")))
+    other = smoke_cfg("smoke_distill", smoke_teacher, steps=1)  # another student, same teacher and pairs
+    other.strategy.teacher_refine, other.data.cache_dir = True, cfg.data.cache_dir
+    other.run_dir = str(tmp_path / "other")
+    again = Trainer(other, verbose=False).strategy
+    assert again.refined.folder == folders[0]
+    torch.testing.assert_close(again.teacher_flow(b), refined)  # read back (float16 on disk), not recomputed
+    assert again.refined.computed == 0
     augmented = dict(b, augmented=torch.tensor(True))
     with pytest.raises(ValueError, match="teacher_refine"):
         strat.teacher_flow(augmented)

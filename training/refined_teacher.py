@@ -5,8 +5,10 @@ against the network's 0.634 / 0.491 (benchmarks/results/bench_register.md): a te
 better than the student, which no trained RCN teacher here was. Its flow costs ~10 s per pair, so
 each training pair is refined once and kept:
 
-* in memory and on disk, ``<run>/teacher_flows/<pair>.pt`` (float16 voxel flow on the network
-  grid), so that a resumed run reuses them;
+* in memory and on disk, ``<cache>/refined_teacher/<key>/<pair>.pt`` (float16 voxel flow on the
+  network grid), where ``key`` (:func:`flows_key`) hashes the teacher's weights file, the Refine
+  settings and the training data's configuration: a resumed run, or another student distilled from
+  the same refined teacher on the same pairs, reuses them;
 * for the left-right flipped pair, the stored flow is flipped (:func:`flip_flow`), not refined again:
   if ``phi`` registers ``(fixed, moving)``, ``F o phi o F`` registers the flipped pair exactly.
 
@@ -23,6 +25,14 @@ from DeepRegLib.grid import Grid
 from DeepRegLib.refine import RefineConfig, refine_flow
 
 from .data.base import flip_axis
+from .data.cache import cache_key, file_identity
+
+
+def flows_key(teacher_files: Sequence[Path], data_config: dict, config: RefineConfig) -> str:
+    """Content key of a set of refined teacher flows: the teacher's weight files (name, size, mtime),
+    the training data's configuration (which pairs, which grid) and the Refine settings."""
+    return cache_key({"teacher": [file_identity(Path(f)) for f in teacher_files], "data": data_config,
+                      "refine": config.to_dict()})
 
 
 def flip_flow(flow: torch.Tensor, axis: int) -> torch.Tensor:

@@ -6,8 +6,11 @@ from typing import Dict, Tuple
 
 import torch
 
+from DeepRegLib.refine import RefineConfig
+
+from ..config import to_dict
 from ..networks import load_trained
-from ..refined_teacher import RefinedTeacherFlows
+from ..refined_teacher import RefinedTeacherFlows, flows_key
 from .base import Strategy
 
 
@@ -34,9 +37,14 @@ class DistillStrategy(Strategy):
         self.teacher = load_teacher(self.trainer.resolve(self.cfg.strategy.teacher), trainer.device)
         #: (pair index, flipped) -> the teacher's flow (CPU); the teacher is frozen, so each key is computed once
         self.cache: Dict[Tuple[int, bool], torch.Tensor] = {}
-        #: strategy.teacher_refine: the teacher's flows refined per pair, kept on disk in the run folder
-        self.refined = (RefinedTeacherFlows(self.trainer.run_dir / "teacher_flows", self.trainer.train_data.grids)
-                        if self.cfg.strategy.teacher_refine else None)
+        #: strategy.teacher_refine: the teacher's flows refined per pair, kept on disk under the data cache
+        self.refined = None
+        if self.cfg.strategy.teacher_refine:
+            root = self.trainer.resolve(self.cfg.strategy.teacher)
+            files = sorted(root.glob("*.pt")) if root.is_dir() else [root]
+            key = flows_key(files, to_dict(self.cfg)["data"], RefineConfig())
+            folder = self.trainer.resolve(self.cfg.data.cache_dir) / "refined_teacher" / key
+            self.refined = RefinedTeacherFlows(folder, self.trainer.train_data.grids)
 
     def _teacher(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), self.autocast():
