@@ -400,3 +400,17 @@ def test_deepreg_models_lists_kind_grid_parameters_speed(crd_bundle, monkeypatch
     assert "kind: light-weight" in hr_block and "input grid: 80x96x80 voxels at 2 mm\n" in hr_block
     assert f"parameters: {default['architecture']['parameters']:,}" in hr_block
     assert f"network {default['speed']['network_s_median']:.3f} s" in hr_block
+
+
+def test_lowres_ceiling_round_trip_and_report_on_synthetic_pairs():
+    from training.data.synthetic import build
+    from training.lowres_ceiling import ceiling, projected_flow
+    const = torch.full((1, 3, 8, 10, 12), 1.5)
+    assert torch.allclose(projected_flow(const, 2), const)  # a translation is carried exactly
+    rough = torch.randn(1, 3, 8, 10, 12)  # detail finer than the coarse grid is lost
+    assert not torch.allclose(projected_flow(rough, 2), rough, atol=0.1)
+    data = build(2, (16, 16, 16), 2.0, seed=0)
+    net = build_network("ldr", 1, base=4).eval()
+    out = ceiling(net, data, 2)
+    assert set(out) == {"model", "projected", "weights_at_low_resolution"}
+    assert all(0.0 <= v["dice"] <= 1.0 for v in out.values())

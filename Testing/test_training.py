@@ -470,12 +470,13 @@ def test_init_from_a_run_or_a_bundle_folder(tmp_path, smoke_teacher):
         fresh.model.init = source
         tr = Trainer(fresh, verbose=False)
         assert all(torch.equal(v, want[k]) for k, v in tr.model.state_dict().items())
-        assert tr.extra["init"] == {"from": source}
+        assert tr.extra["init"] == {"from": source, "into": "model"}
 
 
-def test_distillation_from_a_refined_teacher_keeps_its_flows_in_the_run(tmp_path, smoke_teacher):
+def test_distillation_from_a_refined_teacher_keeps_its_flows_for_other_runs(tmp_path, smoke_teacher):
     """strategy.teacher_refine: the teacher's flow is refined per pair (it differs from the bare teacher's),
-    stored once per pair under <run>/teacher_flows, and the run trains on it."""
+    stored once per pair under <cache>/refined_teacher/<key>, the run trains on it, and another student of
+    the same teacher and pairs reads the stored flows instead of refining again."""
     cfg = smoke_cfg("smoke_distill", smoke_teacher, steps=2)
     cfg.strategy.teacher_refine = True
     cfg.run_dir = str(tmp_path / "refined")

@@ -45,13 +45,15 @@ def upsample_flow(flow: torch.Tensor, factor: int, shape: Sequence[int]) -> torc
 
 def trilinear_upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
     """``F.interpolate(x, scale_factor=factor, mode='trilinear', align_corners=False)`` for ``(B, C, D, H, W)``,
-    computed separably (bilinear over H, W, then linear over D): the same values (trilinear
-    interpolation is separable), 2-4x faster on the CPU for a 3-channel flow."""
+    computed separably: the same values (trilinear interpolation is separable), 2-4x faster on the
+    CPU for a 3-channel flow. Linear over D first, on the small input, then bilinear over H, W, whose
+    output is already the result's memory layout: the only large temporary is the result itself."""
     b, c, d, h, w = x.shape
-    y = F.interpolate(x.reshape(b * c * d, 1, h, w), scale_factor=factor, mode="bilinear", align_corners=False)
-    hw = y.shape[-2] * y.shape[-1]
-    y = F.interpolate(y.reshape(b * c, d, hw).transpose(1, 2), scale_factor=factor, mode="linear", align_corners=False)
-    return y.transpose(1, 2).reshape(b, c, d * factor, h * factor, w * factor)
+    y = F.interpolate(x.reshape(b * c, d, h * w).transpose(1, 2), scale_factor=factor, mode="linear",
+                      align_corners=False)  # (B*C, H*W, f*D)
+    y = y.transpose(1, 2).reshape(b * c * d * factor, 1, h, w)
+    y = F.interpolate(y, scale_factor=factor, mode="bilinear", align_corners=False)
+    return y.reshape(b, c, d * factor, h * factor, w * factor)
 
 
 class UpsampledFlows(Sequence[torch.Tensor]):
