@@ -93,7 +93,7 @@ class StrategyConfig:
     replay_weight: float = 1.0  # weight of the replayed pair's loss
     teacher_cache: bool = True  # keep each (pair, flip)'s teacher flow in memory: the frozen teacher runs once per key
     teacher_refine: bool = False  # distill: the teacher's flow refined per pair by the engine's Refine (instance
-    # optimisation, DeepRegLib.refine.RefineConfig defaults); kept in <run>/teacher_flows/ so a resume reuses them
+    # optimisation, DeepRegLib.refine.RefineConfig defaults); kept under <data.cache_dir>/refined_teacher/ for reuse
 
 
 @dataclass

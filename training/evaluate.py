@@ -33,16 +33,21 @@ def predict_pairs(net: torch.nn.Module, data: PairSet, device: torch.device | st
         net.train(was_training)
 
 
+def pair_dice(data: PairSet, i: int, batch: Dict[str, torch.Tensor], flow: torch.Tensor) -> Dict[str, float]:
+    """Mean label Dice (``dice``, ``dice_subcortical``, ``dice_cortical``) of pair ``i``'s moving labels
+    (``batch['moving_labels']``) warped by the voxel ``flow`` ``(1, 3, D, H, W)`` (nearest neighbour)."""
+    wl = warp(batch["moving_labels"].float(), flow, mode="nearest")
+    d = summarise_dice(dice_scores(data.fixed_labels[i].astype(np.int32), wl[0, 0].cpu().numpy().astype(np.int32)))
+    return {"dice": d["all"], "dice_subcortical": d["subcortical"], "dice_cortical": d["cortical"]}
+
+
 def evaluate_grid(net: torch.nn.Module, data: PairSet, device: torch.device | str = "cpu") -> Dict[str, float]:
     """Mean over pairs of the mean label Dice (all / subcortical / cortical) and % folding, on the grid."""
     rows = []
     for i, b, flow in predict_pairs(net, data, device):
         row = {"folding_percent": folding_percent(flow.cpu())}
         if data.has_labels:
-            wl = warp(b["moving_labels"].float(), flow, mode="nearest")
-            d = summarise_dice(dice_scores(data.fixed_labels[i].astype(np.int32),
-                                           wl[0, 0].cpu().numpy().astype(np.int32)))
-            row.update({"dice": d["all"], "dice_subcortical": d["subcortical"], "dice_cortical": d["cortical"]})
+            row.update(pair_dice(data, i, b, flow))
         rows.append(row)
     return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
 

@@ -7,29 +7,28 @@ subcortical, cortical):
 * ``projected``: that flow average-pooled by ``factor`` and upsampled back exactly as a
   :class:`DeepRegLib.models.LowResolution` student's flow is (what a perfect low-resolution
   student of this model could output);
-* ``weights_at_low_resolution``: the model's weights run unchanged inside a ``LowResolution``
-  wrapper, its subnets padding odd sides inside (the warm start of the ``lowres_warm_*`` experiments).
+* ``weights_at_low_resolution``: the model's weights run unchanged inside a low-resolution
+  network (:class:`DeepRegLib.models.LowResolution`) whose subnets pad odd sides inside (the warm start of the ``lowres_warm_*``
+  experiments, loaded the same way: :func:`training.trainer.init_target`).
 
     python -m training.lowres_ceiling Resources/models/ldr_brain_v1 [--factor 2]
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 from typing import Dict
 
 import numpy as np
 import torch
 
-from DeepRegLib.metrics import dice_scores, summarise_dice
-from DeepRegLib.models import LowResolution, RecursiveCascade
+from DeepRegLib.models import RecursiveCascade, build_network
 from DeepRegLib.models.lowres import downsample, upsample_flow
-from DeepRegLib.spatial import warp
 
 from .data import PairSet
-from .evaluate import evaluate_grid, predict_pairs
+from .evaluate import evaluate_grid, pair_dice, predict_pairs
 from .networks import load_trained
+from .trainer import init_target
 
 
 def projected_flow(flow: torch.Tensor, factor: int) -> torch.Tensor:
@@ -38,22 +37,20 @@ def projected_flow(flow: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def ceiling(net: RecursiveCascade, data: PairSet, factor: int = 2) -> Dict[str, Dict[str, float]]:
-    """Grid Dice (``dice``, ``dice_subcortical``, ``dice_cortical``) of the three variants in the module docstring."""
+    """Grid Dice (``dice``, ``dice_subcortical``, ``dice_cortical``) of the three variants in the module
+    docstring; ``net`` is an LDR cascade."""
     rows = {"model": [], "projected": []}
     for i, b, flow in predict_pairs(net, data):
-        for name, f in (("model", flow), ("projected", projected_flow(flow, factor))):
-            wl = warp(b["moving_labels"].float(), f, mode="nearest")
-            d = summarise_dice(dice_scores(data.fixed_labels[i].astype(np.int32), wl[0, 0].numpy().astype(np.int32)))
-            rows[name].append((d["all"], d["subcortical"], d["cortical"]))
-    out = {k: dict(zip(("dice", "dice_subcortical", "dice_cortical"), map(float, np.nanmean(v, axis=0))))
-           for k, v in rows.items()}
-    inner = copy.deepcopy(net)
-    for sub in inner.subnets:  # as the lowres_warm_* students run: odd sides padded inside, no padding to 16
-        if hasattr(sub, "pad_inside"):
-            sub.pad_inside, sub.multiple = True, 1
-    inner.multiple = 1
-    low = evaluate_grid(LowResolution(inner, factor).eval(), data)
-    out["weights_at_low_resolution"] = {k: low[k] for k in ("dice", "dice_subcortical", "dice_cortical")}
+        rows["model"].append(pair_dice(data, i, b, flow))
+        rows["projected"].append(pair_dice(data, i, b, projected_flow(flow, factor)))
+    out = {k: {m: float(np.nanmean([r[m] for r in v])) for m in v[0]} for k, v in rows.items()}
+    # the warm start of the lowres_warm_* students: the same weights, subnets padding odd sides inside
+    base = net.subnets[0].feature_channels[0]  # the LDR's first width, its ``base`` argument
+    low = build_network("lowres_ldr", len(net.subnets), factor=factor, pad_inside=True, base=base)
+    state = net.state_dict()
+    init_target(low, state).load_state_dict(state)
+    scores = evaluate_grid(low.eval(), data)
+    out["weights_at_low_resolution"] = {k: scores[k] for k in ("dice", "dice_subcortical", "dice_cortical")}
     return out
 
 

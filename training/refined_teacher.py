@@ -5,10 +5,11 @@ against the network's 0.634 / 0.491 (benchmarks/results/bench_register.md): a te
 better than the student, which no trained RCN teacher here was. Its flow costs ~10 s per pair, so
 each training pair is refined once and kept:
 
-* in memory and on disk, ``<cache>/refined_teacher/<key>/<pair>.pt`` (float16 voxel flow on the
+* on disk, ``<cache>/refined_teacher/<key>/<pair>.pt`` (float16 voxel flow on the
   network grid), where ``key`` (:func:`flows_key`) hashes the teacher's weights file, the Refine
   settings and the training data's configuration: a resumed run, or another student distilled from
-  the same refined teacher on the same pairs, reuses them;
+  the same refined teacher on the same pairs, reuses them (in memory, the distill strategy's
+  per-(pair, flip) teacher cache holds them);
 * for the left-right flipped pair, the stored flow is flipped (:func:`flip_flow`), not refined again:
   if ``phi`` registers ``(fixed, moving)``, ``F o phi o F`` registers the flipped pair exactly.
 
@@ -17,7 +18,7 @@ Flows are in voxels on the network grid, channel ``c`` along array axis ``c`` (D
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Sequence, Tuple
 
 import torch
 
@@ -58,15 +59,13 @@ class RefinedTeacherFlows:
         self.grids = list(grids)
         self.config = config
         self.computed = 0  # pairs refined by this process (the rest came from disk or a flip)
-        self._stored: Dict[int, torch.Tensor] = {}
 
     def _path(self, pair: int) -> Path:
         return self.folder / f"{pair:05d}.pt"
 
     def _unflipped(self, pair: int) -> torch.Tensor | None:
-        if pair not in self._stored and self._path(pair).exists():
-            self._stored[pair] = torch.load(self._path(pair), weights_only=True).float()
-        return self._stored.get(pair)
+        path = self._path(pair)
+        return torch.load(path, weights_only=True).float() if path.exists() else None
 
     def flow(self, key: Tuple[int, bool], fixed: torch.Tensor, moving: torch.Tensor,
              teacher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], spacing: torch.Tensor) -> torch.Tensor:
@@ -87,6 +86,5 @@ class RefinedTeacherFlows:
             torch.save(base, tmp)
             tmp.replace(self._path(pair))
             base = base.float()
-            self._stored[pair] = base
             self.computed += 1
         return flip_flow(base, axis) if flipped else base

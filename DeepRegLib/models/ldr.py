@@ -34,6 +34,17 @@ def crop_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x[:, :, :d, :h, :w]
 
 
+def down(conv: nn.Module, x: torch.Tensor, pad_inside: bool) -> torch.Tensor:
+    """A stride-2 encoder step: ``conv(x)``, odd sides of ``x`` padded first when ``pad_inside``."""
+    return conv(even_sides(x) if pad_inside else x)
+
+
+def up(dec: nn.Module, x: torch.Tensor, like: torch.Tensor, pad_inside: bool) -> torch.Tensor:
+    """A transposed-convolution decoder step: ``dec(x)``, cropped to ``like``'s size when ``pad_inside``."""
+    y = dec(x)
+    return crop_to(y, like) if pad_inside else y
+
+
 class LDRSubnet(nn.Module):
     """One LDR cascade: ``(fixed, moving) -> flow``, both ``(B, 1, D, H, W)``, flow ``(B, 3, D, H, W)``.
 
@@ -43,7 +54,6 @@ class LDRSubnet(nn.Module):
     def __init__(self, in_channels: int = 2, base: int = 16, pad_inside: bool = False) -> None:
         super().__init__()
         self.pad_inside = bool(pad_inside)
-        self.multiple = 1 if self.pad_inside else 16
         c = [base, base * 2, base * 4, base * 8]
         self.enc1 = ConvAct(in_channels, c[0], 4, 2, 1)
         self.enc2 = ConvAct(c[0], c[1], 4, 2, 1)
@@ -56,12 +66,10 @@ class LDRSubnet(nn.Module):
         #: channels of the features :meth:`forward_features` returns (e1, e2, e3, e4, u3, u2, u1)
         self.feature_channels = [c[0], c[1], c[2], c[3], c[2], c[1], c[0]]
 
-    def _down(self, conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return conv(even_sides(x) if self.pad_inside else x)
-
-    def _up(self, dec: nn.Module, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        y = dec(x)
-        return crop_to(y, like) if self.pad_inside else y
+    @property
+    def multiple(self) -> int:
+        """What every input side must be a multiple of: 16, or 1 with ``pad_inside``."""
+        return 1 if self.pad_inside else 16
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
         return self.forward_features(fixed, moving, keep=False)[0]
@@ -76,12 +84,13 @@ class LDRSubnet(nn.Module):
         i.e. inference, uses) no features are returned and each is freed as soon as it is used.
         """
         x = torch.cat([fixed, moving], dim=1)
-        e1 = self._down(self.enc1, x)
-        e2 = self._down(self.enc2, e1)
-        e3 = self._down(self.enc3, e2)
-        e4 = self._down(self.enc4, e3)
-        u3 = self._up(self.dec3, e4, e3)
-        u2 = self._up(self.dec2, torch.cat([u3, e3], dim=1), e2)
-        u1 = self._up(self.dec1, torch.cat([u2, e2], dim=1), e1)
-        flow = self._up(self.flow, torch.cat([u1, e1], dim=1), x)
+        p = self.pad_inside
+        e1 = down(self.enc1, x, p)
+        e2 = down(self.enc2, e1, p)
+        e3 = down(self.enc3, e2, p)
+        e4 = down(self.enc4, e3, p)
+        u3 = up(self.dec3, e4, e3, p)
+        u2 = up(self.dec2, torch.cat([u3, e3], dim=1), e2, p)
+        u1 = up(self.dec1, torch.cat([u2, e2], dim=1), e1, p)
+        flow = up(self.flow, torch.cat([u1, e1], dim=1), x, p)
         return flow, ([e1, e2, e3, e4, u3, u2, u1] if keep else [])

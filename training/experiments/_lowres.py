@@ -22,7 +22,7 @@ def lowres_student(description: str, warm: bool = False, **strategy) -> Experime
 
     From scratch (``warm=False``): 6000 steps, lr 2e-4. Warm-started (``warm=True``): the inner
     4 mm cascade starts from the 2 mm default's weights (:data:`WARM_INIT`, same architecture;
-    unchanged they already score 0.445 grid Dice at 4 mm, as much as 6000 steps from scratch),
+    unchanged they already score 0.446 grid Dice at 4 mm, as much as 6000 steps from scratch),
     then 1500 steps at lr 1e-4, as the 2 mm students were fine-tuned; subnets with ``pad_inside``.
     """
     cfg = brain_student(2, description, **strategy)

@@ -62,7 +62,7 @@ import torch.nn.functional as F
 
 from DeepRegLib.models import LowResolution
 from DeepRegLib.models.blocks import ConvAct, UpConvAct, small_init
-from DeepRegLib.models.ldr import crop_to, even_sides
+from DeepRegLib.models.ldr import down, up
 
 from ..feature_losses import attention_loss
 from ..losses import flow_distillation_loss
@@ -117,12 +117,11 @@ class FeatureShiftedTeacher(nn.Module):
             sk = student[k].detach()
             hk = match_shape(teacher[k + 1].detach().to(sk.dtype), sk.shape[2:])
             g.append(self.fuse[k](torch.cat([sk, hk], dim=1)))
-        pad = even_sides if self.pad_inside else (lambda x: x)
-        crop = crop_to if self.pad_inside else (lambda y, like: y)
-        g4 = self.enc4(pad(g[2]))
-        v3 = crop(self.dec3(g4), g[2])
-        v2 = crop(self.dec2(torch.cat([v3, g[2]], dim=1)), g[1])
-        v1 = crop(self.dec1(torch.cat([v2, g[1]], dim=1)), g[0])
+        p = self.pad_inside
+        g4 = down(self.enc4, g[2], p)
+        v3 = up(self.dec3, g4, g[2], p)
+        v2 = up(self.dec2, torch.cat([v3, g[2]], dim=1), g[1], p)
+        v1 = up(self.dec1, torch.cat([v2, g[1]], dim=1), g[0], p)
         flow = self.flow(torch.cat([v1, g[0]], dim=1))
         return flow, [g[0], g[1], g[2], g4, v3, v2, v1]
 

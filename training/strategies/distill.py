@@ -14,7 +14,7 @@ from ..refined_teacher import RefinedTeacherFlows, flows_key
 from .base import Strategy
 
 
-def load_teacher(path: str, device: torch.device) -> torch.nn.Module:
+def load_teacher(path: str | Path, device: torch.device) -> torch.nn.Module:
     """A frozen network from a bundle folder, a run folder (its ``best.pt``) or a checkpoint file."""
     p = Path(path)
     if p.is_dir() and not (p / "card.json").exists():
@@ -34,13 +34,13 @@ class DistillStrategy(Strategy):
         super().__init__(trainer)
         if not self.cfg.strategy.teacher:
             raise ValueError("strategy 'distill' needs strategy.teacher (a run folder or checkpoint)")
-        self.teacher = load_teacher(self.trainer.resolve(self.cfg.strategy.teacher), trainer.device)
+        root = self.trainer.resolve(self.cfg.strategy.teacher)
+        self.teacher = load_teacher(root, trainer.device)
         #: (pair index, flipped) -> the teacher's flow (CPU); the teacher is frozen, so each key is computed once
         self.cache: Dict[Tuple[int, bool], torch.Tensor] = {}
         #: strategy.teacher_refine: the teacher's flows refined per pair, kept on disk under the data cache
         self.refined = None
         if self.cfg.strategy.teacher_refine:
-            root = self.trainer.resolve(self.cfg.strategy.teacher)
             files = sorted(root.glob("*.pt")) if root.is_dir() else [root]
             key = flows_key(files, to_dict(self.cfg)["data"], RefineConfig())
             folder = self.trainer.resolve(self.cfg.data.cache_dir) / "refined_teacher" / key
