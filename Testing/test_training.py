@@ -473,6 +473,41 @@ def test_init_from_a_run_or_a_bundle_folder(tmp_path, smoke_teacher):
         assert tr.extra["init"] == {"from": source, "into": "model"}
 
 
+def test_init_across_cascade_counts_takes_the_shared_cascades(tmp_path):
+    """A 1-cascade student starts from a 2-cascade model's first cascade; a 3-cascade one from its two
+    cascades plus a fresh third, and so starts from the 2-cascade model's flow; other mismatches fail."""
+    from DeepRegLib.models import build_network
+    from training.trainer import cascade_state
+    torch.manual_seed(0)
+    two = build_network("ldr", 2)
+    for p in two.parameters():  # a trained-looking model: flows far from zero
+        p.data.normal_(0, 0.05)
+    src = tmp_path / "two.pt"
+    torch.save(two.state_dict(), src)
+    x, y = torch.rand(1, 1, 32, 32, 32), torch.rand(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        flow2 = two(x, y)[0]
+    for cascades, shared in ((1, 1), (3, 2)):
+        cfg = smoke_cfg("smoke_standard", tmp_path, steps=1)
+        cfg.run_dir = str(tmp_path / f"c{cascades}")
+        cfg.model.cascades, cfg.model.init = cascades, str(src)
+        tr = Trainer(cfg, verbose=False)
+        got = tr.model.state_dict()
+        for k, v in two.state_dict().items():
+            if int(k.split(".")[1]) < shared:
+                assert torch.equal(got[k], v), k
+        assert tr.extra["init"]["into"] == f"model: cascades 1-{shared} of {cascades} (the source has 2)"
+        with torch.no_grad():
+            flow = tr.model(x, y)[0]
+        if cascades == 3:  # the fresh third cascade's flow starts near zero
+            assert (flow - flow2).abs().max() < 1e-2 * flow2.abs().max()
+            assert flow2.abs().max() > 0.1
+    vtn_like = {"encoder.weight": torch.zeros(1)}
+    assert cascade_state(two, vtn_like) == (vtn_like, "")  # left to load_state_dict to report
+    with pytest.raises(RuntimeError):
+        two.load_state_dict(cascade_state(two, vtn_like)[0])
+
+
 def test_distillation_from_a_refined_teacher_keeps_its_flows_for_other_runs(tmp_path, smoke_teacher):
     """strategy.teacher_refine: the teacher's flow is refined per pair (it differs from the bare teacher's),
     stored once per pair under <cache>/refined_teacher/<key>, the run trains on it, and another student of

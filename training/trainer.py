@@ -69,6 +69,30 @@ def init_target(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> torch
     return model
 
 
+def cascade_state(target: torch.nn.Module, state: Dict[str, torch.Tensor]) -> tuple:
+    """``(state, note)``: ``state`` restricted to the cascades ``target`` has, when the two differ only
+    in their number of cascades (``subnets.<k>.*`` keys): a 1-cascade student starts from a 2-cascade
+    model's first cascade, a 3-cascade one from its two cascades plus a fresh third (whose flow layer
+    starts near zero, so the model starts at the 2-cascade model's accuracy). Any other mismatch is
+    left for ``load_state_dict`` to report."""
+    own = target.state_dict()
+    if set(own) == set(state) or not hasattr(target, "subnets"):
+        return state, ""
+
+    def cascade(key: str) -> Optional[int]:
+        parts = key.split(".")
+        return int(parts[1]) if parts[0] == "subnets" and len(parts) > 2 and parts[1].isdigit() else None
+
+    if any(cascade(k) is None for k in list(state) + list(own)):
+        return state, ""
+    n_own, n_given = len(target.subnets), 1 + max(cascade(k) for k in state)
+    shared = {k: v for k, v in state.items() if cascade(k) < n_own}
+    missing = [k for k in own if cascade(k) < n_given and k not in shared]
+    if missing:
+        raise KeyError(f"initial weights lack {missing[:3]}... for the shared cascades")
+    return shared, f"cascades 1-{min(n_own, n_given)} of {n_own} (the source has {n_given})"
+
+
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, command: Optional[str] = None, callbacks: Optional[list] = None,
                  verbose: bool = True) -> None:
@@ -162,9 +186,10 @@ class Trainer:
             obj = torch.load(p, map_location="cpu", weights_only=False)
             state = obj["modules"]["model"] if isinstance(obj, dict) and "modules" in obj else obj
         target = init_target(self.model, state)
-        target.load_state_dict({k: v.float() for k, v in state.items()})
-        self.extra["init"] = {"from": path, "into": "inner cascade (low resolution)" if target is not self.model
-                              else "model"}
+        state, partial = cascade_state(target, state)
+        target.load_state_dict({k: v.float() for k, v in state.items()}, strict=not partial)
+        into = "inner cascade (low resolution)" if target is not self.model else "model"
+        self.extra["init"] = {"from": path, "into": f"{into}: {partial}" if partial else into}
         self.log(f"[train] initialised model weights from {path}")
 
     def next_batch(self) -> Dict[str, torch.Tensor]:

@@ -1,6 +1,8 @@
 """Shared building blocks of the experiment files (not an experiment itself)."""
 from __future__ import annotations
 
+from typing import Optional
+
 from ..config import (ContinualConfig, DataConfig, ExperimentConfig, LoopConfig, LossConfig, ModelConfig, OptimConfig,
                       StrategyConfig)
 
@@ -12,14 +14,15 @@ BRAIN_STUDENT_INIT = "Resources/models/ldr_brain_v1"
 STUDENT_STEPS = 1200
 
 
-def brain_student(cascades: int = 2, description: str = "", **strategy) -> ExperimentConfig:
+def brain_student(cascades: int = 2, description: str = "", warm: Optional[bool] = None, **strategy) -> ExperimentConfig:
     """An LDR student on the Mindboggle brains at 2 mm, the bundled models' grid and loss.
 
-    2-cascade students start from ``ldr_brain_v1`` and train :data:`STUDENT_STEPS` steps
-    (the ALDK / no-teacher / flow-distillation comparison); other cascade counts start from
-    scratch (6,000 steps).
+    Warm students (by default the 2-cascade ones) start from ``ldr_brain_v1`` and train
+    :data:`STUDENT_STEPS` steps (the ALDK / no-teacher / flow-distillation comparison); with another
+    cascade count they take its first cascade, or its two plus fresh ones (``trainer.cascade_state``).
+    Cold students start from scratch (6,000 steps).
     """
-    init = BRAIN_STUDENT_INIT if cascades == 2 else ""
+    init = BRAIN_STUDENT_INIT if (cascades == 2 if warm is None else warm) else ""
     return ExperimentConfig(
         description=description,
         data=DataConfig(task="mindboggle"),
