@@ -550,3 +550,23 @@ def test_plots_cli_draws_several_runs_and_names_missing_ones(tmp_path):
     assert out.exists() and out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SystemExit, match="no val.csv in: .*nothing"):
         plots_main([str(tmp_path / "a"), str(tmp_path / "nothing"), "--out", str(out)])
+
+
+def test_distill_capacity_fit_reduces_the_distillation_term():
+    """training.distill_capacity.fit_flow: its first value is the distill strategy's term for the
+    untrained network, and fitting one pair's representable target flow brings it down."""
+    from DeepRegLib.models import build_network
+    from training.distill_capacity import fit_flow
+    from training.losses import flow_distillation_loss
+    torch.manual_seed(0)
+    fixed, moving = torch.rand(1, 1, 16, 16, 16), torch.rand(1, 1, 16, 16, 16)
+    spacing = torch.tensor([2.0, 2.0, 2.0])
+    target = torch.zeros(1, 3, 16, 16, 16)
+    target[:, 0] = 0.5  # a 1 mm shift along the first array axis
+    net = build_network("ldr", 1)
+    with torch.no_grad():
+        start = float(flow_distillation_loss(net(fixed, moving)[0], target, spacing))
+    curve = fit_flow(net, fixed, moving, target, spacing, steps=20, lr=2e-3)
+    assert curve[0] == (0, pytest.approx(start, rel=1e-5)) and curve[-1][0] == 20
+    assert start == pytest.approx(1.0, rel=0.01)  # (0.5 voxel x 2 mm)^2, the network's flow starts ~0
+    assert curve[-1][1] < 0.5 * start
