@@ -116,3 +116,49 @@ def test_refined_teacher_flows_are_computed_once_kept_on_disk_and_flipped(tmp_pa
     assert len(calls) == 1 and torch.equal(b, flip_flow(a, axis))  # the flipped pair: no second refinement
     again = RefinedTeacherFlows(tmp_path / "tf", [grid], cfg)  # a resumed run reads it from disk
     assert torch.equal(again.flow((0, False), fixed, moving, teacher, sp), a) and again.computed == 0
+
+
+def test_random_smooth_field_amplitude_physical_and_invertible():
+    """The field's spread is the requested amplitude in mm on every axis, whatever the voxel size, and
+    it folds nowhere (positive Jacobian determinant) at the settings the experiments use."""
+    from training.augment import random_smooth_field
+    from DeepRegLib.spatial import identity_grid
+    rng = np.random.default_rng(0)
+    spacing = [3.0, 2.0, 1.5]  # array order (z, y, x), anisotropic
+    shape = (40, 60, 80)
+    mm = torch.cat([random_smooth_field(rng, shape, spacing, 2.5, 20.0) for _ in range(8)])
+    mm = mm * torch.tensor(spacing).view(1, 3, 1, 1, 1)
+    for k in range(3):
+        # the standard deviation is 2.5 mm at the control points; trilinear interpolation between
+        # independent values lowers it in between (to ~0.55x on average over a cell)
+        assert 0.45 * 2.5 < float(mm[:, k].std()) < 0.75 * 2.5, k
+    coords = identity_grid(shape, torch.device("cpu"), torch.float32) + mm / torch.tensor(spacing).view(1, 3, 1, 1, 1)
+    jac = torch.stack([torch.stack(torch.gradient(coords[:, i], dim=(1, 2, 3)), 1) for i in range(3)], 1)
+    det = torch.linalg.det(jac.permute(0, 3, 4, 5, 1, 2))
+    assert float(det.min()) > 0
+
+
+def test_fixed_warp_target_registers_the_warped_pair():
+    """A pair whose true fixed -> moving flow phi is known: after the fixed image is warped by psi, the
+    composed target compose(phi, psi), which the distillation strategy uses, registers the new pair
+    (the moving image warped by it equals the warped fixed image), and the batch keeps the original."""
+    from DeepRegLib.spatial import compose, warp
+    from training.augment import augment_fixed_warp
+    torch.manual_seed(0)
+    z, y, x = torch.meshgrid(*[torch.linspace(-1, 1, 32)] * 3, indexing="ij")
+    moving = (torch.exp(-((z - 0.1) ** 2 + (y + 0.2) ** 2 + x ** 2) / 0.3) + 0.5 * torch.cos(3 * x) * torch.sin(2 * y))[None, None]
+    phi = torch.zeros(1, 3, 32, 32, 32)
+    phi[:, 0], phi[:, 2] = 1.5, -0.5 * torch.sin(3 * y)  # voxels: a shift and a smooth shear
+    fixed = warp(moving, phi)
+    batch = {"fixed": fixed.clone(), "moving": moving.clone(), "spacing": torch.tensor([2.0, 2.0, 2.0]),
+             "fixed_labels": (fixed > 0.5).to(torch.int16)}
+    out = augment_fixed_warp(batch, np.random.default_rng(1), (2.5, 20.0))
+    psi = out["fixed_warp"]
+    assert psi.shape == (1, 3, 32, 32, 32) and float(psi.abs().max()) > 0.5
+    assert torch.equal(out["fixed_unwarped"], fixed) and not torch.allclose(out["fixed"], fixed)
+    inner = (slice(None), slice(None), slice(6, -6), slice(6, -6), slice(6, -6))
+    err = (warp(moving, compose(phi, psi)) - out["fixed"])[inner].abs().max()
+    base = (moving - out["fixed"])[inner].abs().max()
+    assert float(err) < 0.05 * float(base)
+    assert out["fixed_labels"].dtype == torch.int16
+    assert augment_fixed_warp({"fixed": fixed}, np.random.default_rng(1), (0.0, 20.0)).keys() == {"fixed"}

@@ -570,3 +570,31 @@ def test_distill_capacity_fit_reduces_the_distillation_term():
     assert curve[0] == (0, pytest.approx(start, rel=1e-5)) and curve[-1][0] == 20
     assert start == pytest.approx(1.0, rel=0.01)  # (0.5 voxel x 2 mm)^2, the network's flow starts ~0
     assert curve[-1][1] < 0.5 * start
+
+
+def test_distillation_on_warped_fixed_images_composes_the_cached_flow(tmp_path, smoke_teacher):
+    """data.warp_fixed: the student sees the warped fixed image, the teacher's flow is cached for the
+    original pair (computed on the unwarped image) and the target is compose(cached, psi); a refined
+    teacher's stored flows are keyed without the step-only data settings, so warping reuses them."""
+    from DeepRegLib.refine import RefineConfig
+    from DeepRegLib.spatial import compose
+    from training.config import to_dict
+    from training.refined_teacher import flows_key
+    cfg = smoke_cfg("smoke_distill", smoke_teacher, steps=2)
+    cfg.data.warp_fixed = (2.0, 16.0)
+    tr = Trainer(cfg, verbose=False)
+    batch = tr.next_batch()
+    assert "fixed_warp" in batch and not torch.equal(batch["fixed"], batch["fixed_unwarped"])
+    target = tr.strategy.teacher_flow(batch)
+    key = (int(batch["index"][0]), bool(batch["flipped"][0]))
+    cached = tr.strategy.cache[key]
+    with torch.no_grad():
+        direct = tr.strategy.teacher(batch["fixed_unwarped"], batch["moving"])[0]
+    assert torch.allclose(cached[None], direct, atol=1e-6)  # cached for the original pair
+    assert torch.allclose(target, compose(cached[None], batch["fixed_warp"]), atol=1e-6)
+    tr.fit()  # and a run trains on it
+    assert (Path(cfg.run_dir) / "best.pt").exists()
+    plain = to_dict(cfg)["data"]
+    for field, value in (("warp_fixed", (0.0, 0.0)), ("augment_affine", (5.0, 0.05, 2.0)), ("flip_lr", False)):
+        assert flows_key([], {**plain, field: value}, RefineConfig()) == flows_key([], plain, RefineConfig())
+    assert flows_key([], {**plain, "spacing": 3.0}, RefineConfig()) != flows_key([], plain, RefineConfig())

@@ -1,4 +1,7 @@
-"""Random affine augmentation of the moving image of a training pair, in physical units.
+"""Random augmentation of training pairs, in physical units: an affine of the moving image, a
+smooth warp of the fixed image.
+
+**Affine of the moving image** (``data.augment_affine``).
 
 The fixed image is left as it is; the moving image and its labels are resampled through a random
 rotation (degrees, about each axis, about the grid's centre), an isotropic scaling and a
@@ -8,6 +11,14 @@ are converted to each axis's voxel size, not applied to array indices.
 
 ``data.augment_affine = (max_rotation_deg, max_scale, max_translation_mm)``; all zero (the default)
 turns it off.
+
+**Smooth warp of the fixed image** (``data.warp_fixed = (amplitude_mm, control_spacing_mm)``): the
+fixed image and labels are resampled through ``id + psi``, ``psi`` a random displacement (independent
+Gaussian values of standard deviation ``amplitude_mm`` per axis on control points ``control_spacing_mm``
+apart, interpolated trilinearly), which makes a new anatomy from a real one. A registration of the
+original pair, ``phi`` (fixed -> moving), gives the new pair's exactly: ``compose(phi, psi)``, i.e.
+``psi(x) + phi(x + psi(x))``; the distillation strategy uses that, so a cached teacher flow (and a
+refined one) serves every warped copy of its pair without running the teacher again.
 """
 from __future__ import annotations
 
@@ -17,6 +28,8 @@ from typing import Dict, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from DeepRegLib.spatial import warp
 
 
 def rotation_matrix(angles_rad: Sequence[float]) -> np.ndarray:
@@ -77,4 +90,44 @@ def augment_moving(batch: Dict[str, torch.Tensor], rng: np.random.Generator,
         labels = batch["moving_labels"]
         batch["moving_labels"] = warp_affine(labels, theta, "nearest").round().to(labels.dtype)
     batch["augmented"] = torch.tensor(True)
+    return batch
+
+
+def random_smooth_field(rng: np.random.Generator, shape: Sequence[int], spacing_zyx: Sequence[float],
+                        amplitude_mm: float, control_mm: float) -> torch.Tensor:
+    """A random smooth displacement ``(1, 3, D, H, W)`` in voxels (channel k along array axis k).
+
+    Independent ``N(0, amplitude_mm^2)`` values per axis on a lattice of control points about
+    ``control_mm`` apart covering the grid (corners included), trilinear in between; converted to
+    each axis's voxel size (physical, so anisotropic grids get the same warp in mm).
+    """
+    sp = [float(s) for s in spacing_zyx]
+    n = [max(2, int(math.ceil((int(d) - 1) * s / float(control_mm))) + 1) for d, s in zip(shape, sp)]
+    coarse = torch.tensor(rng.normal(0.0, float(amplitude_mm), (1, 3, *n)), dtype=torch.float32)
+    field = F.interpolate(coarse, size=tuple(int(d) for d in shape), mode="trilinear", align_corners=True)
+    return field / torch.tensor(sp, dtype=torch.float32).view(1, 3, 1, 1, 1)
+
+
+def augment_fixed_warp(batch: Dict[str, torch.Tensor], rng: np.random.Generator,
+                       params: Sequence[float]) -> Dict[str, torch.Tensor]:
+    """``batch`` with ``fixed`` (and ``fixed_labels``) resampled through ``id + psi``, one random smooth
+    ``psi`` per pair (:func:`random_smooth_field`), stored as ``batch['fixed_warp']`` ``(B, 3, D, H, W)``
+    voxels; the original fixed image is kept as ``batch['fixed_unwarped']`` (for teachers whose flows
+    are cached per original pair). ``params = (amplitude_mm, control_spacing_mm)``; a zero amplitude
+    returns ``batch`` untouched."""
+    amplitude, control = (float(p) for p in params)
+    if not amplitude:
+        return batch
+    if control <= 0:
+        raise ValueError(f"data.warp_fixed: the control-point spacing must be positive, got {control} mm")
+    fixed = batch["fixed"]
+    shape, spacing = fixed.shape[2:], batch["spacing"].tolist()
+    psi = torch.cat([random_smooth_field(rng, shape, spacing, amplitude, control)
+                     for _ in range(fixed.shape[0])]).to(fixed.device)
+    batch["fixed_unwarped"] = fixed
+    batch["fixed"] = warp(fixed.float(), psi).to(fixed.dtype)
+    if "fixed_labels" in batch:
+        labels = batch["fixed_labels"]
+        batch["fixed_labels"] = warp(labels.float(), psi, mode="nearest").round().to(labels.dtype)
+    batch["fixed_warp"] = psi
     return batch

@@ -26,6 +26,7 @@ class DataConfig:
     validation_subjects: Optional[List[int]] = None
     flip_lr: bool = True  # random left-right flip of both images (axis found from the grid)
     augment_affine: Tuple[float, float, float] = (0.0, 0.0, 0.0)  # moving image: max rotation deg, scale, shift mm (training/augment.py)
+    warp_fixed: Tuple[float, float] = (0.0, 0.0)  # fixed image: random smooth warp, amplitude mm (std), control-point spacing mm
     synthetic_pairs: int = 8  # 'synthetic' task only
     pairs: int = 0  # 'synthhead' / 'ct': number of generated training pairs (0: the task's default)
     affine: Dict[str, Any] = field(default_factory=dict)  # DeepRegLib.affine.AffineConfig overrides

@@ -26,7 +26,7 @@ import torch
 from DeepRegLib.metrics import dice_scores
 from DeepRegLib.spatial import folding_percent, warp
 
-from .augment import augment_moving
+from .augment import augment_fixed_warp, augment_moving
 from .callbacks import Callback
 from .data import PairSet, load_split, make_batch
 from .data.tasks import task_data_config, task_info
@@ -190,6 +190,7 @@ class Continual:
         b = make_batch(data, list(index), device, flips)
         if rng is not None:
             b = augment_moving(b, rng, self.data_cfgs[task].augment_affine)
+            b = augment_fixed_warp(b, rng, self.data_cfgs[task].warp_fixed)
         b["task"] = self.tasks[task]
         b["ref"] = (task, int(index[0]))
         b["loss_weights"] = dict(self.infos[task].loss_weights)

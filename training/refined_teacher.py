@@ -29,10 +29,17 @@ from .data.base import flip_axis
 from .data.cache import cache_key, file_identity
 
 
+#: data settings that only change what a training step does with a stored pair (flips, augmentation),
+#: not the pairs the flows are refined on: left out of :func:`flows_key`
+STEP_ONLY_DATA = ("flip_lr", "augment_affine", "warp_fixed")
+
+
 def flows_key(teacher_files: Sequence[Path], data_config: dict, config: RefineConfig) -> str:
     """Content key of a set of refined teacher flows: the teacher's weight files (name, size, mtime),
-    the training data's configuration (which pairs, which grid) and the Refine settings."""
-    return cache_key({"teacher": [file_identity(Path(f)) for f in teacher_files], "data": data_config,
+    the training data's configuration (which pairs, which grid; not :data:`STEP_ONLY_DATA`) and the
+    Refine settings."""
+    data = {k: v for k, v in data_config.items() if k not in STEP_ONLY_DATA}
+    return cache_key({"teacher": [file_identity(Path(f)) for f in teacher_files], "data": data,
                       "refine": config.to_dict()})
 
 

@@ -25,7 +25,7 @@ import torch
 from DeepRegLib.models import LowResolution
 
 from . import distributed as ddp
-from .augment import augment_moving
+from .augment import augment_fixed_warp, augment_moving
 from .callbacks import CSVLogger, TimeLimit, Validate
 from .config import ExperimentConfig, from_dict, to_dict
 from .data import load_split, make_batch
@@ -199,6 +199,7 @@ class Trainer:
         flips = (self.sampler.random(len(idx)) < 0.5) if self.cfg.data.flip_lr else None
         batch = make_batch(self.train_data, idx.tolist(), self.device, flips)
         batch = augment_moving(batch, self.sampler, self.cfg.data.augment_affine)
+        batch = augment_fixed_warp(batch, self.sampler, self.cfg.data.warp_fixed)
         batch["label_encoding"] = task_info(self.cfg.data.task).label_encoding
         return batch
 

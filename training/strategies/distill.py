@@ -7,6 +7,7 @@ from typing import Dict, Tuple
 import torch
 
 from DeepRegLib.refine import RefineConfig
+from DeepRegLib.spatial import compose
 
 from ..config import to_dict
 from ..networks import load_trained
@@ -57,7 +58,10 @@ class DistillStrategy(Strategy):
         With ``strategy.teacher_cache`` each (pair, flip) is computed once and kept on the CPU,
         which is exact (the same deterministic forward) and makes distillation cost what
         training the student alone costs once every pair has been seen. Augmented pairs
-        (``batch['augmented']``: a random affine on the moving image) are never cached.
+        (``batch['augmented']``: a random affine on the moving image) are never cached. A pair whose
+        fixed image was warped by ``batch['fixed_warp']`` (``psi``, ``data.warp_fixed``) gets its original
+        pair's cached flow ``phi`` composed with it, ``compose(phi, psi)``: the exact mapping of the warped
+        pair under the teacher's mapping of the original one (training/augment.py).
         """
         cached = self.cfg.strategy.teacher_cache and "index" in batch and "augmented" not in batch
         if not cached:
@@ -67,15 +71,17 @@ class DistillStrategy(Strategy):
             return self._teacher(batch["fixed"], batch["moving"])
         keys = list(zip(batch["index"].tolist(), batch["flipped"].tolist()))
         missing = [b for b, k in enumerate(keys) if k not in self.cache]
+        fixed = batch.get("fixed_unwarped", batch["fixed"])  # the original pair's, which the cache holds
         if missing and self.refined is not None:
             for b in missing:
-                self.cache[keys[b]] = self.refined.flow(keys[b], batch["fixed"][b:b + 1], batch["moving"][b:b + 1],
+                self.cache[keys[b]] = self.refined.flow(keys[b], fixed[b:b + 1], batch["moving"][b:b + 1],
                                                         self._teacher, batch["spacing"])
         elif missing:
-            flows = self._teacher(batch["fixed"][missing], batch["moving"][missing])
+            flows = self._teacher(fixed[missing], batch["moving"][missing])
             for b, f in zip(missing, flows):
                 self.cache[keys[b]] = f.cpu()
-        return torch.stack([self.cache[k] for k in keys]).to(batch["fixed"].device)
+        flow = torch.stack([self.cache[k] for k in keys]).to(batch["fixed"].device)
+        return compose(flow, batch["fixed_warp"].to(flow)) if "fixed_warp" in batch else flow
 
     def train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         t_flow = self.teacher_flow(batch)
