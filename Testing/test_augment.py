@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
 
@@ -162,3 +163,32 @@ def test_fixed_warp_target_registers_the_warped_pair():
     assert float(err) < 0.05 * float(base)
     assert out["fixed_labels"].dtype == torch.int16
     assert augment_fixed_warp({"fixed": fixed}, np.random.default_rng(1), (0.0, 20.0)).keys() == {"fixed"}
+
+
+class _Zero(torch.nn.Module):
+    def forward(self, fixed, moving):
+        z = torch.zeros(fixed.shape[0], 3, *fixed.shape[2:])
+        return z, [z]
+
+
+class _Shift(torch.nn.Module):
+    """A network that always answers a fixed shift: it ignores the images, like the zero network."""
+
+    def forward(self, fixed, moving):
+        z = torch.zeros(fixed.shape[0], 3, *fixed.shape[2:])
+        z[:, 1] = 0.7
+        return z, [z]
+
+
+def test_warp_probe_known_answers():
+    """A network that ignores the images follows nothing of psi: exactly 0 for the zero flow and for a
+    constant shift (its own flow composed with psi is psi plus the shift)."""
+    from training.warp_probe import probe
+    torch.manual_seed(0)
+    batches = [{"fixed": torch.rand(1, 1, 16, 16, 16), "moving": torch.rand(1, 1, 16, 16, 16),
+                "spacing": torch.tensor([2.0, 2.0, 2.0])} for _ in range(2)]
+    zero = probe(_Zero(), batches, 2.5, 20.0, draws=2)
+    assert zero["followed"] == 0.0 and zero["psi_sq_mm2"] > 0.5 and zero["pairs"] == 2
+    shift = probe(_Shift(), batches, 2.5, 20.0, draws=2)
+    assert shift["followed"] == pytest.approx(0.0, abs=1e-4)
+    assert shift["psi_sq_mm2"] == pytest.approx(zero["psi_sq_mm2"])  # the same seeded fields
