@@ -192,3 +192,22 @@ def test_warp_probe_known_answers():
     shift = probe(_Shift(), batches, 2.5, 20.0, draws=2)
     assert shift["followed"] == pytest.approx(0.0, abs=1e-4)
     assert shift["psi_sq_mm2"] == pytest.approx(zero["psi_sq_mm2"])  # the same seeded fields
+
+
+def test_warp_probe_counts_only_the_warped_brain():
+    """The probe's error and |psi|^2 are means over the voxels labelled in the warped fixed image: a
+    difference outside them does not count; without labels every voxel counts."""
+    from training.warp_probe import brain_mask, masked_sq_mm
+    labels = torch.zeros(1, 1, 8, 8, 8, dtype=torch.int16)
+    labels[..., :4, :, :] = 5
+    psi = torch.zeros(1, 3, 8, 8, 8)
+    mask = brain_mask({"fixed_labels": labels}, psi)
+    assert int(mask.sum()) == 4 * 64
+    a, b = torch.zeros(1, 3, 8, 8, 8), torch.zeros(1, 3, 8, 8, 8)
+    b[:, 1, 4:] = 1.0  # 1 voxel = 2 mm, outside the labels only
+    sp = torch.tensor([2.0, 2.0, 2.0])
+    assert masked_sq_mm(a, b, sp, mask) == 0.0
+    assert masked_sq_mm(a, b, sp, None) == pytest.approx(4.0 / 2)
+    psi[:, 0] = 4.0  # a 4-voxel shift along axis 0 moves the labelled half out of the first 4 slices
+    assert int(brain_mask({"fixed_labels": labels}, psi)[..., :4, :, :].sum()) == 0
+    assert brain_mask({}, psi) is None

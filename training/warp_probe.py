@@ -3,7 +3,8 @@
 For each validation pair ``(f, m)`` and a random smooth displacement ``psi`` (training/augment.py:
 ``random_smooth_field``), a network that registers from what it sees maps the warped pair
 ``(f o (id + psi), m)`` by ``compose(s(f, m), psi)``, its own flow of the original pair composed with
-``psi``. Reported per network: the mean ``|psi|^2`` (mm^2, summed over components, mean over voxels),
+``psi``. Reported per network: the mean ``|psi|^2`` (mm^2, summed over components, mean over the voxels inside the warped fixed brain:
+where its labels are),
 the mean squared difference between its flow of the warped pair and that composition (same units)
 and ``followed = 1 - error / |psi|^2``: 1 when the network follows ``psi`` fully, 0 when it ignores
 it (a network that always outputs zero scores exactly 0).
@@ -26,12 +27,27 @@ from DeepRegLib.spatial import compose, warp
 from .augment import random_smooth_field
 from .benchmark_models import load_run
 from .data import PairSet, load_split, make_batch
-from .losses import flow_distillation_loss
 
 
 def pair_batches(data: PairSet) -> List[Dict[str, torch.Tensor]]:
     """One unflipped batch per pair of ``data`` (``fixed``, ``moving`` ``(1, 1, D, H, W)``, ``spacing`` mm)."""
     return [make_batch(data, [i], "cpu", None) for i in range(len(data))]
+
+
+def brain_mask(batch: Dict[str, torch.Tensor], psi: torch.Tensor) -> torch.Tensor | None:
+    """Where the warped fixed image has a label (``fixed_labels > 0`` warped by ``psi``, nearest), as a
+    ``(1, 1, D, H, W)`` bool mask; ``None`` (everywhere) without labels. The background of a skull-stripped
+    brain has nothing to follow, so it is left out."""
+    if "fixed_labels" not in batch:
+        return None
+    return warp((batch["fixed_labels"] > 0).float(), psi, mode="nearest") > 0.5
+
+
+def masked_sq_mm(a: torch.Tensor, b: torch.Tensor, spacing: torch.Tensor, mask: torch.Tensor | None) -> float:
+    """Squared displacement difference in mm^2, summed over components, mean over ``mask`` (all voxels if None)."""
+    d = (a - b) * spacing.view(1, 3, 1, 1, 1).to(a)
+    sq = d.pow(2).sum(1, keepdim=True)
+    return float(sq.mean() if mask is None else sq[mask].mean())
 
 
 def probe(net: torch.nn.Module, batches: Sequence[Dict[str, torch.Tensor]], amplitude_mm: float, control_mm: float,
@@ -46,8 +62,9 @@ def probe(net: torch.nn.Module, batches: Sequence[Dict[str, torch.Tensor]], ampl
             for _ in range(draws):
                 psi = random_smooth_field(rng, b["fixed"].shape[2:], b["spacing"].tolist(), amplitude_mm, control_mm)
                 warped = net(warp(b["fixed"], psi), b["moving"])[0]
-                size.append(float(flow_distillation_loss(psi, torch.zeros_like(psi), b["spacing"])))
-                err.append(float(flow_distillation_loss(warped, compose(own, psi), b["spacing"])))
+                inside = brain_mask(b, psi)
+                size.append(masked_sq_mm(psi, torch.zeros_like(psi), b["spacing"], inside))
+                err.append(masked_sq_mm(warped, compose(own, psi), b["spacing"], inside))
     s, e = float(np.mean(size)), float(np.mean(err))
     return {"psi_sq_mm2": s, "error_mm2": e, "followed": 1.0 - e / s, "pairs": len(batches), "draws": draws}
 
@@ -66,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = json.loads(out.read_text()) if out.exists() else {}
     for run in a.runs:
         cfg, net, _ = load_run(Path(run))
-        row = probe(net, pair_batches(load_split(cfg.data, "validation")), a.amplitude, a.control, a.draws)
+        row = probe(net, pair_batches(load_split(cfg.data, "val")), a.amplitude, a.control, a.draws)
         res[f"{run} @ {a.amplitude:g} mm / {a.control:g} mm"] = row
         print(f"[warp_probe] {run}: followed {row['followed']:.3f} (|psi|^2 {row['psi_sq_mm2']:.2f}, "
               f"error {row['error_mm2']:.2f} mm^2)", flush=True)
