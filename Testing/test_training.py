@@ -502,6 +502,9 @@ def test_init_across_cascade_counts_takes_the_shared_cascades(tmp_path):
         if cascades == 3:  # the fresh third cascade's flow starts near zero
             assert (flow - flow2).abs().max() < 1e-2 * flow2.abs().max()
             assert flow2.abs().max() > 0.1
+    extra = {**two.state_dict(), "subnets.0.extra.weight": torch.zeros(1)}
+    with pytest.raises(KeyError, match="unexpected"):  # a shared cascade that differs is not loaded silently
+        cascade_state(build_network("ldr", 3), extra)
     vtn_like = {"encoder.weight": torch.zeros(1)}
     assert cascade_state(two, vtn_like) == (vtn_like, "")  # left to load_state_dict to report
     with pytest.raises(RuntimeError):

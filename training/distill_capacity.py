@@ -24,13 +24,12 @@ from typing import List, Tuple
 import torch
 
 from DeepRegLib.bundles import load_bundle
-from DeepRegLib.refine import RefineConfig
 
 from .config import to_dict
 from .data import load_split, make_batch
 from .experiments import load as load_experiment
 from .losses import flow_distillation_loss
-from .refined_teacher import flows_key
+from .refined_teacher import flows_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,8 +59,7 @@ def fit_pairs(pairs: List[int], steps: int, lr: float, experiment: str = "ldr_re
     """:func:`fit_flow` from the experiment's teacher bundle, on each training pair's cached refined flow."""
     cfg = load_experiment(experiment)
     teacher = REPO / cfg.strategy.teacher
-    folder = REPO / cfg.data.cache_dir / "refined_teacher" / flows_key(sorted(teacher.glob("*.pt")),
-                                                                         to_dict(cfg)["data"], RefineConfig())
+    folder = flows_folder(teacher, to_dict(cfg)["data"], REPO / cfg.data.cache_dir)
     train = load_split(cfg.data, "train")
     out = {"experiment": experiment, "teacher": cfg.strategy.teacher, "steps": steps, "lr": lr, "pairs": []}
     for pair in pairs:

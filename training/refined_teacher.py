@@ -43,6 +43,14 @@ def flows_key(teacher_files: Sequence[Path], data_config: dict, config: RefineCo
                       "refine": config.to_dict()})
 
 
+def flows_folder(teacher: Path, data_config: dict, cache_dir: Path, config: RefineConfig = RefineConfig()) -> Path:
+    """Where the refined flows of ``teacher`` (a bundle or run folder, or a checkpoint file) on the pairs of
+    ``data_config`` (a :class:`training.config.DataConfig` as a dict) are kept: ``<cache_dir>/refined_teacher/<key>``."""
+    teacher = Path(teacher)
+    files = sorted(teacher.glob("*.pt")) if teacher.is_dir() else [teacher]
+    return Path(cache_dir) / "refined_teacher" / flows_key(files, data_config, config)
+
+
 def flip_flow(flow: torch.Tensor, axis: int) -> torch.Tensor:
     """The voxel flow ``(3, D, H, W)`` of the pair flipped along array axis ``axis`` (2, 3 or 4 of a
     ``(B, C, D, H, W)`` tensor): ``u'(p) = F(p + u(F p)) - p`` with ``F`` the flip, i.e. the field is

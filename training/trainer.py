@@ -17,7 +17,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -69,7 +69,7 @@ def init_target(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> torch
     return model
 
 
-def cascade_state(target: torch.nn.Module, state: Dict[str, torch.Tensor]) -> tuple:
+def cascade_state(target: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
     """``(state, note)``: ``state`` restricted to the cascades ``target`` has, when the two differ only
     in their number of cascades (``subnets.<k>.*`` keys): a 1-cascade student starts from a 2-cascade
     model's first cascade, a 3-cascade one from its two cascades plus a fresh third (whose flow layer
@@ -88,8 +88,10 @@ def cascade_state(target: torch.nn.Module, state: Dict[str, torch.Tensor]) -> tu
     n_own, n_given = len(target.subnets), 1 + max(cascade(k) for k in state)
     shared = {k: v for k, v in state.items() if cascade(k) < n_own}
     missing = [k for k in own if cascade(k) < n_given and k not in shared]
-    if missing:
-        raise KeyError(f"initial weights lack {missing[:3]}... for the shared cascades")
+    unexpected = [k for k in shared if k not in own]
+    if missing or unexpected:
+        raise KeyError(f"the shared cascades differ: the initial weights lack {missing[:3]} and have "
+                       f"unexpected {unexpected[:3]}")
     return shared, f"cascades 1-{min(n_own, n_given)} of {n_own} (the source has {n_given})"
 
 

@@ -27,6 +27,7 @@ from DeepRegLib.spatial import compose, warp
 from .augment import random_smooth_field
 from .benchmark_models import load_run
 from .data import PairSet, load_split, make_batch
+from .losses import to_mm
 
 
 def pair_batches(data: PairSet) -> List[Dict[str, torch.Tensor]]:
@@ -45,8 +46,7 @@ def brain_mask(batch: Dict[str, torch.Tensor], psi: torch.Tensor) -> torch.Tenso
 
 def masked_sq_mm(a: torch.Tensor, b: torch.Tensor, spacing: torch.Tensor, mask: torch.Tensor | None) -> float:
     """Squared displacement difference in mm^2, summed over components, mean over ``mask`` (all voxels if None)."""
-    d = (a - b) * spacing.view(1, 3, 1, 1, 1).to(a)
-    sq = d.pow(2).sum(1, keepdim=True)
+    sq = (to_mm(a, spacing) - to_mm(b, spacing)).pow(2).sum(1, keepdim=True)
     return float(sq.mean() if mask is None else sq[mask].mean())
 
 

@@ -6,12 +6,11 @@ from typing import Dict, Tuple
 
 import torch
 
-from DeepRegLib.refine import RefineConfig
 from DeepRegLib.spatial import compose
 
 from ..config import to_dict
 from ..networks import load_trained
-from ..refined_teacher import RefinedTeacherFlows, flows_key
+from ..refined_teacher import RefinedTeacherFlows, flows_folder
 from .base import Strategy
 
 
@@ -42,9 +41,7 @@ class DistillStrategy(Strategy):
         #: strategy.teacher_refine: the teacher's flows refined per pair, kept on disk under the data cache
         self.refined = None
         if self.cfg.strategy.teacher_refine:
-            files = sorted(root.glob("*.pt")) if root.is_dir() else [root]
-            key = flows_key(files, to_dict(self.cfg)["data"], RefineConfig())
-            folder = self.trainer.resolve(self.cfg.data.cache_dir) / "refined_teacher" / key
+            folder = flows_folder(root, to_dict(self.cfg)["data"], self.trainer.resolve(self.cfg.data.cache_dir))
             self.refined = RefinedTeacherFlows(folder, self.trainer.train_data.grids)
 
     def _teacher(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
