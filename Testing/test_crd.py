@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from DeepRegLib.grid import Grid
 from DeepRegLib.models import LowResolution, build_network, count_parameters
-from DeepRegLib.models.lowres import downsample
+from DeepRegLib.models.lowres import downsample, space_to_depth
 from DeepRegLib.transforms import flow_to_displacement
 from training import experiments
 from training.config import to_dict
@@ -222,6 +222,50 @@ def test_separable_trilinear_upsample_matches_interpolate(factor, shape):
     x = torch.randn(2, 3, *shape)
     ref = torch.nn.functional.interpolate(x, scale_factor=factor, mode="trilinear", align_corners=False)
     assert torch.allclose(trilinear_upsample(x, factor), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(12, 16, 20), (13, 16, 21)])
+def test_space_to_depth_keeps_every_voxel_and_its_block_means_are_downsample(shape):
+    image = torch.rand(2, 1, *shape)
+    s2d = space_to_depth(image, 2)
+    assert s2d.shape == (2, 8, *[-(-n // 2) for n in shape])
+    # channel (a * 2 + b) * 2 + e holds voxel (2q + a, 2r + b, 2s + e)
+    for a in range(2):
+        for b in range(2):
+            for e in range(2):
+                sub = image[:, 0, a::2, b::2, e::2]
+                got = s2d[:, (a * 2 + b) * 2 + e][:, :sub.shape[1], :sub.shape[2], :sub.shape[3]]
+                assert torch.equal(got, sub), (a, b, e)
+    assert torch.allclose(s2d.mean(1, keepdim=True), downsample(image, 2), atol=1e-6)
+
+
+def test_unshuffled_student_started_from_a_lowres_model_computes_the_same_flow(tmp_path):
+    """An ``unshuffle`` student whose first convolutions are widened from an averaging student's
+    (trainer.widen_inputs) computes that student's flow exactly; training then can use the detail."""
+    from training.trainer import widen_inputs
+    torch.manual_seed(0)
+    avg = build_network("lowres_ldr", 2, factor=2, pad_inside=True, base=4)
+    for prm in avg.parameters():  # make the flow layer matter (it starts near zero)
+        prm.data.normal_(0, 0.2)
+    s2d = build_network("lowres_ldr", 2, factor=2, pad_inside=True, base=4, unshuffle=True)
+    assert s2d.inner.subnets[0].enc1[0].weight.shape[1] == 16  # 2 images x 8 sub-voxels
+    state, note = widen_inputs(s2d, avg.state_dict())
+    assert "widened 8x (2 cascades)" in note
+    s2d.load_state_dict(state)
+    fixed, moving = torch.rand(1, 1, 20, 24, 18), torch.rand(1, 1, 20, 24, 18)
+    with torch.no_grad():
+        want, got = avg(fixed, moving)[0], s2d(fixed, moving)[0]
+    tol = 1e-4 * float(want.abs().max())  # float32 rounding through a deep random network
+    assert want.abs().max() > 0.1 and torch.allclose(got, want, atol=tol)
+    # the unshuffled network does see the detail: a change that keeps every 2x2x2 mean moves its flow
+    detail = torch.zeros_like(fixed)
+    detail[:, :, 0::2] += 0.1
+    detail[:, :, 1::2] -= 0.1
+    with torch.no_grad():
+        assert torch.allclose(avg(fixed + detail, moving)[0], want, atol=tol)
+        s2d.inner.subnets[0].enc1.apply(lambda m: m.weight.data.add_(0.1 * torch.randn_like(m.weight))
+                                        if isinstance(m, nn.Conv3d) else None)
+        assert not torch.allclose(s2d(fixed + detail, moving)[0], s2d(fixed, moving)[0], atol=10 * tol)
 
 
 def test_a_lowres_student_warm_starts_from_a_2mm_cascade(tmp_path, hr_teacher):

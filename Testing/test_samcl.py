@@ -260,6 +260,41 @@ def test_continual_report(smoke_runs, tmp_path):
     assert (out / "accuracy.png").stat().st_size > 1000
 
 
+def test_transfer_figures_known_answer():
+    from training.continual_report import transfer
+    r = [[0.6, 0.3, 0.2], [0.5, 0.7, 0.4], [0.4, 0.6, 0.9]]
+    start = [0.5, 0.2, 0.1]
+    t = transfer(r, start)
+    assert math.isclose(t["learn"], ((0.6 - 0.5) + (0.7 - 0.2) + (0.9 - 0.1)) / 3)
+    assert math.isclose(t["forward_transfer"], ((0.3 - 0.2) + (0.4 - 0.1)) / 2)
+    partial = transfer(r[:1], start)  # a run in progress: one row
+    assert math.isclose(partial["learn"], 0.1) and math.isclose(partial["forward_transfer"], 0.1)
+
+
+def test_start_row_of_a_run_started_from_trained_weights(smoke_runs, tmp_path):
+    """A run that starts from another run's final weights: its start row is that run's last matrix row."""
+    from training.continual_report import main, read_run, start_row
+    cfg, tr, _, _ = smoke_runs["sequential"]
+    final = Path(cfg.run_dir) / "last.pt"
+    child = tmp_path / "child"
+    child.mkdir()
+    doc = json.loads((Path(cfg.run_dir) / "continual.json").read_text())
+    (child / "continual.json").write_text(json.dumps(doc))
+    c = to_dict(cfg)
+    c["model"]["init"] = str(final)
+    (child / "config.json").write_text(json.dumps(c))
+    cache = tmp_path / "start.json"
+    row = start_row(read_run(child), cache)
+    assert np.allclose(row, doc["matrix"][-1], atol=1e-6)
+    assert start_row(read_run(Path(cfg.run_dir))) is None  # started from scratch
+    cache.write_text(json.dumps({k: [0.0] * len(row) for k in json.loads(cache.read_text())}))
+    assert start_row(read_run(child), cache) == [0.0] * len(row)  # computed once per init, then read back
+    out = tmp_path / "report"
+    assert main([str(child), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "| start (initial weights) |" in text and "LEARN | FWT |" in text
+
+
 def test_samcl_resume_is_exact(tmp_path):
     """Replay buffer, Reptile anchor and RNG states survive a checkpoint: 4 + 2 steps == 6 steps."""
     straight = _smoke("smoke_cl_samcl", tmp_path)

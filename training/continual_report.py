@@ -8,13 +8,19 @@ and writes ``<out>/report.md`` (one accuracy matrix per method, then a table of 
 per-task accuracy, average accuracy and backward transfer) and ``<out>/accuracy.png``: one
 panel per task (plus the average), accuracy after each task of the sequence, one line
 per method.
+
+Runs that start from trained weights (``model.init``, e.g. the bundled brain model) also get
+a "start" row: those weights evaluated on every task's validation pairs (computed once per
+``init``, kept in ``<out>/start.json``). With it the table adds, per method, the mean gain of
+each task over the start right after training it (``LEARN = mean_j R[j][j] - S[j]``) and the
+forward transfer (``FWT = mean_{j>0} R[j-1][j] - S[j]``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import matplotlib
 
@@ -22,6 +28,34 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .continual import accuracy_summary  # noqa: E402
+
+
+def start_row(run: Dict, cache: Optional[Path] = None) -> Optional[List[float]]:
+    """Accuracy on every task of the weights ``run`` started from (its ``model.init``), or None
+    for a run that started from scratch. ``cache``: a JSON file of rows already computed, keyed by init."""
+    from .config import from_dict
+    cfg = from_dict(json.loads((Path(run["run"]) / "config.json").read_text()))
+    if not cfg.model.init:
+        return None
+    key = f"{cfg.model.init} | {', '.join(cfg.continual.tasks)}"
+    known = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
+    if key not in known:
+        from .continual import Continual, evaluate_pairs
+        from .networks import load_trained
+        net = load_trained(cfg.model.init).eval()
+        tasks = Continual(cfg, verbose=False)
+        known[key] = [evaluate_pairs(net, val, info.metric)["accuracy"] for val, info in zip(tasks.val, tasks.infos)]
+        if cache is not None:
+            cache.write_text(json.dumps(known, indent=1) + "\n")
+    return known[key]
+
+
+def transfer(matrix: List[List[float]], start: List[float]) -> Dict[str, float]:
+    """``LEARN = mean_j R[j][j] - S[j]`` and ``FWT = mean_{j>0} R[j-1][j] - S[j]`` over the rows present."""
+    rows = len(matrix)
+    learn = [matrix[j][j] - start[j] for j in range(min(rows, len(start)))]
+    fwt = [matrix[j - 1][j] - start[j] for j in range(1, min(rows + 1, len(start)))]
+    return {"learn": sum(learn) / len(learn), "forward_transfer": sum(fwt) / len(fwt) if fwt else 0.0}
 
 
 def read_run(run: Path) -> Dict:
@@ -40,18 +74,24 @@ def markdown(runs: List[Dict]) -> str:
         lines += [f"### {r['label']} (strategy {r['strategy']}, {r['mode']}, buffer {r['buffer_size']})", "",
                   "| after task \\ accuracy on | " + " | ".join(r["tasks"]) + " |",
                   "|---|" + "---|" * len(r["tasks"])]
+        if r.get("start"):
+            lines.append("| start (initial weights) | " + " | ".join(f"{a:.3f}" for a in r["start"]) + " |")
         for i, row in enumerate(r["matrix"]):
             name = r["tasks"][i] if i < len(r["tasks"]) else f"step {r['steps'][i]}"
             lines.append(f"| {name} (step {r['steps'][i]}) | " + " | ".join(f"{a:.3f}" for a in row) + " |")
         lines.append("")
     tasks = runs[0]["tasks"]
-    lines += ["| method | " + " | ".join(tasks) + " | ACC | BWT | TRE (last row) |",
-              "|---|" + "---|" * (len(tasks) + 3)]
+    with_start = all(r.get("start") for r in runs)
+    extra = " LEARN | FWT |" if with_start else ""
+    lines += ["| method | " + " | ".join(tasks) + f" | ACC | BWT |{extra} TRE (last row) |",
+              "|---|" + "---|" * (len(tasks) + 3 + 2 * with_start)]
     for r in runs:
         s = accuracy_summary(r["matrix"])
         tre = {k.split("/")[0]: v for k, v in r["details"][-1].items() if k.endswith("/tre_mm")}
+        tr = transfer(r["matrix"], r["start"]) if with_start else {}
         lines.append(f"| {r['label']} | " + " | ".join(f"{a:.3f}" for a in r["matrix"][-1])
                      + f" | {s['average_accuracy']:.3f} | {s['backward_transfer']:+.3f} | "
+                     + (f"{tr['learn']:+.3f} | {tr['forward_transfer']:+.3f} | " if with_start else "")
                      + ", ".join(f"{t} {v:.2f} mm" for t, v in tre.items()) + " |")
     return "\n".join(lines) + "\n"
 
@@ -61,15 +101,16 @@ def plot(runs: List[Dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(3.2 * (len(tasks) + 1), 3.2), sharey=True)
     for r in runs:
         x = list(range(1, len(r["matrix"]) + 1))
+        x0, rows = (([0] + x, [r["start"]] + list(r["matrix"])) if r.get("start") else (x, r["matrix"]))
         for j, t in enumerate(tasks):
-            axes[j].plot(x, [row[j] for row in r["matrix"]], marker="o", label=r["label"])
+            axes[j].plot(x0, [row[j] for row in rows], marker="o", label=r["label"])
         axes[-1].plot(x, [accuracy_summary(r["matrix"][:i])["average_accuracy"] for i in x], marker="o",
                       label=r["label"])
     for j, t in enumerate(tasks):
         axes[j].set_title(f"{t} ({runs[0]['metrics'][j]})", fontsize=9)
     axes[-1].set_title("average over tasks seen", fontsize=9)
     for ax in axes:
-        ax.set_xlabel("after task #")
+        ax.set_xlabel("after task # (0: start)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (Dice)")
     axes[-1].legend(fontsize=7)
@@ -88,6 +129,8 @@ def main(argv=None) -> int:
     if len({tuple(r["tasks"]) for r in runs}) > 1:
         raise SystemExit("runs have different task sequences; compare like with like")
     a.out.mkdir(parents=True, exist_ok=True)
+    for r in runs:
+        r["start"] = start_row(r, a.out / "start.json")
     (a.out / "report.md").write_text(markdown(runs))
     plot(runs, a.out / "accuracy.png")
     print((a.out / "report.md").read_text())

@@ -150,8 +150,10 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
     if hasattr(net, "factor"):  # low-resolution: the grid the network itself runs on
         card["input"]["network_grid"] = {
             "spacing": cfg.data.spacing * net.factor, "size": [-(-n // net.factor) for n in cfg.data.size],
-            "resampling": f"input grid average-pooled {net.factor}x{net.factor}x{net.factor}; the flow is "
-                          f"upsampled back (cell-centred trilinear) and multiplied by {net.factor}"}
+            "resampling": (f"input grid rearranged into {net.factor}x{net.factor}x{net.factor} sub-voxel channels "
+                           "(space to depth)" if getattr(net, "unshuffle", False) else
+                           f"input grid average-pooled {net.factor}x{net.factor}x{net.factor}")
+                          + f"; the flow is upsampled back (cell-centred trilinear) and multiplied by {net.factor}"}
     if task_card is not None:  # a bundle defines its task (DeepRegLib.taskspec)
         card.update({k: v for k, v in task_card.items() if k not in ("input", "affine_stage")})
         card["input"].update(task_card["input"])

@@ -95,6 +95,24 @@ def cascade_state(target: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Tu
     return shared, f"cascades 1-{min(n_own, n_given)} of {n_own} (the source has {n_given})"
 
 
+def widen_inputs(target: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], str]:
+    """``(state, note)``: first-convolution weights (``*.enc1.0.weight``) whose ``target`` takes ``k``
+    times their input channels become ``W.repeat_interleave(k, 1) / k``: channel ``c`` of the source
+    feeds the ``k`` channels ``c*k .. c*k + k - 1`` with a ``1/k`` share each. When those ``k``
+    channels are sub-samples whose mean is the source's input (:func:`DeepRegLib.models.lowres.space_to_depth`
+    vs ``downsample``), the widened network computes exactly what the source did."""
+    own = target.state_dict()
+    out, widened = dict(state), []
+    for key, v in state.items():
+        w = own.get(key)
+        if (key.endswith("enc1.0.weight") and w is not None and w.dim() == v.dim() == 5 and w.shape[0] == v.shape[0]
+                and w.shape[2:] == v.shape[2:] and w.shape[1] > v.shape[1] and w.shape[1] % v.shape[1] == 0):
+            k = w.shape[1] // v.shape[1]
+            out[key] = v.repeat_interleave(k, dim=1) / k
+            widened.append(key)
+    return out, (f"first convolutions widened {k}x ({len(widened)} cascades)" if widened else "")
+
+
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, command: Optional[str] = None, callbacks: Optional[list] = None,
                  verbose: bool = True) -> None:
@@ -189,9 +207,11 @@ class Trainer:
             state = obj["modules"]["model"] if isinstance(obj, dict) and "modules" in obj else obj
         target = init_target(self.model, state)
         state, partial = cascade_state(target, state)
+        state, widened = widen_inputs(target, state)
         target.load_state_dict({k: v.float() for k, v in state.items()}, strict=not partial)
         into = "inner cascade (low resolution)" if target is not self.model else "model"
-        self.extra["init"] = {"from": path, "into": f"{into}: {partial}" if partial else into}
+        note = "; ".join(x for x in (partial, widened) if x)
+        self.extra["init"] = {"from": path, "into": f"{into}: {note}" if note else into}
         self.log(f"[train] initialised model weights from {path}")
 
     def next_batch(self) -> Dict[str, torch.Tensor]:

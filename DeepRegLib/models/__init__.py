@@ -25,7 +25,8 @@ def build_network(architecture: str, cascades: int = 1, **kwargs: Any) -> Union[
 
     ``ldr``: a :class:`RecursiveCascade` of ``cascades`` LDR subnets; ``kwargs`` are the subnet's
     constructor arguments (saved in the model card). ``lowres_ldr``: the same cascade wrapped in
-    :class:`LowResolution` (``kwargs['factor']``, default 2: it runs at twice the input spacing);
+    :class:`LowResolution` (``kwargs['factor']``, default 2: it runs at twice the input spacing;
+    ``kwargs['unshuffle']``: the images reach it as ``factor^3`` channels each, not averaged);
     the other ``kwargs`` go to the subnets.
     """
     if architecture not in ARCHITECTURES:
@@ -35,7 +36,10 @@ def build_network(architecture: str, cascades: int = 1, **kwargs: Any) -> Union[
     if architecture in LOWRES:
         kwargs = dict(kwargs)
         factor = int(kwargs.pop("factor", 2))
-        return LowResolution(build_network(LOWRES[architecture], cascades, **kwargs), factor)
+        unshuffle = bool(kwargs.pop("unshuffle", False))
+        if unshuffle:
+            kwargs["in_channels"] = 2 * factor ** 3
+        return LowResolution(build_network(LOWRES[architecture], cascades, **kwargs), factor, unshuffle)
     cls = SUBNETS[architecture]
     return RecursiveCascade(lambda: cls(**kwargs), int(cascades))
 

@@ -15,6 +15,12 @@ are held constant beyond the outermost low-resolution centres).
 :func:`DeepRegLib.spatial.resize_flow` is corner-aligned (voxel 0 of both grids at the same
 point), which does not match average pooling: it would misplace the field by up to half a
 4 mm voxel at the far border.
+
+With ``unshuffle=True`` the inner network sees the same 4 mm grid, but each image comes as
+``f^3`` channels (:func:`space_to_depth`: the ``f^3`` 2 mm voxels of each 4 mm cell) instead of
+their mean, so the 2 mm detail is not thrown away. Warping those channels by a 4 mm flow is
+warping each 2 mm sub-lattice by it, i.e. (for a smooth flow) warping the 2 mm image; the
+geometry above is unchanged. Only the first convolution grows (``2 f^3`` input channels).
 """
 from __future__ import annotations
 
@@ -31,6 +37,18 @@ def downsample(image: torch.Tensor, factor: int) -> torch.Tensor:
     """``(B, C, D, H, W)`` -> ``(B, C, ceil(D/f), ceil(H/f), ceil(W/f))`` by ``f``^3 block means
     (odd sides are first padded by replicating the last slice)."""
     return F.avg_pool3d(_pad(image, factor)[0], factor, factor)
+
+
+def space_to_depth(image: torch.Tensor, factor: int) -> torch.Tensor:
+    """``(B, C, D, H, W)`` -> ``(B, C * f^3, ceil(D/f), ceil(H/f), ceil(W/f))``: channel
+    ``c * f^3 + (a * f + b) * f + e`` holds input voxel ``(f*q0 + a, f*q1 + b, f*q2 + e)`` of channel ``c``
+    (odd sides padded as :func:`downsample` does). The mean of each block of ``f^3`` channels is
+    :func:`downsample` of that channel."""
+    x = _pad(image, factor)[0]
+    b, c, d, h, w = x.shape
+    f = int(factor)
+    x = x.reshape(b, c, d // f, f, h // f, f, w // f, f).permute(0, 1, 3, 5, 7, 2, 4, 6)
+    return x.reshape(b, c * f ** 3, d // f, h // f, w // f)
 
 
 def upsample_flow(flow: torch.Tensor, factor: int, shape: Sequence[int]) -> torch.Tensor:
@@ -81,16 +99,23 @@ class LowResolution(nn.Module):
 
     Inputs are ``(B, 1, D, H, W)`` on the network grid; ``flow`` is the total voxel flow and
     ``flows`` the per-cascade flows, each ``(B, 3, D, H, W)`` in input-grid voxels (an
-    :class:`UpsampledFlows` sequence: upsampled only when read).
+    :class:`UpsampledFlows` sequence: upsampled only when read). ``unshuffle``: the inner network
+    gets each image as ``factor^3`` channels (:func:`space_to_depth`) instead of their mean; its
+    subnets must then take ``2 * factor^3`` input channels.
     """
 
-    def __init__(self, inner: RecursiveCascade, factor: int = 2) -> None:
+    def __init__(self, inner: RecursiveCascade, factor: int = 2, unshuffle: bool = False) -> None:
         super().__init__()
         if int(factor) < 1:
             raise ValueError(f"factor must be a positive integer, got {factor!r}")
         self.inner = inner
         self.factor = int(factor)
+        self.unshuffle = bool(unshuffle)
         self.multiple = 1  # any input size: padded to the factor here, to the subnets' multiple inside
+
+    def reduce(self, image: torch.Tensor) -> torch.Tensor:
+        """A ``(B, 1, D, H, W)`` input-grid image as the inner network sees it (mean or :func:`space_to_depth`)."""
+        return space_to_depth(image, self.factor) if self.unshuffle else downsample(image, self.factor)
 
     @property
     def subnets(self) -> nn.ModuleList:
@@ -108,13 +133,12 @@ class LowResolution(nn.Module):
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> Tuple[torch.Tensor, Sequence[torch.Tensor]]:
         shape = fixed.shape[2:]
-        total, flows = self.inner(downsample(fixed, self.factor), downsample(moving, self.factor))
+        total, flows = self.inner(self.reduce(fixed), self.reduce(moving))
         return self.to_input_grid(total, shape), UpsampledFlows(flows, lambda f: self.to_input_grid(f, shape))
 
     def forward_features(self, fixed: torch.Tensor, moving: torch.Tensor
                          ) -> Tuple[torch.Tensor, List[torch.Tensor], List[List[torch.Tensor]]]:
         """:meth:`forward`'s outputs plus each cascade's features on the inner (padded, low-resolution) grid."""
         shape = fixed.shape[2:]
-        total, flows, feats = self.inner.forward_features(downsample(fixed, self.factor),
-                                                          downsample(moving, self.factor))
+        total, flows, feats = self.inner.forward_features(self.reduce(fixed), self.reduce(moving))
         return self.to_input_grid(total, shape), [self.to_input_grid(f, shape) for f in flows], feats

@@ -15,6 +15,8 @@ WARM_KWARGS = {"factor": 2, "pad_inside": True}
 
 #: the 2 mm weights a warm-started low-resolution student's inner cascade starts from
 WARM_INIT = BRAIN_STUDENT_INIT
+#: the bundled low-resolution model (crd_lowres_warm's best checkpoint), where its follow-ups start
+LOWRES_BUNDLE = "Resources/models/crd_lowres_brain"
 
 
 def lowres_student(description: str, warm: bool = False, **strategy) -> ExperimentConfig:
