@@ -209,6 +209,25 @@ def test_multiscale_dice_gives_disjoint_structures_a_gradient():
     assert float(same) < 1e-4  # identical masks: 0 at every scale
 
 
+def test_a_batch_brings_its_tasks_dice_scales():
+    """Multi-task data: a batch's ``dice_sigmas`` (the prostate task's) override the config's for its Dice term only."""
+    from training.config import LossConfig
+    from training.data.tasks import task_info
+    assert task_info("prostate").dice_sigmas and not task_info("synthhead").dice_sigmas
+    fixed = torch.zeros(1, 1, 16, 16, 16, dtype=torch.long)
+    moving = torch.zeros_like(fixed)
+    fixed[..., 6:9, 6:9, 3:6] = 1
+    moving[..., 6:9, 6:9, 10:13] = 1
+    batch = {"fixed": fixed.float(), "moving": moving.float(), "fixed_labels": fixed, "moving_labels": moving,
+             "loss_weights": {"sim": 0.0, "smooth": 0.0, "dice": 1.0}}
+    loss = CompositeLoss(LossConfig(dice_labels_per_step=1))
+    flow = torch.zeros(1, 3, 16, 16, 16)
+    plain = float(loss(batch, flow, [flow])["dice"])
+    smoothed = float(loss({**batch, "dice_sigmas": (0.0, 2.0, 4.0)}, flow, [flow])["dice"])
+    assert plain > 0.999 and smoothed < 0.999
+    assert math.isclose(smoothed, float(soft_dice_loss(fixed, moving, flow, [1], sigmas=(0.0, 2.0, 4.0))), rel_tol=1e-6)
+
+
 def test_soft_dice_and_distillation():
     lab = torch.zeros(1, 1, 8, 8, 8, dtype=torch.long)
     lab[:, :, 2:6, 2:6, 2:6] = 3

@@ -195,6 +195,8 @@ class Continual:
         b["ref"] = (task, int(index[0]))
         b["loss_weights"] = dict(self.infos[task].loss_weights)
         b["label_encoding"] = self.infos[task].label_encoding
+        if self.infos[task].dice_sigmas:
+            b["dice_sigmas"] = tuple(self.infos[task].dice_sigmas)
         return b
 
     def next_batch(self, trainer) -> dict:

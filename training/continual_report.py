@@ -64,7 +64,7 @@ def read_run(run: Path) -> Dict:
         raise FileNotFoundError(f"{path} not found: is {run} a continual run (continual.tasks set)?")
     doc = json.loads(path.read_text())
     doc["run"] = str(run)
-    doc["label"] = doc.get("experiment") or Path(run).name
+    doc["label"] = Path(run).name  # the run folder: unique where one experiment ran with several --set values
     return doc
 
 

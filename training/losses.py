@@ -197,7 +197,8 @@ class CompositeLoss:
             enc = batch.get("label_encoding", "values")  # the task's (training/data/tasks.py)
             labels = sample_labels(batch["fixed_labels"], self.cfg.dice_labels_per_step, self.generator, enc)
             terms["dice"] = soft_dice_loss(batch["fixed_labels"], batch["moving_labels"], flow, labels,
-                                           encoding=enc, sigmas=tuple(self.cfg.dice_sigmas) or (0.0,))
+                                           encoding=enc,
+                                           sigmas=tuple(batch.get("dice_sigmas") or self.cfg.dice_sigmas) or (0.0,))
         if w["distill"] and teacher_flow is not None:
             terms["distill"] = flow_distillation_loss(flow, teacher_flow, spacing)
         total = sum(w[k] * v for k, v in terms.items())

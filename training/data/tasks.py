@@ -40,6 +40,7 @@ class TaskInfo:
     flip_lr: bool = False  # left-right flips are a valid augmentation
     modalities: Tuple[str, str] = ("MR", "MR")  # (fixed, moving)
     label_encoding: str = "values"  # 'values': a label value per structure | 'bits': bit k = structure k (overlapping)
+    dice_sigmas: Tuple[float, ...] = ()  # multi-scale label Dice for this task (voxels); () = the config's
 
 
 TASKS: Dict[str, TaskInfo] = {t.name: t for t in [
@@ -50,7 +51,8 @@ TASKS: Dict[str, TaskInfo] = {t.name: t for t in [
     TaskInfo("prostate", prostate.DESCRIPTION, prostate.LICENCE,
              "train: train/ cases 0-21; validation: train/ cases 22-24; test/ 25-26 never used",
              prostate.SPEC.spacing, prostate.SPEC.size, metric="prostate",
-             loss_weights={"sim": 0.0, "dice": 1.0}, modalities=("US", "MR"), label_encoding="bits"),
+             loss_weights={"sim": 0.0, "dice": 1.0}, modalities=("US", "MR"), label_encoding="bits",
+             dice_sigmas=(0.0, 2.0, 4.0, 8.0)),
     TaskInfo("ct", ct.DESCRIPTION, ct.LICENCE,
              "train: 12 chest crops + 12 crops centred in the superior half of the labelled CT; "
              "validation: 6 crops centred in its inferior half; own deformations each", ct.SPEC.spacing,

@@ -1,5 +1,5 @@
 """Continual learning (samcl) over mindboggle -> synthhead -> prostate -> ct (issue 12), one LDR backbone from
-ldr_brain_v1, 250 steps per task."""
+ldr_brain_v1, 200 steps per task."""
 from ._base import continual
 
 
