@@ -366,6 +366,18 @@ def test_export_writes_the_card_from_the_checkpoint(tmp_path, smoke_teacher):
         assert torch.allclose(v, trained[k].float(), atol=1e-3 * (1 + float(trained[k].abs().max()))), k
     with pytest.raises(ValueError, match="training-only"):
         export(smoke_teacher / "smoke_teacher" / "best.pt", "t", tmp_path / "models", "x")
+    # measured figures survive a re-export of the same weights, not new weights
+    card["accuracy"], card["speed"] = {"dice_deformable": {"subcortical": 0.5}}, {"register_s_median": 1.0}
+    (folder / "card.json").write_text(json.dumps(card))
+    export(tmp_path / "student" / "best.pt", "smoke_student", tmp_path / "models", "x")
+    assert json.loads((folder / "card.json").read_text())["speed"] == {"register_s_median": 1.0}
+    other = torch.load(tmp_path / "student" / "best.pt", weights_only=False)
+    key = next(iter(other["modules"]["model"]))
+    other["modules"]["model"][key] = other["modules"]["model"][key] + 1.0
+    torch.save(other, tmp_path / "other.pt")
+    export(tmp_path / "other.pt", "smoke_student", tmp_path / "models", "x")
+    again = json.loads((folder / "card.json").read_text())
+    assert again["speed"] == {} and again["accuracy"] == {}
 
 
 def test_engine_never_imports_training():

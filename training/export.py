@@ -10,6 +10,7 @@ hand. Accuracy and speed at full resolution are added by ``benchmarks/bench_regi
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -89,6 +90,17 @@ def _task_card(cfg, ck: dict, task: Optional[str]) -> Optional[dict]:
     return frag
 
 
+def _digest(path: Path) -> Optional[str]:
+    """SHA-256 of the tensors saved in ``path`` (None if there is no such file)."""
+    if not path.exists():
+        return None
+    h = hashlib.sha256()
+    for k, v in sorted(torch.load(path, map_location="cpu", weights_only=True).items()):
+        h.update(k.encode())
+        h.update(v.numpy().tobytes())
+    return h.hexdigest()
+
+
 def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Optional[str] = None) -> Path:
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
     cfg = from_dict(ck["config"])
@@ -101,9 +113,15 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
                                         "expects": task_card["input"].get("expects", "")}
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
+    before = _digest(folder / "weights.pt")
     torch.save({k: v.half() for k, v in net.state_dict().items()}, folder / "weights.pt")
     card_path = folder / "card.json"
     old = json.loads(card_path.read_text()) if card_path.exists() else {}
+    if before is not None and before != _digest(folder / "weights.pt"):
+        # new weights: the old card's measured accuracy and speed described other weights
+        old = {k: v for k, v in old.items() if k not in ("accuracy", "speed")}
+        print(f"[export] {name}: new weights; its accuracy and speed are cleared until measured again "
+              f"(python benchmarks/bench_register.py --model {name} --update-card ...)")
     best = next((h for h in ck["history"] if h.get("dice") == ck["best_score"]), None)
     teacher = _teacher_summary(cfg.strategy.teacher) if cfg.strategy.teacher else None
     card = {
