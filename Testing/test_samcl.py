@@ -293,6 +293,23 @@ def test_start_row_of_a_run_started_from_trained_weights(smoke_runs, tmp_path):
     assert main([str(child), "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
     assert "| start (initial weights) |" in text and "LEARN | FWT |" in text
+    assert "| affine stage only (zero flow) |" in text
+
+
+def test_affine_row_is_the_dice_of_the_unwarped_labels(smoke_runs, tmp_path):
+    from DeepRegLib.metrics import dice_scores
+    from training.continual import Continual
+    from training.continual_report import affine_row, read_run
+    cfg = smoke_runs["sequential"][0]
+    row = affine_row(read_run(Path(cfg.run_dir)), tmp_path / "start.json")
+    tasks = Continual(cfg, verbose=False)
+    for j, val in enumerate(tasks.val):
+        want = []
+        for i in range(len(val)):
+            fl, ml = val.fixed_labels[i].astype(np.int32), val.moving_labels[i].astype(np.int32)
+            scores = dice_scores(fl, ml, [l for l in np.unique(fl) if l != 0])
+            want.append(np.mean([v for v in scores.values() if np.isfinite(v)]))
+        assert math.isclose(row[j], float(np.mean(want)), rel_tol=1e-6), j
 
 
 def test_samcl_resume_is_exact(tmp_path):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -30,24 +31,47 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .continual import accuracy_summary  # noqa: E402
 
 
-def start_row(run: Dict, cache: Optional[Path] = None) -> Optional[List[float]]:
-    """Accuracy on every task of the weights ``run`` started from (its ``model.init``), or None
-    for a run that started from scratch. ``cache``: a JSON file of rows already computed, keyed by init."""
-    from .config import from_dict
-    cfg = from_dict(json.loads((Path(run["run"]) / "config.json").read_text()))
-    if not cfg.model.init:
-        return None
-    key = f"{cfg.model.init} | {', '.join(cfg.continual.tasks)}"
+class ZeroFlow(torch.nn.Module):
+    """The affine stage alone: a zero voxel flow ``(B, 3, D, H, W)`` for any pair."""
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor):
+        zero = torch.zeros(fixed.shape[0], 3, *fixed.shape[2:], device=fixed.device)
+        return zero, [zero]
+
+
+def _reference_row(cfg, key: str, make_net, cache: Optional[Path]) -> List[float]:
+    """Every task's validation accuracy of ``make_net()``, read from or added to the JSON ``cache`` under ``key``."""
     known = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
     if key not in known:
         from .continual import Continual, evaluate_pairs
-        from .networks import load_trained
-        net = load_trained(cfg.model.init).eval()
+        net = make_net().eval()
         tasks = Continual(cfg, verbose=False)
         known[key] = [evaluate_pairs(net, val, info.metric)["accuracy"] for val, info in zip(tasks.val, tasks.infos)]
         if cache is not None:
             cache.write_text(json.dumps(known, indent=1) + "\n")
     return known[key]
+
+
+def _config(run: Dict):
+    from .config import from_dict
+    return from_dict(json.loads((Path(run["run"]) / "config.json").read_text()))
+
+
+def start_row(run: Dict, cache: Optional[Path] = None) -> Optional[List[float]]:
+    """Accuracy on every task of the weights ``run`` started from (its ``model.init``), or None
+    for a run that started from scratch. ``cache``: a JSON file of rows already computed, keyed by init."""
+    from .networks import load_trained
+    cfg = _config(run)
+    if not cfg.model.init:
+        return None
+    return _reference_row(cfg, f"{cfg.model.init} | {', '.join(cfg.continual.tasks)}",
+                          lambda: load_trained(cfg.model.init), cache)
+
+
+def affine_row(run: Dict, cache: Optional[Path] = None) -> List[float]:
+    """Accuracy on every task of the affine stage alone (a zero flow): what any network must beat."""
+    cfg = _config(run)
+    return _reference_row(cfg, f"affine stage only | {', '.join(cfg.continual.tasks)}", ZeroFlow, cache)
 
 
 def transfer(matrix: List[List[float]], start: List[float]) -> Dict[str, float]:
@@ -74,6 +98,8 @@ def markdown(runs: List[Dict]) -> str:
         lines += [f"### {r['label']} (strategy {r['strategy']}, {r['mode']}, buffer {r['buffer_size']})", "",
                   "| after task \\ accuracy on | " + " | ".join(r["tasks"]) + " |",
                   "|---|" + "---|" * len(r["tasks"])]
+        if r.get("affine"):
+            lines.append("| affine stage only (zero flow) | " + " | ".join(f"{a:.3f}" for a in r["affine"]) + " |")
         if r.get("start"):
             lines.append("| start (initial weights) | " + " | ".join(f"{a:.3f}" for a in r["start"]) + " |")
         for i, row in enumerate(r["matrix"]):
@@ -108,6 +134,8 @@ def plot(runs: List[Dict], path: Path) -> None:
                       label=r["label"])
     for j, t in enumerate(tasks):
         axes[j].set_title(f"{t} ({runs[0]['metrics'][j]})", fontsize=9)
+        if runs[0].get("affine"):
+            axes[j].axhline(runs[0]["affine"][j], color="grey", ls="--", lw=1, label="affine stage only")
     axes[-1].set_title("average over tasks seen", fontsize=9)
     for ax in axes:
         ax.set_xlabel("after task # (0: start)")
@@ -131,6 +159,7 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     for r in runs:
         r["start"] = start_row(r, a.out / "start.json")
+        r["affine"] = affine_row(r, a.out / "start.json")
     (a.out / "report.md").write_text(markdown(runs))
     plot(runs, a.out / "accuracy.png")
     print((a.out / "report.md").read_text())
