@@ -9,9 +9,10 @@ per-task accuracy, average accuracy and backward transfer) and ``<out>/accuracy.
 panel per task (plus the average), accuracy after each task of the sequence, one line
 per method.
 
-Runs that start from trained weights (``model.init``, e.g. the bundled brain model) also get
-a "start" row: those weights evaluated on every task's validation pairs (computed once per
-``init``, kept in ``<out>/start.json``). With it the table adds, per method, the mean gain of
+Every matrix also gets the affine stage's own row (a zero flow: what a network must beat), and
+runs that start from trained weights (``model.init``, e.g. the bundled brain model) a "start"
+row: those weights evaluated on every task's validation pairs (each reference row is computed
+once and kept in ``<out>/start.json``). With it the table adds, per method, the mean gain of
 each task over the start right after training it (``LEARN = mean_j R[j][j] - S[j]``) and the
 forward transfer (``FWT = mean_{j>0} R[j-1][j] - S[j]``).
 """
