@@ -40,39 +40,43 @@ class ZeroFlow(torch.nn.Module):
         return zero, [zero]
 
 
-def _reference_row(cfg, key: str, make_net, cache: Optional[Path]) -> List[float]:
-    """Every task's validation accuracy of ``make_net()``, read from or added to the JSON ``cache`` under ``key``."""
-    known = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
-    if key not in known:
-        from .continual import Continual, evaluate_pairs
-        net = make_net().eval()
-        tasks = Continual(cfg, verbose=False)
-        known[key] = [evaluate_pairs(net, val, info.metric)["accuracy"] for val, info in zip(tasks.val, tasks.infos)]
-        if cache is not None:
-            cache.write_text(json.dumps(known, indent=1) + "\n")
-    return known[key]
-
-
 def _config(run: Dict):
     from .config import from_dict
     return from_dict(json.loads((Path(run["run"]) / "config.json").read_text()))
 
 
-def start_row(run: Dict, cache: Optional[Path] = None) -> Optional[List[float]]:
-    """Accuracy on every task of the weights ``run`` started from (its ``model.init``), or None
-    for a run that started from scratch. ``cache``: a JSON file of rows already computed, keyed by init."""
+def reference_rows(run: Dict, cache: Optional[Path] = None) -> Dict[str, Optional[List[float]]]:
+    """Every task's validation accuracy of the affine stage alone (``'affine'``: a zero flow, what any
+    network must beat) and of the weights ``run`` started from (``'start'``: its ``model.init``; None
+    for a run from scratch). ``cache``: a JSON file of rows already computed; missing rows are added
+    to it, the tasks' data loaded once for all of them."""
     from .networks import load_trained
     cfg = _config(run)
-    if not cfg.model.init:
-        return None
-    return _reference_row(cfg, f"{cfg.model.init} | {', '.join(cfg.continual.tasks)}",
-                          lambda: load_trained(cfg.model.init), cache)
+    tasks = ", ".join(cfg.continual.tasks)
+    nets = {"affine": (f"affine stage only | {tasks}", ZeroFlow)}
+    if cfg.model.init:
+        nets["start"] = (f"{cfg.model.init} | {tasks}", lambda: load_trained(cfg.model.init))
+    known = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
+    missing = [(key, make) for key, make in nets.values() if key not in known]
+    if missing:
+        from .continual import Continual, evaluate_pairs
+        data = Continual(cfg, verbose=False)
+        for key, make in missing:
+            net = make().eval()
+            known[key] = [evaluate_pairs(net, val, info.metric)["accuracy"] for val, info in zip(data.val, data.infos)]
+        if cache is not None:
+            cache.write_text(json.dumps(known, indent=1) + "\n")
+    return {"affine": known[nets["affine"][0]], "start": known[nets["start"][0]] if "start" in nets else None}
+
+
+def start_row(run: Dict, cache: Optional[Path] = None) -> Optional[List[float]]:
+    """:func:`reference_rows`' ``'start'`` row: the initial weights' accuracy (None from scratch)."""
+    return reference_rows(run, cache)["start"]
 
 
 def affine_row(run: Dict, cache: Optional[Path] = None) -> List[float]:
-    """Accuracy on every task of the affine stage alone (a zero flow): what any network must beat."""
-    cfg = _config(run)
-    return _reference_row(cfg, f"affine stage only | {', '.join(cfg.continual.tasks)}", ZeroFlow, cache)
+    """:func:`reference_rows`' ``'affine'`` row: the affine stage's accuracy (a zero flow)."""
+    return reference_rows(run, cache)["affine"]
 
 
 def transfer(matrix: List[List[float]], start: List[float]) -> Dict[str, float]:
@@ -159,8 +163,7 @@ def main(argv=None) -> int:
         raise SystemExit("runs have different task sequences; compare like with like")
     a.out.mkdir(parents=True, exist_ok=True)
     for r in runs:
-        r["start"] = start_row(r, a.out / "start.json")
-        r["affine"] = affine_row(r, a.out / "start.json")
+        r.update(reference_rows(r, a.out / "start.json"))
     (a.out / "report.md").write_text(markdown(runs))
     plot(runs, a.out / "accuracy.png")
     print((a.out / "report.md").read_text())

@@ -14,7 +14,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 
@@ -90,12 +90,10 @@ def _task_card(cfg, ck: dict, task: Optional[str]) -> Optional[dict]:
     return frag
 
 
-def _digest(path: Path) -> Optional[str]:
-    """SHA-256 of the tensors saved in ``path`` (None if there is no such file)."""
-    if not path.exists():
-        return None
+def _digest(state: Dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names and tensor bytes."""
     h = hashlib.sha256()
-    for k, v in sorted(torch.load(path, map_location="cpu", weights_only=True).items()):
+    for k, v in sorted(state.items()):
         h.update(k.encode())
         h.update(v.numpy().tobytes())
     return h.hexdigest()
@@ -113,11 +111,13 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
                                         "expects": task_card["input"].get("expects", "")}
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
-    before = _digest(folder / "weights.pt")
-    torch.save({k: v.half() for k, v in net.state_dict().items()}, folder / "weights.pt")
+    weights_path = folder / "weights.pt"
+    before = _digest(torch.load(weights_path, map_location="cpu", weights_only=True)) if weights_path.exists() else None
+    weights = {k: v.half() for k, v in net.state_dict().items()}
+    torch.save(weights, weights_path)
     card_path = folder / "card.json"
     old = json.loads(card_path.read_text()) if card_path.exists() else {}
-    if before is not None and before != _digest(folder / "weights.pt"):
+    if before is not None and before != _digest(weights):
         # new weights: the old card's measured accuracy and speed described other weights
         old = {k: v for k, v in old.items() if k not in ("accuracy", "speed")}
         print(f"[export] {name}: new weights; its accuracy and speed are cleared until measured again "
