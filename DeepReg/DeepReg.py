@@ -81,8 +81,9 @@ except ImportError:  # Slicer < 5.4 or headless
 
 log = logging.getLogger("DeepReg")
 
-#: Panel mode -> (engine mode, refine).  "Deformable + refine" only where the engine has refinement.
-MODES = {"Affine only": ("affine", False), "Deformable": ("deformable", False)}
+#: Panel mode -> (engine mode, refine).  "Deformable" runs the model card's default refinement (a few
+#: steps, for models whose card has one; refine=None); "Deformable + refine" the full one.
+MODES = {"Affine only": ("affine", False), "Deformable": ("deformable", None)}
 if importlib.util.find_spec("DeepRegLib.refine") is not None:
     MODES["Deformable + refine"] = ("deformable", True)
 DEVICES = ("Auto", "CPU", "GPU")  # "GPU" is shown only when torch sees one (see DeepRegWidget._syncDevices)
@@ -191,7 +192,8 @@ class DeepReg(ScriptedLoadableModule):
             "moving volume onto the fixed one: its <i>from parent</i> maps fixed points to moving points (the "
             "resampling direction), so the moving volume placed under it is shown registered. A linear transform "
             "above the moving volume (or the <i>Initial transform</i>) is used as the initial transform. Modes: "
-            "affine only (a linear transform), deformable, deformable + refine. Optional: warp a label map or "
+            "affine only (a linear transform), deformable (the network and the model's few-step refinement, about a "
+            "second), deformable + refine (the full per-pair optimisation, ~10 s). Optional: warp a label map or "
             "segmentation, fixed and moving masks. "
             f'See the <a href="{project.HELP_URL}">DeepReg documentation</a>.')
         self.parent.acknowledgementText = (
@@ -654,7 +656,7 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
         return check_pair(request.fixed, request.moving, card)
 
     @staticmethod
-    def prepare(fixedNode, movingNode, model=None, device="auto", mode="deformable", refine=False,
+    def prepare(fixedNode, movingNode, model=None, device="auto", mode="deformable", refine=None,
                 initialTransform=None, skipAffineStage=False, fixedMask=None, movingMask=None, movingLabels=None,
                 outputTransform=None, outputVolume=None, jacobian=False, affinePart=False):
         """Check the nodes and copy what the worker needs (main thread): ``(request, nodeInputs)``."""

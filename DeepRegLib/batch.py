@@ -46,7 +46,7 @@ class BatchConfig:
 
     model: Optional[str] = None
     device: str = "auto"
-    refine: Any = False  # True, or a DeepRegLib.refine.RefineConfig
+    refine: Any = None  # None: the model card's default refinement; False: none; True: full; or a RefineConfig
     write_warped: bool = False
     write_warped_labels: bool = False
     workers: Optional[int] = None
@@ -277,11 +277,13 @@ def run_batch(pairs: Sequence[Pair], output_dir: str | os.PathLike, config: Opti
     if cfg.threads_per_worker < 1 or (cfg.workers is not None and cfg.workers < 1):
         raise InputError(f"workers and threads per worker must be >= 1, got {cfg.workers}, {cfg.threads_per_worker}")
     from .bundles import load_bundle
+    from .refine import card_refinement
     bundle = load_bundle(cfg.model)  # an unknown model fails here, before any worker starts
     model = str(Path(cfg.model).resolve()) if cfg.model and Path(cfg.model).is_dir() else bundle.name
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    tcfg = TaskConfig(str(out), model, cfg.device, cfg.refine or False, cfg.write_warped,
+    refine = cfg.refine if cfg.refine is not None else (card_refinement(bundle.card) or False)
+    tcfg = TaskConfig(str(out), model, cfg.device, refine, cfg.write_warped,
                       cfg.write_warped_labels, max(1, cfg.threads_per_worker), float(cfg.folding_spacing_mm))
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     t0 = time.perf_counter()

@@ -99,7 +99,16 @@ class ModelBundle:
             lines.append("speed: " + ", ".join(parts) + (f" (median, {thr} CPU threads)" if thr else " (median)"))
         else:
             lines.append("speed: not measured")
+        lines.append(self.refinement_line())
         return lines
+
+    def refinement_line(self) -> str:
+        """What ``register()`` runs after the network by default (the card's ``refinement`` block)."""
+        default = (self.card.get("refinement") or {}).get("default")  # read here without torch (DeepRegLib.refine)
+        if not default:
+            return "default refinement: none (the network alone; --refine for the full one)"
+        return (f"default refinement: {default.get('max_steps')} steps, {default.get('ncc_window_mm')} mm LNCC windows "
+                "(--network-only: the network alone; --refine: the full one)")
 
     @property
     def summary(self) -> str:

@@ -167,6 +167,15 @@ def raise_input(msg: str):
     raise InputError(msg)
 
 
+def add_refine_options(p: argparse.ArgumentParser) -> None:
+    """``--refine`` / ``--network-only``; neither: the model card's default refinement (``refine=None``)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--refine", dest="refine", action="store_const", const=True, default=None,
+                   help="full per-pair optimisation of the network's mapping (~10 s, most accurate)")
+    g.add_argument("--network-only", dest="refine", action="store_const", const=False,
+                   help="the network's mapping alone, without the model's default few-step refinement")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deepreg", description="DeepReg: fast learned deformable registration. "
                                 "Transforms map fixed physical points to moving points (ITK resampling convention, LPS).")
@@ -184,8 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: CUDA if available, CPU fallback on out-of-memory")
     r.add_argument("--mode", default="deformable", choices=["affine", "deformable"],
                    help="affine: the affine stage only (a linear transform)")
-    r.add_argument("--refine", action="store_true",
-                   help="optimise the network's mapping for this pair (slower, more accurate)")
+    add_refine_options(r)
     r.add_argument("--fixed-mask", help="optional mask on the fixed image (non-zero = inside): restricts the similarity")
     r.add_argument("--moving-mask", help="optional mask on the moving image (non-zero = inside)")
     r.set_defaults(func=cmd_register)
@@ -226,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output-dir", required=True, help="output folder (re-use it to resume)")
     b.add_argument("--model", default=None, help="model bundle name or folder (see 'deepreg models')")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    b.add_argument("--refine", action="store_true", help="instance optimisation after the network (slower)")
+    add_refine_options(b)
     b.add_argument("--warped", action="store_true", help="also write each warped moving image")
     b.add_argument("--warped-labels", action="store_true", help="also write each warped moving label map")
     b.add_argument("--workers", type=int, default=None,

@@ -23,7 +23,7 @@ from .errors import Cancelled, InputError
 from .grid import Grid
 from .imageio import ImageLike, as_image
 from .pipeline import prepare_pair
-from .refine import RefineConfig, refine_flow
+from .refine import RefineConfig, card_refinement, refine_flow
 
 __all__ = ["register", "RegistrationResult", "RefineConfig", "Cancelled", "resolve_device"]
 
@@ -47,6 +47,7 @@ class RegistrationResult:
     mode: str = "deformable"          # "affine": displacement and grid are None
     refined: bool = False             # the refinement ran to completion
     refine_cancelled: bool = False    # refinement was cancelled: this is the network's result
+    refinement: str = "none"          # which refinement was asked for: "none", "model default", "full", "custom"
     log: List[str] = field(default_factory=list)  # human-readable lines: stages, timings, warnings
 
     def transform(self) -> sitk.CompositeTransform:
@@ -182,14 +183,16 @@ def _mask(mask: Optional[ImageLike], reference: sitk.Image, name: str) -> Option
 def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, device: str = "auto",
              affine_config: Optional[AffineConfig] = None, initial_affine: Optional[sitk.Transform] = None,
              progress: Optional[Progress] = None, *, mode: str = "deformable",
-             refine: Union[bool, RefineConfig] = False,
+             refine: Union[None, bool, RefineConfig] = None,
              fixed_mask: Optional[ImageLike] = None, moving_mask: Optional[ImageLike] = None,
              cancel: Optional[Callable[[], bool]] = None) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` (paths or SimpleITK images, any geometry); fixed -> moving map.
 
     Affine pre-alignment (SimpleITK, ~4 mm; ``affine_config=None`` = the model card's settings),
-    then, for ``mode="deformable"``, the bundled network on its LPS grid and, with ``refine``
-    (``True`` or a :class:`RefineConfig`), a per-pair optimisation of the network's mapping.
+    then, for ``mode="deformable"``, the bundled network on its LPS grid and a per-pair optimisation
+    of the network's mapping: ``refine=None`` runs the model card's default refinement (a few cheap
+    steps for models whose card has one, none otherwise), ``False`` none (the network alone), ``True``
+    the full :class:`RefineConfig` (~10 s), or the given :class:`RefineConfig`.
     ``fixed_mask``/``moving_mask`` (non-zero = inside) restrict the similarity of the affine stage and
     of the refinement.  ``progress(stage, fraction)``: stages "loading", "affine", "network",
     "refine", "field", "done"; fraction is of the whole run, also reported within long stages.
@@ -201,20 +204,18 @@ def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, d
 
     if mode not in ("affine", "deformable"):
         raise InputError(f"unknown mode {mode!r}; use 'affine' or 'deformable'")
-    if isinstance(refine, bool):
-        rcfg = RefineConfig() if refine else None
-    elif isinstance(refine, RefineConfig):
-        rcfg = refine
-    else:
-        raise InputError(f"refine must be True, False or a RefineConfig, not {type(refine).__name__}")
+    bundle = load_bundle(model)
+    rcfg, refinement = resolve_refinement(refine, bundle)
     if mode == "affine":
-        rcfg = None
+        rcfg, refinement = None, "none"
     # overall fractions at which stages start
     marks = {"loading": 0.0, "affine": 0.05}
     if mode == "affine":
         marks.update(field=0.95, done=1.0)
     elif rcfg is None:
         marks.update(network=0.55, field=0.9, done=1.0)
+    elif refinement == "model default":  # a few steps: about as long as the affine stage
+        marks.update(network=0.45, refine=0.6, field=0.95, done=1.0)
     else:
         marks.update(network=0.1, refine=0.15, field=0.95, done=1.0)
     order = [k for k in ("loading", "affine", "network", "refine", "field", "done") if k in marks]
@@ -236,7 +237,6 @@ def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, d
     m_img = as_image(moving, "moving")
     f_mask = _mask(fixed_mask, f_img, "fixed mask")
     m_mask = _mask(moving_mask, m_img, "moving mask")
-    bundle = load_bundle(model)
     dev = resolve_device(device)
     acfg = affine_config if affine_config is not None else AffineConfig.from_card(bundle.card.get("affine_stage"))
     note(bundle.task.describe())  # the model card defines the task: grid, normalisation, affine stage, modalities
@@ -274,7 +274,7 @@ def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, d
             note(f"refinement cancelled after {out.steps} steps: the network's result is kept")
         else:
             flow, refined = out.flow, True
-            note(f"refinement: {out.steps} steps, loss {out.losses[0]:.4f} -> {min(out.losses):.4f}, "
+            note(f"refinement ({refinement}): {out.steps} steps, loss {out.losses[0]:.4f} -> {min(out.losses):.4f}, "
                  f"{timings['refine']:.2f} s on {used}")
     report("field")
     t3 = time.perf_counter()
@@ -284,7 +284,19 @@ def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, d
     note(f"done: {timings['total']:.2f} s")
     report("done")
     return RegistrationResult(f_img, prep.affine, disp, prep.grid, bundle.name, used, timings, mode="deformable",
-                              refined=refined, refine_cancelled=refine_cancelled, log=lines)
+                              refined=refined, refine_cancelled=refine_cancelled, refinement=refinement, log=lines)
+
+
+def resolve_refinement(refine: Union[None, bool, RefineConfig], bundle: ModelBundle):
+    """``(RefineConfig or None, label)`` for :func:`register`'s ``refine`` argument and the model's card."""
+    if refine is None:
+        rcfg = card_refinement(bundle.card)
+        return rcfg, ("none" if rcfg is None else "model default")
+    if isinstance(refine, bool):
+        return (RefineConfig(), "full") if refine else (None, "none")
+    if isinstance(refine, RefineConfig):
+        return refine, "custom"
+    raise InputError(f"refine must be None, True, False or a RefineConfig, not {type(refine).__name__}")
 
 
 def _refine(prep, flow: torch.Tensor, device: str, config: RefineConfig, progress, cancel):

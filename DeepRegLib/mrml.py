@@ -522,7 +522,7 @@ def initial_transform_of(moving_node, explicit=None):
 
 
 def gather_inputs(fixed_node, moving_node, *, model: Optional[str] = None, device: str = "auto",
-                  mode: str = "deformable", refine: bool = False, initial_transform=None,
+                  mode: str = "deformable", refine: Optional[bool] = None, initial_transform=None,
                   skip_affine_stage: bool = False, fixed_mask=None, moving_mask=None, moving_labels=None,
                   output_transform=None, output_volume=None, jacobian: bool = False, affine_part: bool = False,
                   set_moving_parent: bool = False):
@@ -634,7 +634,7 @@ def apply_outputs(scene, info: NodeInputs, outputs: RegistrationOutputs, *, set_
     fixed_node, moving_node = info.fixed, info.moving
     names = result_names(moving_node.GetName(), fixed_node.GetName())
     res = outputs.result
-    extra = {"Mode": outputs.mode, "Refined": int(outputs.refined),
+    extra = {"Mode": outputs.mode, "Refined": int(outputs.refined), "Refinement": outputs.refinement,
              "InitialTransformName": info.initial_node.GetName() if info.initial_node is not None else ""}
     # build (no scene change)
     if outputs.mode == "affine" or res.displacement is None:

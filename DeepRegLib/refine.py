@@ -10,19 +10,26 @@ matches the fixed image under a local normalised cross-correlation (windows of
 physical units (``|grad v|^2`` with ``v`` in mm and derivatives per mm, i.e. dimensionless).
 ``exp(v)`` is integrated by scaling and squaring, so the refinement is diffeomorphic by
 construction; the network's own field is kept as it is.  Adam, early stop on a loss plateau.
+With ``integration_steps=0`` the velocity is used as a displacement (no squaring): ~4x cheaper
+per step and no longer diffeomorphic by construction, which is how a model card's few-step
+default refinement runs (see :func:`card_refinement`; its folding is measured, not assumed).
 
 Tensor conventions are those of :mod:`DeepRegLib.spatial`: ``(B, C, z, y, x)``, flows in voxels.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
 
+from .errors import InputError
 from .spatial import compose, integrate_velocity, warp
+
+#: The model card's block that names the refinement ``register()`` runs by default (see :func:`card_refinement`).
+CARD_KEY = "refinement"
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,10 @@ class RefineConfig:
     took the network from 0.636 / 0.482 to 0.666 / 0.533 (subcortical / cortical Dice); 14 mm
     windows gave 0.666 / 0.530.  A step (80 x 96 x 80 grid) cost 0.6 s in an isolated profile on 2
     cores and up to 2.8 s on the shared machine of the benchmark (README, *Accuracy and speed*).
+    A model card's few-step default (:func:`card_refinement`) uses ``integration_steps=0`` and
+    ``control_factor=2`` (one velocity vector per 2 voxels, 4 mm, trilinearly upsampled): with one per
+    voxel, Adam's first sign-like steps leave voxel-scale roughness that folds when the field is
+    read at 1 mm (``benchmarks/results/refine_quick_ldr_brain_v2.md``).
     """
 
     max_steps: int = 20              # Adam steps at most
@@ -45,9 +56,30 @@ class RefineConfig:
     min_delta: float = 2e-4
     progress_every: int = 2          # call progress every this many steps
     seed: int = 0
+    control_factor: int = 1          # velocity on a grid this many times coarser, trilinearly upsampled (1: every voxel)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RefineConfig":
+        """The config with ``values`` replacing defaults; unknown keys are an :class:`InputError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"unknown refinement setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def card_refinement(card: dict) -> Optional[RefineConfig]:
+    """The refinement a model card asks ``register()`` to run by default, or None (network only).
+
+    The card's ``refinement`` block holds ``default`` (:class:`RefineConfig` fields) and how the setting
+    was chosen and measured; ``benchmarks/tune_refine.py --update-card`` writes it.
+    """
+    block = card.get(CARD_KEY) or {}
+    default = block.get("default")
+    return None if not default else RefineConfig.from_dict(default)
 
 
 @dataclass
@@ -96,6 +128,30 @@ class LocalNCC:
         return (cc * self.mask).sum() / self.mask.sum().clamp_min(1.0)
 
 
+class Adam:
+    """Adam on one tensor, the update of ``torch.optim.Adam`` (default betas and eps, no weight decay).
+
+    Written out because constructing ``torch.optim.Adam`` the first time in a process imports
+    ``torch._dynamo`` (~1 s on 2 cores), which would double a first few-step refinement (the CLI's).
+    """
+
+    def __init__(self, param: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+        self.param, self.lr, (self.beta1, self.beta2), self.eps = param, lr, betas, eps
+        self.exp_avg = torch.zeros_like(param)
+        self.exp_avg_sq = torch.zeros_like(param)
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        g = self.param.grad
+        self.t += 1
+        self.exp_avg.lerp_(g, 1 - self.beta1)
+        self.exp_avg_sq.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+        step_size = self.lr / (1 - self.beta1 ** self.t)
+        denom = (self.exp_avg_sq.sqrt() / (1 - self.beta2 ** self.t) ** 0.5).add_(self.eps)
+        self.param.addcdiv_(self.exp_avg, denom, value=-step_size)
+
+
 def diffusion(v_mm: torch.Tensor, spacing: float) -> torch.Tensor:
     """Mean ``|grad v|^2`` of a mm-valued field on an isotropic grid of ``spacing`` mm (per mm)."""
     dz = (v_mm[:, :, 1:] - v_mm[:, :, :-1]) / spacing
@@ -128,30 +184,38 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
     if m_mask is not None:
         weight = m_mask if weight is None else weight * m_mask
     similarity = LocalNCC(fixed, window, weight)
-    v_mm = torch.zeros_like(flow, requires_grad=True)
-    opt = torch.optim.Adam([v_mm], lr=config.learning_rate)
+    shape = tuple(flow.shape[2:])
+    control = tuple(-(-n // config.control_factor) for n in shape)
+    v_param = torch.zeros(flow.shape[:2] + control, dtype=flow.dtype, device=flow.device, requires_grad=True)
+    opt = Adam(v_param, lr=config.learning_rate)
+    velocity = (lambda p: p) if control == shape else (
+        lambda p: F.interpolate(p, size=shape, mode="trilinear", align_corners=True))
     best, best_v, since, losses = float("inf"), None, 0, []
     for step in range(config.max_steps):
         if cancel is not None and cancel():
             return RefineOutcome(flow, step, losses, True, time.perf_counter() - t0)
-        opt.zero_grad(set_to_none=True)
-        phi = integrate_velocity(v_mm / spacing, config.integration_steps)
-        sim = similarity(warp(start, phi))
-        loss = (1.0 - sim) + config.smooth_weight * diffusion(v_mm, spacing)
-        loss.backward()
+        last = step == config.max_steps - 1  # its update would never be evaluated: the loss alone
+        v_param.grad = None
+        with torch.set_grad_enabled(not last):
+            v_mm = velocity(v_param)
+            phi = integrate_velocity(v_mm / spacing, config.integration_steps)
+            sim = similarity(warp(start, phi))
+            loss = (1.0 - sim) + config.smooth_weight * diffusion(v_mm, spacing)
+        if not last:
+            loss.backward()
         value = float(loss.detach())
         losses.append(value)
         if value < best - config.min_delta:
             best, best_v, since = value, v_mm.detach().clone(), 0
         else:
             since += 1
-        if since >= config.patience:
+        if since >= config.patience or last:
             break
         opt.step()
         if progress is not None and (step + 1) % config.progress_every == 0:
             progress((step + 1) / config.max_steps)
     if best_v is None:
-        best_v = v_mm.detach()
+        best_v = velocity(v_param).detach()
     with torch.no_grad():
         phi = integrate_velocity(best_v / spacing, config.integration_steps)
         total = compose(flow, phi)

@@ -294,7 +294,7 @@ class RegistrationRequest:
     model: Optional[str] = None
     device: str = "auto"
     mode: str = "deformable"  # "affine" | "deformable"
-    refine: bool = False
+    refine: Optional[bool] = None  # None: the model card's default refinement; True: full Refine; False: none
     initial_ras: np.ndarray = field(default_factory=lambda: np.eye(4))
     skip_affine_stage: bool = False  # use the initial transform as the affine as it is
     fixed_mask: Optional[sitk.Image] = None
@@ -324,6 +324,7 @@ class RegistrationOutputs:
     timings: Dict[str, float] = field(default_factory=dict)
     refined: bool = False
     refine_cancelled: bool = False
+    refinement: str = "none"  # what was asked: "none", "model default" (the card's few steps), "full", "custom"
     affine_part: bool = False  # the caller asked for the affine part as its own node
 
 
@@ -386,7 +387,7 @@ def compose_initial(result, initial_ras: np.ndarray):
 
 
 def _stages(req: RegistrationRequest) -> List[str]:
-    engine = "register+refine" if (req.refine and req.mode != "affine") else "register"
+    engine = "register+refine" if (req.refine is True and req.mode != "affine") else "register"
     return ["importing PyTorch", "loading model", engine, "outputs"]
 
 
@@ -414,7 +415,7 @@ def compute(req: RegistrationRequest, ctx: Optional[JobContext] = None) -> Regis
          f"loaded in {time.perf_counter() - t0:.2f} s (with the torch import)")
     ctx.progress("loading model", 1.0)
 
-    kwargs: Dict[str, Any] = dict(mode=req.mode, refine=req.refine and req.mode != "affine",
+    kwargs: Dict[str, Any] = dict(mode=req.mode, refine=req.refine if req.mode != "affine" else False,
                                   fixed_mask=req.fixed_mask, moving_mask=req.moving_mask, cancel=ctx.engine_cancel)
     if req.skip_affine_stage:
         kwargs["initial_affine"] = sitk.AffineTransform(3)  # the initial transform, already folded in, as is
@@ -437,7 +438,7 @@ def compute(req: RegistrationRequest, ctx: Optional[JobContext] = None) -> Regis
     result = compose_initial(result_w, req.initial_ras)
     out = RegistrationOutputs(result=result, world_result=result_w, mode=mode, log=log,
                               refined=refined, refine_cancelled=refine_cancelled,
-                              affine_part=req.affine_part)
+                              refinement=result_w.refinement, affine_part=req.affine_part)
     if result.displacement is not None:
         result.coefficients()  # the B-spline prefilter, cached on the result for the transform node (main thread)
     ctx.progress("outputs", 0.3)

@@ -47,6 +47,26 @@ def test_bundled_models_listed_with_cards(name):
         f"{name}: accuracy/speed not measured (benchmarks/bench_register.py --model {name} --update-card)"
 
 
+def test_default_model_card_names_teacher_method_licence_and_its_refinement():
+    """The default bundle is a distilled student: its card (written by the export and the benchmarks, not
+    by hand) names the teacher, the distillation method and the data licence, and the few-step
+    refinement it runs by default was measured on the validation pairs, where it beat the network alone."""
+    from DeepRegLib.refine import card_refinement
+    card = load_bundle(DEFAULT_MODEL).card
+    assert card.get("teacher") and card["training"].get("teacher"), "the default model names no teacher"
+    assert "distillation" in card["training"]["method"] and "Mindboggle" in card["licence"]
+    cfg = card_refinement(card)
+    if cfg is not None:
+        block = card["refinement"]
+        val = block["validation"]
+        assert block["default"] == cfg.to_dict() and block["measured_by"].startswith("python benchmarks/tune_refine.py")
+        assert val["refined"]["subcortical"] > val["network"]["subcortical"]
+        assert val["refined"]["folding_percent_1mm"] < 0.05
+        net = card["accuracy"].get("network_only")
+        assert net and card["accuracy"]["dice_deformable"]["subcortical"] > net["subcortical"], \
+            "the benchmark's default call is not better than the network alone"
+
+
 @pytest.mark.parametrize("name", [n for n in BUNDLED if n != DEFAULT_MODEL])
 def test_every_other_bundled_model_registers_the_sample_pair(name, sample_pair):
     check_pair(sample_pair["fixed"]["image"], sample_pair["moving"]["image"], sample_pair["fixed"]["labels"],

@@ -297,6 +297,12 @@ def test_brain_inputs_unchanged_and_node_recorded(brain_run):
     assert node.GetNodeReference(node.GetFixedNodeReferenceRole()) is r["fixed"]
     assert node.GetNodeReference(node.GetMovingNodeReferenceRole()) is r["moving"]
     assert node.GetAttribute("DeepReg.Model") == DEFAULT_MODEL and node.GetAttribute("DeepReg.Time")
+    # the panel's "Deformable" mode runs the default model's card refinement (refine=None)
+    from DeepRegLib.bundles import load_bundle
+    from DeepRegLib.refine import card_refinement
+    expected = "model default" if card_refinement(load_bundle(DEFAULT_MODEL).card) is not None else "none"
+    assert node.GetAttribute("DeepReg.Refinement") == expected
+    assert node.GetAttribute("DeepReg.Refined") == ("1" if expected != "none" else "0")
     stages = [s for s, _ in r["stages"]]
     assert stages[0] == "importing PyTorch" and {"loading model", "affine", "network", "outputs"} <= set(stages)
     fractions = [f for _, f in r["stages"]]

@@ -5,6 +5,9 @@ what is reported, determinism), not accuracy, which ``benchmarks/bench_register.
 """
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -12,7 +15,9 @@ import torch
 
 from DeepRegLib.errors import Cancelled, InputError
 from DeepRegLib.inference import RefineConfig, register
-from DeepRegLib.refine import LocalNCC, local_ncc, refine_flow
+from DeepRegLib.bundles import load_bundle
+from DeepRegLib.refine import LocalNCC, card_refinement, local_ncc, refine_flow
+from DeepRegLib.spatial import warp
 
 SHORT = RefineConfig(max_steps=3, patience=10)
 
@@ -26,7 +31,7 @@ def images(sample_pair):
 
 @pytest.fixture(scope="module")
 def network_result(images):
-    return register(*images, device="cpu")
+    return register(*images, device="cpu", refine=False)  # the network alone, without the card's refinement
 
 
 def test_affine_mode_is_linear(images, network_result, tmp_path):
@@ -149,3 +154,108 @@ def test_bad_refine_and_mode_arguments(images):
         register(*images, device="cpu", mode="rigid")
     with pytest.raises(InputError):
         register(*images, device="cpu", refine="yes")
+
+
+def _bundle_copy(folder, refinement):
+    """The default bundle copied to ``folder`` with its card's default refinement replaced (None: removed)."""
+    shutil.copytree(load_bundle(None).path, folder)
+    card = json.loads((folder / "card.json").read_text())
+    card.pop("refinement", None)
+    if refinement is not None:
+        card["refinement"] = {"default": refinement}
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_default_refinement_comes_from_the_card(images, network_result, tmp_path):
+    plain = _bundle_copy(tmp_path / "plain", None)  # a card without the block: the network alone, as before
+    res = register(*images, model=str(plain), device="cpu")
+    assert not res.refined and res.refinement == "none" and "refine" not in res.timings
+    assert np.array_equal(res.displacement, network_result.displacement)
+
+    quick = dict(max_steps=3, learning_rate=0.3, integration_steps=0)
+    m = _bundle_copy(tmp_path / "quick", quick)
+    a = register(*images, model=str(m), device="cpu")
+    assert a.refined and a.refinement == "model default" and any("model default" in line for line in a.log)
+    assert np.abs(a.displacement - network_result.displacement).max() > 0.05, "the card's refinement changed nothing"
+    b = register(*images, model=str(m), device="cpu", refine=RefineConfig(**quick))
+    assert b.refinement == "custom" and np.array_equal(a.displacement, b.displacement)
+    c = register(*images, model=str(m), device="cpu", refine=False)
+    assert not c.refined and np.array_equal(c.displacement, network_result.displacement)
+    d = register(*images, model=str(m), device="cpu", mode="affine")
+    assert not d.refined and d.refinement == "none"
+
+    bad = _bundle_copy(tmp_path / "bad", {"max_step": 3})
+    with pytest.raises(InputError, match="max_step"):
+        register(*images, model=str(bad), device="cpu")
+
+
+def test_card_refinement_reads_the_block():
+    assert card_refinement({}) is None and card_refinement({"refinement": {}}) is None
+    cfg = card_refinement({"refinement": {"default": {"max_steps": 4, "integration_steps": 0}}})
+    assert cfg == RefineConfig(max_steps=4, integration_steps=0)
+
+
+def test_few_steps_without_squaring_improve_a_shifted_pair():
+    """integration_steps=0 (the velocity used as a displacement): the few-step setting still aligns."""
+    torch.manual_seed(0)
+    shape = (24, 24, 24)
+    fixed = torch.nn.functional.avg_pool3d(torch.rand(1, 1, *shape), 5, 1, 2)
+    moving = torch.roll(fixed, 1, dims=4)
+    zero = torch.zeros(1, 3, *shape)
+    out = refine_flow(fixed, moving, zero, 2.0, RefineConfig(max_steps=4, learning_rate=0.3, integration_steps=0,
+                                                            smooth_weight=0.1, ncc_window_mm=6, patience=10))
+    assert out.steps == 4 and min(out.losses) < out.losses[0] - 0.01
+    before, after = float(local_ncc(fixed, moving, 3)), float(local_ncc(fixed, warp(moving, out.flow), 3))
+    assert after > before + 0.02, (before, after)  # 3 updates of <= 0.3 mm: part of the 2 mm shift
+
+
+def test_cli_refine_options():
+    from DeepRegLib.cli import build_parser
+    base = ["register", "--fixed", "f.nii", "--moving", "m.nii", "--output-transform", "t.h5"]
+    p = build_parser()
+    assert p.parse_args(base).refine is None  # the model card's default refinement
+    assert p.parse_args(base + ["--refine"]).refine is True
+    assert p.parse_args(base + ["--network-only"]).refine is False
+    with pytest.raises(SystemExit):
+        p.parse_args(base + ["--refine", "--network-only"])
+
+
+def test_refine_adam_matches_torch_adam():
+    """The refinement's own Adam (no torch._dynamo import) makes torch.optim.Adam's updates."""
+    from DeepRegLib.refine import Adam
+    torch.manual_seed(0)
+    a = torch.randn(2, 3, 4, requires_grad=True)
+    b = a.detach().clone().requires_grad_(True)
+    ours, ref = Adam(a, lr=0.3), torch.optim.Adam([b], lr=0.3)
+    target = torch.randn(2, 3, 4)
+    for _ in range(6):
+        for p in (a, b):
+            p.grad = None
+            ((p - target) ** 2 * torch.linspace(0.1, 3, 4)).sum().backward()
+        ours.step()
+        ref.step()
+        assert torch.allclose(a, b, atol=1e-6), float((a - b).abs().max())
+
+
+def test_coarse_control_grid_gives_a_smoother_refinement():
+    """control_factor=2: the velocity lives on a grid twice as coarse (trilinear upsampling), so the
+    few-step refinement's field is smoother than with one velocity per voxel, and still aligns."""
+    torch.manual_seed(0)
+    shape = (24, 24, 24)
+    fixed = torch.nn.functional.avg_pool3d(torch.rand(1, 1, *shape), 5, 1, 2)
+    moving = torch.roll(fixed, 1, dims=4)
+    zero = torch.zeros(1, 3, *shape)
+
+    def run(factor):
+        cfg = RefineConfig(max_steps=4, learning_rate=0.3, integration_steps=0, smooth_weight=0.1,
+                           ncc_window_mm=6, patience=10, control_factor=factor)
+        return refine_flow(fixed, moving, zero, 2.0, cfg).flow
+
+    def roughness(u):  # mean squared second difference along x
+        return float((u[..., 2:] - 2 * u[..., 1:-1] + u[..., :-2]).pow(2).mean())
+
+    fine, coarse = run(1), run(2)
+    assert roughness(coarse) < 0.5 * roughness(fine), (roughness(coarse), roughness(fine))
+    before, after = float(local_ncc(fixed, moving, 3)), float(local_ncc(fixed, warp(moving, coarse), 3))
+    assert after > before + 0.01, (before, after)

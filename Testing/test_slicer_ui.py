@@ -159,6 +159,7 @@ def test_model_cards_listed_without_torch():
     from DeepRegLib import DEFAULT_MODEL
     assert "kind: light-weight" in tips[DEFAULT_MODEL] and "input grid: 80x96x80 voxels at 2 mm" in tips[DEFAULT_MODEL]
     assert "validation Dice: subcortical" in tips[DEFAULT_MODEL] and "register() " in tips[DEFAULT_MODEL]
+    assert "default refinement: " in tips[DEFAULT_MODEL]  # what "Deformable" runs after the network
     if "crd_lowres_brain" in tips:  # the low-resolution model says so, and where its network runs
         assert "kind: low-resolution" in tips["crd_lowres_brain"]
         assert "network runs at 4 mm on 40x48x40" in tips["crd_lowres_brain"]

@@ -48,6 +48,7 @@ from DeepRegLib.inference import register  # noqa: E402
 from DeepRegLib.metrics import dice_summary  # noqa: E402
 from DeepRegLib import transforms as tr  # noqa: E402
 from DeepRegLib.qa import transform_folding  # noqa: E402
+from DeepRegLib.refine import card_refinement  # noqa: E402
 from DeepRegLib.visualize import overlay_panel, write_png  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data" / "brain-mindboggle-oasis-trt20"
@@ -178,6 +179,7 @@ def main(argv=None) -> dict:
         have_ants = False
         print("antspyx not installed: ANTs SyN skipped (pip install .[bench])", file=sys.stderr)
     register(subject(pairs[0][0])["image"], subject(pairs[0][1])["image"], model=a.model, device="cpu")  # warm-up
+    has_default_refinement = card_refinement(load_bundle(a.model).card) is not None
     for n, (fs, ms) in enumerate(pairs):
         F, M = subject(fs), subject(ms)
         fixed = sitk.ReadImage(str(F["image"]), sitk.sitkFloat32)
@@ -199,6 +201,11 @@ def main(argv=None) -> dict:
             row["cli"] = cli_run(F["image"], M["image"], Path(tmp) / "T.h5", a.model)
             res.write_transform(str(Path(tmp) / "T.h5"))
             row["fidelity"] = fidelity(str(Path(tmp) / "T.h5"), fixed)
+        if has_default_refinement:  # the same model's network alone, for comparison with its default call
+            t = time.perf_counter()
+            nres = register(fixed, moving, model=a.model, device="cpu", refine=False)
+            row["network_only"] = {"seconds": time.perf_counter() - t, "dice": dice_summary(fl, nres.warp_labels(ml)),
+                                   **folding(nres.transform(), fixed)}
         if not a.no_refine:
             t = time.perf_counter()
             rres = register(fixed, moving, model=a.model, device="cpu", refine=True)
@@ -272,6 +279,15 @@ def summarise(rows, a) -> dict:
                          "cli_wall_s_median": med(rows, "cli", "wall_s")[0],
                          "cli_peak_rss_mb_max": max(r["cli"]["peak_rss_mb"] for r in rows),
                          "h5_mb": rows[0]["cli"]["h5_mb"]})
+    net_rows = [r for r in rows if "network_only" in r]
+    if net_rows:  # register(refine=False): the network alone, beside the default call that includes the card's refinement
+        s["network_only"] = {**{part: med(net_rows, "network_only", "dice", part)[1] for part in ("subcortical", "cortical", "all")},
+                             "median": {part: med(net_rows, "network_only", "dice", part)[0]
+                                        for part in ("subcortical", "cortical", "all")},
+                             "folding_percent_1mm": med(net_rows, "network_only", "folding_percent_1mm")[0],
+                             "folding_percent_2mm": med(net_rows, "network_only", "folding_percent_2mm")[0],
+                             "sdlogj": med(net_rows, "network_only", "sdlogj")[0],
+                             "seconds_median": med(net_rows, "network_only", "seconds")[0]}
     ref_rows = [r for r in rows if "refine" in r]
     if ref_rows:
         s["deepreg_refine"] = {"pairs": len(ref_rows),
@@ -324,6 +340,11 @@ def markdown(s: dict) -> str:
     lines.append(f"| DeepReg {s['model']} | {_f(d['subcortical'])} | {_f(d['cortical'])} | "
                  f"{_f(d['folding_percent_1mm'], '{:.4f}')} ({_f(d['folding_percent_2mm'], '{:.4f}')}) | "
                  f"{_f(d['sdlogj'])} | {_f(d['register_s_median'], '{:.2f}')} (CLI {_f(d['cli_wall_s_median'], '{:.2f}')}) |")
+    if "network_only" in s:
+        no = s["network_only"]
+        lines.append(f"| same model, network alone (`refine=False`) | {_f(no['subcortical'])} | {_f(no['cortical'])} | "
+                     f"{_f(no['folding_percent_1mm'], '{:.4f}')} ({_f(no['folding_percent_2mm'], '{:.4f}')}) | "
+                     f"{_f(no['sdlogj'])} | {_f(no['seconds_median'], '{:.2f}')} |")
     dd = s["deepreg_dense_1mm"]
     lines.append(f"| same mapping, dense 1 mm field | {_f(dd['subcortical'])} | {_f(dd['cortical'])} | | | |")
     dt = s["deepreg_trilinear_field"]
@@ -374,7 +395,12 @@ def update_card(model: str, s: dict) -> None:
     card["accuracy"] = {"benchmark": "benchmarks/bench_register.py", "pairs": s["pairs"],
                         "validation_subjects": s["validation_subjects"],
                         "dice_affine": s["affine"], "dice_deformable": {k: s["deepreg"][k] for k in ("subcortical", "cortical", "all")},
-                        "folding_percent": s["deepreg"]["folding_percent"], "sdlogj": s["deepreg"]["sdlogj"]}
+                        "folding_percent": s["deepreg"]["folding_percent"], "sdlogj": s["deepreg"]["sdlogj"],
+                        "what": "register()'s default call" + (" (the network, then the card's default refinement)"
+                                                                 if "network_only" in s else " (the network alone)")}
+    if "network_only" in s:
+        card["accuracy"]["network_only"] = {k: s["network_only"][k] for k in
+                                            ("subcortical", "cortical", "all", "folding_percent_1mm", "sdlogj")}
     if "ants_syn" in s:
         card["accuracy"]["ants_syn"] = {k: s["ants_syn"][k] for k in ("pairs", "subcortical", "cortical", "all", "folding_percent")}
     card["speed"] = {"threads": s["threads"], "register_s_median": s["deepreg"]["register_s_median"],

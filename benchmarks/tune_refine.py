@@ -4,13 +4,17 @@ Caches, per ordered pair of subjects 17, 18, 19, the affine stage and the networ
 the refinement with each candidate setting and reports median subcortical / cortical Dice, % folding
 (det J <= 0 on the 2 mm grid inside the fixed brain) and median refinement seconds (2 threads).
 
-    python benchmarks/tune_refine.py [--configs NAME ...]
+    python benchmarks/tune_refine.py [--model M] [--configs NAME ...] [--out JSON] [--update-card NAME]
+
+``--update-card NAME`` writes setting NAME (one of those run) into the model card's ``refinement`` block as
+the refinement ``register()`` runs by default, with the medians measured here and this command.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
+import os
 import statistics
 import sys
 import time
@@ -30,6 +34,7 @@ from DeepRegLib.metrics import dice_summary  # noqa: E402
 from DeepRegLib.pipeline import prepare_pair  # noqa: E402
 from DeepRegLib.affine import AffineConfig  # noqa: E402
 from DeepRegLib.refine import RefineConfig, refine_flow  # noqa: E402
+from DeepRegLib.qa import transform_folding  # noqa: E402
 from DeepRegLib.spatial import folding_percent  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data" / "brain-mindboggle-oasis-trt20"
@@ -42,11 +47,34 @@ CONFIGS = {
     "w14_l.3_lr.5_s20_i4": RefineConfig(ncc_window_mm=14, smooth_weight=0.3, learning_rate=0.5, max_steps=20, integration_steps=4),
     "w14_l3_lr.5_s20_i4": RefineConfig(ncc_window_mm=14, smooth_weight=3, learning_rate=0.5, max_steps=20, integration_steps=4),
     "w14_l1_lr.25_s30_i4": RefineConfig(ncc_window_mm=14, smooth_weight=1, learning_rate=0.25, max_steps=30, integration_steps=4),
+    # few-step settings for a refinement inside the ~1 s budget of register()
+    "w10_l1_lr.5_s4_i0": RefineConfig(max_steps=4, integration_steps=0, patience=100),
+    "w10_l1_lr1_s4_i0": RefineConfig(max_steps=4, learning_rate=1.0, integration_steps=0, patience=100),
+    "w10_l1_lr.5_s2_i2": RefineConfig(max_steps=2, integration_steps=2, patience=100),
+    "w10_l1_lr.5_s8_i0": RefineConfig(max_steps=8, integration_steps=0, patience=100),
 }
 
 
-def load_pairs():
-    bundle = load_bundle(None)
+def config_from_name(name: str) -> RefineConfig:
+    """A setting named like the keys of CONFIGS: ``w<window mm>_l<smooth>_lr<lr>_s<steps>_i<squarings>``,
+    optionally ``_c<control_factor>`` (velocity on a grid that many times coarser)."""
+    if name in CONFIGS:
+        return CONFIGS[name]
+    keys = {"w": "ncc_window_mm", "l": "smooth_weight", "lr": "learning_rate", "s": "max_steps",
+            "i": "integration_steps", "c": "control_factor"}
+    values = {}
+    for part in name.split("_"):
+        key = "lr" if part.startswith("lr") else part[0]
+        if key not in keys:
+            raise SystemExit(f"cannot read setting {name!r}: unknown part {part!r}")
+        text = part[len(key):]
+        values[keys[key]] = int(text) if key in ("s", "i", "c") else float(text)
+    # few steps: keep every step (no plateau stop)
+    return RefineConfig(patience=max(6, values.get("max_steps", 20) + 1), **values)
+
+
+def load_pairs(model=None):
+    bundle = load_bundle(model)
     acfg = AffineConfig.from_card(bundle.card.get("affine_stage"))
     out = []
     for fs, ms in itertools.permutations([17, 18, 19], 2):
@@ -67,41 +95,86 @@ def evaluate(p, flow) -> dict:
     res = RegistrationResult(p["fixed"], prep.affine, disp, prep.grid, "tune", "cpu")
     d = dice_summary(p["fl"], res.warp_labels(p["ml"]))
     mask = torch.from_numpy((prep.fixed > 0.05).astype(np.float32))[None, None]
-    return {**d, "folding_percent": folding_percent(flow.double(), mask)}
+    one_mm = transform_folding(res.transform(), p["fixed"], 1.0, p["fixed"] > 0)  # as bench_register measures it
+    return {**d, "folding_percent": folding_percent(flow.double(), mask),
+            "folding_percent_1mm": one_mm["folding_percent"], "sdlogj_1mm": one_mm["sdlogj"]}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--configs", nargs="*", default=None)
+    ap.add_argument("--configs", nargs="*", default=None,
+                    help="names from CONFIGS or of the form w10_l1_lr.5_s4_i0")
+    ap.add_argument("--model", default=None, help="bundle name or folder (default: the default model)")
+    ap.add_argument("--update-card", metavar="NAME", default=None,
+                    help="make setting NAME the model's default refinement (written into its card)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "refine_tuning.json")
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(2)
-    pairs = load_pairs()
+    bundle = load_bundle(a.model)
+    names = a.configs if a.configs is not None else list(CONFIGS)
     results = json.loads(a.out.read_text()) if a.out.exists() else {}
+    if results and results["network"].get("model", bundle.name) != bundle.name:
+        raise SystemExit(f"{a.out} holds results of model {results['network']['model']!r}, not {bundle.name!r}")
+    pairs = load_pairs(a.model) if names or "network" not in results else []
     if "network" not in results:
         rows = [evaluate(p, p["flow"]) for p in pairs]
-        results["network"] = {"config": None, "rows": rows}
-    for name in a.configs or list(CONFIGS):
-        cfg = CONFIGS[name]
+        results["network"] = {"config": None, "rows": rows, "model": bundle.name}
+    command = "python benchmarks/tune_refine.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    for name in names:
+        cfg = config_from_name(name)
         rows = []
         for p in pairs:
             t = lambda x: torch.from_numpy(x)[None, None]
             out = refine_flow(t(p["prep"].fixed), t(p["prep"].moving), p["flow"], 2.0, cfg)
             rows.append({**evaluate(p, out.flow), "seconds": out.seconds, "steps": out.steps})
-        results[name] = {"config": cfg.to_dict(), "rows": rows}
+        results[name] = {"config": cfg.to_dict(), "rows": rows, "command": command}
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(results, indent=1))
         print(line(name, results[name]), flush=True)
     print(line("network", results["network"]))
-    md = ["Refinement settings tried on the 6 validation pairs (subjects 17, 18, 19), medians over pairs, "
-          "2 threads on a shared, heavily loaded 2-core machine (so seconds are inflated and only comparable "
-          "within this table). Written by `benchmarks/tune_refine.py`.", "",
-          "| setting | Dice subcortical | Dice cortical | % folding (2 mm grid, median / max) | seconds | steps |",
-          "|---|---|---|---|---|---|"]
+    md = [f"Refinement settings tried for model `{bundle.name}` on the 6 validation pairs (subjects 17, 18, 19), "
+          "medians over pairs, 2 threads (seconds: the refinement alone; only comparable within one table, "
+          f"the machine's 1-minute load average was {os.getloadavg()[0]:.1f} at the end). Table written by "
+          f"`python benchmarks/tune_refine.py {' '.join(argv if argv is not None else sys.argv[1:])}`; the command "
+          f"that measured each setting is stored with it in `{a.out.name}`.", "",
+          "| setting | Dice subcortical | Dice cortical | % folding (2 mm grid, median / max) | % folding at 1 mm "
+          "(median / max) | SDlogJ 1 mm | seconds | steps |",
+          "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         md.append(table_row(name, r))
     a.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    if a.update_card:
+        if a.update_card not in results:
+            raise SystemExit(f"--update-card {a.update_card}: not among the settings run ({sorted(results)})")
+        write_card_refinement(bundle, a.update_card, results, argv if argv is not None else sys.argv[1:])
+        print(f"[tune_refine] chosen: {a.update_card}")
+
+
+def medians(rows) -> dict:
+    keys = ("subcortical", "cortical", "folding_percent", "folding_percent_1mm", "sdlogj_1mm", "seconds", "steps")
+    return {k: statistics.median(r[k] for r in rows) for k in keys if all(k in r for r in rows)}
+
+
+def write_card_refinement(bundle, name: str, results: dict, argv) -> None:
+    """The card's ``refinement`` block (``DeepRegLib.refine.CARD_KEY``): the default setting and its measurements."""
+    from DeepRegLib.refine import CARD_KEY
+    path = bundle.path / "card.json"
+    card = json.loads(path.read_text())
+    card[CARD_KEY] = {
+        "default": results[name]["config"],
+        "what": "register() runs this per-pair refinement after the network unless told otherwise "
+                "(refine=False / --network-only: the network alone; refine=True / --refine: the full Refine)",
+        "measured_by": results[name].get("command"),
+        "written_by": "python benchmarks/tune_refine.py " + " ".join(argv),
+        "validation": {"pairs": len(results[name]["rows"]), "subjects": [17, 18, 19], "statistic": "median over pairs",
+                       "folding": "folding_percent: % det J <= 0 on the 2 mm network grid inside the fixed brain; folding_percent_1mm: "
+                   "of the transform sampled at 1 mm inside the fixed brain (as benchmarks/bench_register.py)",
+                       "network": medians(results["network"]["rows"]), "refined": medians(results[name]["rows"]),
+                       "settings_tried": {k: medians(v["rows"]) for k, v in results.items() if k != "network"}},
+    }
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    print(f"[tune_refine] {bundle.name}: default refinement {name} written to {path}")
 
 
 def table_row(name, r) -> str:
@@ -109,16 +182,20 @@ def table_row(name, r) -> str:
     m = lambda k: statistics.median(x[k] for x in rows) if all(k in x for x in rows) else float("nan")
     cfg = r.get("config") or {}
     desc = name if not cfg else (f"window {cfg['ncc_window_mm']:g} mm, smooth {cfg['smooth_weight']:g}, lr {cfg['learning_rate']:g}, "
-                                 f"max {cfg['max_steps']} steps, {cfg['integration_steps']} squarings")
+                                 f"max {cfg['max_steps']} steps, {cfg['integration_steps']} squarings"
+                                 + (f", velocity every {cfg['control_factor']} voxels" if cfg.get("control_factor", 1) > 1 else ""))
+    one = (f"{m('folding_percent_1mm'):.4f} / {max(x['folding_percent_1mm'] for x in rows):.4f} | {m('sdlogj_1mm'):.2f}"
+           if all("folding_percent_1mm" in x for x in rows) else "n/a | n/a")
     return (f"| {desc} | {m('subcortical'):.4f} | {m('cortical'):.4f} | {m('folding_percent'):.4f} / "
-            f"{max(x['folding_percent'] for x in rows):.4f} | {m('seconds'):.1f} | {m('steps'):g} |")
+            f"{max(x['folding_percent'] for x in rows):.4f} | {one} | {m('seconds'):.1f} | {m('steps'):g} |")
 
 
 def line(name, r) -> str:
     rows = r["rows"]
     m = lambda k: statistics.median(x[k] for x in rows) if all(k in x for x in rows) else float("nan")
     return (f"{name:>14}: sub {m('subcortical'):.4f} cort {m('cortical'):.4f} fold% {m('folding_percent'):.4f} "
-            f"max fold% {max(x['folding_percent'] for x in rows):.4f} s {m('seconds'):.1f} steps {m('steps')}")
+            f"max fold% {max(x['folding_percent'] for x in rows):.4f} fold% 1mm {m('folding_percent_1mm'):.4f} "
+            f"sdlogj {m('sdlogj_1mm'):.2f} s {m('seconds'):.1f} steps {m('steps')}")
 
 
 if __name__ == "__main__":

@@ -46,8 +46,29 @@ METHODS = {
 }
 
 
-def _teacher_summary(path: str) -> Optional[dict]:
+def _teacher_summary(path: str, refined: bool = False) -> Optional[dict]:
+    """What the card says of the frozen teacher: a run's checkpoint, or a bundle folder (its card);
+    ``refined``: its flows were refined per pair by the engine's Refine (``strategy.teacher_refine``)."""
+    summary = _teacher_checkpoint_summary(path)
+    if refined:
+        from DeepRegLib.refine import RefineConfig
+        summary["refined"] = {"by": "DeepRegLib.refine.refine_flow, per training pair (instance optimisation)",
+                              "config": RefineConfig().to_dict()}
+    return summary
+
+
+def _teacher_name(teacher: dict) -> str:
+    name = teacher.get("experiment") or teacher.get("bundle") or teacher["checkpoint"]
+    return name + (" + per-pair Refine" if teacher.get("refined") else "")
+
+
+def _teacher_checkpoint_summary(path: str) -> dict:
     p = Path(path) if Path(path).is_absolute() else REPO / path
+    if (p / "card.json").exists():  # a bundle: its card, not a checkpoint
+        card = json.loads((p / "card.json").read_text())
+        return {"checkpoint": path, "bundle": card.get("name", p.name), "description": card.get("description"),
+                "parameters": card.get("architecture", {}).get("parameters"),
+                "training_commands": card.get("training", {}).get("commands")}
     p = p / "best.pt" if p.is_dir() else p
     if not p.exists():
         return {"checkpoint": path, "note": "checkpoint not present at export time"}
@@ -123,7 +144,7 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
         print(f"[export] {name}: new weights; its accuracy and speed are cleared until measured again "
               f"(python benchmarks/bench_register.py --model {name} --update-card ...)")
     best = next((h for h in ck["history"] if h.get("dice") == ck["best_score"]), None)
-    teacher = _teacher_summary(cfg.strategy.teacher) if cfg.strategy.teacher else None
+    teacher = _teacher_summary(cfg.strategy.teacher, cfg.strategy.teacher_refine) if cfg.strategy.teacher else None
     card = {
         "name": name,
         "kind": KINDS.get(cfg.model.architecture, "light-weight"),
@@ -140,7 +161,7 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
                   "channels": ["fixed (normalised)", "moving after the affine stage (normalised)"],
                   "expects": task["expects"]},
         "output": "voxel flow on the input grid, fixed -> moving; composed of all cascades",
-        "teacher": None if teacher is None else (teacher.get("experiment") or teacher["checkpoint"]),
+        "teacher": None if teacher is None else _teacher_name(teacher),
         "affine_stage": {"method": "SimpleITK moments init + affine, correlation metric (DeepRegLib.affine)",
                          **affine_config(cfg.data).to_dict()},
         "training": {

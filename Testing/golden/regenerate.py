@@ -6,7 +6,8 @@ intended change of the mapping):
     PYTHONPATH=. python Testing/golden/regenerate.py [--refine]
 
 Stores per-group Dice (subcortical, cortical, all) and 200 fixed brain points (LPS mm) with their
-mapped moving points, for the default model and, with ``--refine``, for ``refine=True``.
+mapped moving points, for the default model as ``register()`` runs it by default (with its card's
+default refinement) and, with ``--refine``, for ``refine=True``.
 """
 from __future__ import annotations
 
@@ -43,11 +44,15 @@ def brain_points(fixed: sitk.Image, n: int = 200) -> np.ndarray:
     return np.array([fixed.TransformIndexToPhysicalPoint((int(ii[s]), int(jj[s]), int(kk[s]))) for s in sel])
 
 
-def run(refine: bool) -> dict:
+#: golden key -> register()'s ``refine``: the default call (the card's refinement) and the full Refine
+REFINE = {"default": None, "refine": True}
+
+
+def run(key: str) -> dict:
     torch.set_num_threads(2)
     F, M = paths(17), paths(18)
     fixed = sitk.ReadImage(str(F["image"]), sitk.sitkFloat32)
-    res = register(fixed, str(M["image"]), device="cpu", refine=refine)
+    res = register(fixed, str(M["image"]), device="cpu", refine=REFINE[key])
     fl, ml = sitk.ReadImage(str(F["labels"])), sitk.ReadImage(str(M["labels"]))
     pts = brain_points(fixed)
     return {"dice": dice_summary(fl, res.warp_labels(ml)), "points": pts.tolist(),
@@ -60,9 +65,9 @@ def main() -> None:
     a = ap.parse_args()
     data = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
     data["model"] = DEFAULT_MODEL
-    data["default"] = run(False)
+    data["default"] = run("default")
     if a.refine:
-        data["refine"] = run(True)
+        data["refine"] = run("refine")
     GOLDEN.write_text(json.dumps(data, indent=1) + "\n")
     print({k: v["dice"] for k, v in data.items() if isinstance(v, dict)})
 
