@@ -268,5 +268,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 3
 
 
+#: one-shot commands whose process may end without the interpreter's teardown once their outputs are written
+QUICK_EXIT_COMMANDS = ("register", "warp", "evaluate", "models")
+
+
+def finish(argv: List[str], rc: int) -> None:
+    """End the process with status ``rc``. After a one-shot command (outputs written, files closed) the
+    streams are flushed and the process exits at once: the interpreter's teardown of torch and ITK took
+    0.6-0.7 s of a ~3 s ``deepreg register`` here. Other commands (``batch``: Dask) exit normally."""
+    if argv and argv[0] in QUICK_EXIT_COMMANDS:
+        import logging
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
+def run() -> None:
+    """The ``deepreg`` console entry point: :func:`main`, then :func:`finish`."""
+    argv = sys.argv[1:]
+    finish(argv, main(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

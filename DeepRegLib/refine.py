@@ -58,6 +58,12 @@ class RefineConfig:
     seed: int = 0
     control_factor: int = 1          # velocity on a grid this many times coarser, trilinearly upsampled (1: every voxel)
 
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or self.control_factor < 1 or self.integration_steps < 0 or self.ncc_window_mm <= 0:
+            raise InputError(f"refinement settings out of range: max_steps {self.max_steps} and control_factor "
+                             f"{self.control_factor} must be >= 1, integration_steps {self.integration_steps} >= 0, "
+                             f"ncc_window_mm {self.ncc_window_mm} > 0")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -214,8 +220,8 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
         opt.step()
         if progress is not None and (step + 1) % config.progress_every == 0:
             progress((step + 1) / config.max_steps)
-    if best_v is None:
-        best_v = velocity(v_param).detach()
+    if best_v is None:  # no finite loss (NaN): keep the network's flow
+        best_v = torch.zeros_like(flow)
     with torch.no_grad():
         phi = integrate_velocity(best_v / spacing, config.integration_steps)
         total = compose(flow, phi)

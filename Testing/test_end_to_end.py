@@ -174,3 +174,15 @@ def test_demo_runs_and_writes_pictures(tmp_path):
     for png in ("checkerboard.png", "difference.png"):
         img = sitk.ReadImage(str(tmp_path / png))
         assert img.GetNumberOfComponentsPerPixel() == 3 and img.GetSize()[0] > 200
+
+
+@pytest.mark.parametrize("command,quick", [("models", True), ("batch", False)])
+def test_cli_finish_keeps_status_and_output(command, quick):
+    """One-shot commands end without the interpreter's teardown (os._exit) but keep their exit status
+    and everything they printed; other commands (batch: Dask) exit normally (atexit handlers run)."""
+    code = ("import atexit, sys; from DeepRegLib.cli import finish; "
+            "atexit.register(lambda: print('ATEXIT', file=sys.stderr)); "
+            f"print('partial line', end=''); print('on stderr', end='', file=sys.stderr); finish([{command!r}], 3)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3 and proc.stdout == "partial line", (proc.stdout, proc.stderr)
+    assert proc.stderr.startswith("on stderr") and ("ATEXIT" in proc.stderr) == (not quick), proc.stderr

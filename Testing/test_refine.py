@@ -194,6 +194,9 @@ def test_card_refinement_reads_the_block():
     assert card_refinement({}) is None and card_refinement({"refinement": {}}) is None
     cfg = card_refinement({"refinement": {"default": {"max_steps": 4, "integration_steps": 0}}})
     assert cfg == RefineConfig(max_steps=4, integration_steps=0)
+    for bad in (dict(control_factor=0), dict(max_steps=0), dict(integration_steps=-1)):
+        with pytest.raises(InputError, match="out of range"):
+            card_refinement({"refinement": {"default": bad}})
 
 
 def test_few_steps_without_squaring_improve_a_shifted_pair():

@@ -67,7 +67,7 @@ def cli_run(fixed: Path, moving: Path, out: Path, model: str) -> dict:
            "import resource,sys; from DeepRegLib.cli import main; rc=main(sys.argv[1:]); "
            "hwm=[l for l in open('/proc/self/status') if l.startswith('VmHWM')]; "
            "print('MAXRSS', hwm[0].split()[1] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); "
-           "sys.exit(rc)",
+           "from DeepRegLib.cli import finish; finish(sys.argv[1:], rc)",  # as the console script ends
            "register", "--fixed", str(fixed), "--moving", str(moving), "--output-transform", str(out),
            "--model", model, "--device", "cpu"]
     t = time.perf_counter()
