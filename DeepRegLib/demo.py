@@ -63,7 +63,9 @@ def run_demo(output_dir: str, model: Optional[str] = None, device: str = "auto",
     (out / "demo.json").write_text(json.dumps(report, indent=2))
     d0, d1, d2 = report["dice_unregistered"], report["dice_affine"], report["dice_deformable"]
     print(f"DeepReg demo: {SAMPLE_MOVING} -> {SAMPLE_FIXED} with model {res.model} on {res.device}")
-    print(f"  register(): {seconds:.2f} s  (affine {res.timings['affine']:.2f} s, network {res.timings['network']:.2f} s)")
+    refined = (f", refinement {res.timings['refine']:.2f} s ({res.refinement})" if "refine" in res.timings else "")
+    print(f"  register(): {seconds:.2f} s  (affine {res.timings['affine']:.2f} s, network {res.timings['network']:.2f} s"
+          f"{refined})")
     print(f"  Dice          subcortical  cortical")
     for name, d in (("unregistered", d0), ("affine", d1), ("deepreg", d2)):
         print(f"  {name:<13} {d['subcortical']:.3f}        {d['cortical']:.3f}")

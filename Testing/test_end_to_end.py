@@ -169,6 +169,9 @@ def test_demo_runs_and_writes_pictures(tmp_path):
                            "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "deepreg" in proc.stdout and "transform" in proc.stdout
+    from DeepRegLib.refine import card_refinement
+    if card_refinement(load_bundle(DEFAULT_MODEL).card) is not None:  # the default call's refinement is reported
+        assert "refinement" in proc.stdout and "(model default)" in proc.stdout, proc.stdout
     report = json.loads((tmp_path / "demo.json").read_text())
     assert report["dice_deformable"]["all"] > report["dice_affine"]["all"] > report["dice_unregistered"]["all"]
     for png in ("checkerboard.png", "difference.png"):
