@@ -262,3 +262,22 @@ def test_coarse_control_grid_gives_a_smoother_refinement():
     assert roughness(coarse) < 0.5 * roughness(fine), (roughness(coarse), roughness(fine))
     before, after = float(local_ncc(fixed, moving, 3)), float(local_ncc(fixed, warp(moving, coarse), 3))
     assert after > before + 0.01, (before, after)
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+def test_box_mean_equals_avg_pool_without_padding_counts(k):
+    """The refinement's box mean (shifted sums) is avg_pool3d with count_include_pad=False, values and gradients."""
+    from DeepRegLib.refine import _box
+    torch.manual_seed(0)
+    x = torch.rand(1, 2, 9, 11, 8, dtype=torch.float64, requires_grad=True)
+    p = k // 2
+    ref = x
+    for kernel, pad in (((k, 1, 1), (p, 0, 0)), ((1, k, 1), (0, p, 0)), ((1, 1, k), (0, 0, p))):
+        ref = torch.nn.functional.avg_pool3d(ref, kernel, 1, pad, count_include_pad=False)
+    ours = _box(x, k)
+    assert torch.allclose(ours, ref, atol=1e-12)
+    w = torch.rand_like(ref)
+    g_ref, = torch.autograd.grad((ref * w).sum(), x)
+    g_ours, = torch.autograd.grad((ours * w).sum(), x)
+    assert torch.allclose(g_ours, g_ref, atol=1e-12)
+    assert float(_box(torch.ones(1, 1, 5, 5, 5), k).sub(1).abs().max()) < 1e-6  # a constant stays constant
