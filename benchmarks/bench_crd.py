@@ -14,7 +14,10 @@ Measured in one script run, on the bundled sample pair (fixed OASIS-TRT-20-17, m
   fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``) so that large tensors are returned to the
   system when freed and the mark is not hidden by memory kept from the warm-up.
 
-The high-resolution model is the default bundle (``ldr_brain_v1``). The low-resolution model is
+The high-resolution model is ``--highres``, by default the default bundle (``ldr_brain_v2`` since it
+replaced ``ldr_brain_v1``, the model of the stored results; same network, so the network figures
+carry over, but its ``register()`` includes its card's few-step refinement; ``--highres
+ldr_brain_v1`` repeats the stored comparison). The low-resolution model is
 ``--lowres`` if that bundle exists; otherwise an *untrained* ``lowres_ldr`` bundle (same
 architecture and cascades, random initialisation, written to a temporary models folder found
 through ``DEEPREG_MODELS_PATH``): speed and memory do not depend on the weights' values.
