@@ -10,6 +10,14 @@ from DeepRegLib.metrics import dice_summary
 pytestmark = pytest.mark.slow
 
 
+def _validation_pair(root, fs: int, ms: int):
+    """(fixed image, moving image, fixed labels, moving labels) of Mindboggle subjects ``fs``, ``ms``."""
+    f, m = root / f"OASIS-TRT-20-{fs}", root / f"OASIS-TRT-20-{ms}"
+    image = lambda d: sitk.ReadImage(str(d / "t1weighted_brain.nii.gz"), sitk.sitkFloat32)
+    labels = lambda d: sitk.ReadImage(str(d / "labels.DKT31.manual+aseg.nii.gz"))
+    return image(f), image(m), labels(f), labels(m)
+
+
 def test_every_validation_pair_beats_affine(shared_mindboggle):
     for fs, ms in itertools.permutations([17, 18, 19], 2):
         f = shared_mindboggle / f"OASIS-TRT-20-{fs}"
@@ -30,14 +38,9 @@ def test_refine_beats_network_on_every_validation_pair(shared_mindboggle):
     from DeepRegLib.qa import transform_folding
     folds = []
     for fs, ms in itertools.permutations([17, 18, 19], 2):
-        f = shared_mindboggle / f"OASIS-TRT-20-{fs}"
-        m = shared_mindboggle / f"OASIS-TRT-20-{ms}"
-        fixed = sitk.ReadImage(str(f / "t1weighted_brain.nii.gz"), sitk.sitkFloat32)
-        moving = sitk.ReadImage(str(m / "t1weighted_brain.nii.gz"), sitk.sitkFloat32)
+        fixed, moving, fl, ml = _validation_pair(shared_mindboggle, fs, ms)
         net = register(fixed, moving, device="cpu", refine=False)
         ref = register(fixed, moving, device="cpu", refine=True)
-        fl = sitk.ReadImage(str(f / "labels.DKT31.manual+aseg.nii.gz"))
-        ml = sitk.ReadImage(str(m / "labels.DKT31.manual+aseg.nii.gz"))
         a, b = dice_summary(fl, net.warp_labels(ml)), dice_summary(fl, ref.warp_labels(ml))
         assert b["subcortical"] > a["subcortical"] and b["cortical"] > a["cortical"], (fs, ms, a, b)
         folds.append(transform_folding(ref.transform(), fixed, 1.0, fixed > 0)["folding_percent"])
@@ -84,15 +87,10 @@ def test_default_call_beats_the_network_alone_on_every_validation_pair(shared_mi
     if card_refinement(load_bundle(DEFAULT_MODEL).card) is None:
         pytest.skip(f"{DEFAULT_MODEL}'s card names no default refinement")
     for fs, ms in itertools.permutations([17, 18, 19], 2):
-        f = shared_mindboggle / f"OASIS-TRT-20-{fs}"
-        m = shared_mindboggle / f"OASIS-TRT-20-{ms}"
-        fixed = sitk.ReadImage(str(f / "t1weighted_brain.nii.gz"), sitk.sitkFloat32)
-        moving = sitk.ReadImage(str(m / "t1weighted_brain.nii.gz"), sitk.sitkFloat32)
+        fixed, moving, fl, ml = _validation_pair(shared_mindboggle, fs, ms)
         net = register(fixed, moving, device="cpu", refine=False)
         default = register(fixed, moving, device="cpu")
         assert default.refinement == "model default" and default.refined
-        fl = sitk.ReadImage(str(f / "labels.DKT31.manual+aseg.nii.gz"))
-        ml = sitk.ReadImage(str(m / "labels.DKT31.manual+aseg.nii.gz"))
         a, b = dice_summary(fl, net.warp_labels(ml)), dice_summary(fl, default.warp_labels(ml))
         assert b["subcortical"] > a["subcortical"] + 0.005, (fs, ms, a, b)
         assert transform_folding(default.transform(), fixed, 1.0, fixed > 0)["folding_percent"] < 0.05, (fs, ms)
