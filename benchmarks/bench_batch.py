@@ -43,6 +43,8 @@ VALIDATION = [17, 18, 19]
 RESULTS = REPO / "benchmarks" / "results"
 ENV = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
+from DeepRegLib.batch import OWN_WORKER_ENVIRON, WORKER_ENVIRON_VARIABLE  # noqa: E402
+
 
 def subject(n: int) -> dict:
     base = (SHARED if SHARED.is_dir() else REPO / "Resources" / "SampleData") / f"OASIS-TRT-20-{n}"
@@ -143,8 +145,8 @@ def cluster_model(tmp: Path, csv: Path, warm_csv: Path, n_workers: int) -> dict:
         worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
                                    "--nworkers", str(n_workers), "--nthreads", "1", "--no-dashboard",
                                    "--memory-limit", "0"],
-                                  env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+                                  env={**ENV, WORKER_ENVIRON_VARIABLE: repr(OWN_WORKER_ENVIRON)},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         from distributed import Client
         with Client(address) as c:
             c.wait_for_workers(n_workers, timeout=300)
