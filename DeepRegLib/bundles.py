@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 from . import DEFAULT_MODEL  # noqa: F401  (re-exported)
 CARD_FILE = "card.json"
+#: the card's block naming the refinement ``register()`` runs by default (read by ``DeepRegLib.refine``)
+REFINEMENT_KEY = "refinement"
 #: kind of distilled network per architecture (a card's own ``kind`` wins)
 KINDS = {"ldr": "light-weight", "lowres_ldr": "low-resolution"}
 
@@ -104,7 +106,7 @@ class ModelBundle:
 
     def refinement_line(self) -> str:
         """What ``register()`` runs after the network by default (the card's ``refinement`` block)."""
-        default = (self.card.get("refinement") or {}).get("default")  # read here without torch (DeepRegLib.refine)
+        default = (self.card.get(REFINEMENT_KEY) or {}).get("default")  # read here without torch (DeepRegLib.refine)
         if not default:
             return "default refinement: none (the network alone; --refine for the full one)"
         return (f"default refinement: {default.get('max_steps')} steps, {default.get('ncc_window_mm')} mm LNCC windows "

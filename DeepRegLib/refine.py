@@ -25,11 +25,9 @@ from typing import Callable, List, Optional
 import torch
 import torch.nn.functional as F
 
+from .bundles import REFINEMENT_KEY
 from .errors import InputError
 from .spatial import compose, integrate_velocity, warp
-
-#: The model card's block that names the refinement ``register()`` runs by default (see :func:`card_refinement`).
-CARD_KEY = "refinement"
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,7 @@ def card_refinement(card: dict) -> Optional[RefineConfig]:
     The card's ``refinement`` block holds ``default`` (:class:`RefineConfig` fields) and how the setting
     was chosen and measured; ``benchmarks/tune_refine.py --update-card`` writes it.
     """
-    block = card.get(CARD_KEY) or {}
+    block = card.get(REFINEMENT_KEY) or {}
     default = block.get("default")
     return None if not default else RefineConfig.from_dict(default)
 

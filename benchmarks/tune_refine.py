@@ -116,11 +116,11 @@ def main(argv=None):
     results = json.loads(a.out.read_text()) if a.out.exists() else {}
     if results and results["network"].get("model", bundle.name) != bundle.name:
         raise SystemExit(f"{a.out} holds results of model {results['network']['model']!r}, not {bundle.name!r}")
+    command = "python benchmarks/tune_refine.py " + " ".join(argv if argv is not None else sys.argv[1:])
     pairs = load_pairs(a.model) if names or "network" not in results else []
     if "network" not in results:
         rows = [evaluate(p, p["flow"]) for p in pairs]
         results["network"] = {"config": None, "rows": rows, "model": bundle.name}
-    command = "python benchmarks/tune_refine.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for name in names:
         cfg = config_from_name(name)
         rows = []
@@ -136,7 +136,7 @@ def main(argv=None):
     md = [f"Refinement settings tried for model `{bundle.name}` on the 6 validation pairs (subjects 17, 18, 19), "
           "medians over pairs, 2 threads (seconds: the refinement alone; only comparable within one table, "
           f"the machine's 1-minute load average was {os.getloadavg()[0]:.1f} at the end). Table written by "
-          f"`python benchmarks/tune_refine.py {' '.join(argv if argv is not None else sys.argv[1:])}`; the command "
+          f"`{command}`; the command "
           f"that measured each setting is stored with it in `{a.out.name}`.", "",
           "| setting | Dice subcortical | Dice cortical | % folding (2 mm grid, median / max) | % folding at 1 mm "
           "(median / max) | SDlogJ 1 mm | seconds | steps |",
@@ -147,7 +147,7 @@ def main(argv=None):
     if a.update_card:
         if a.update_card not in results:
             raise SystemExit(f"--update-card {a.update_card}: not among the settings run ({sorted(results)})")
-        write_card_refinement(bundle, a.update_card, results, argv if argv is not None else sys.argv[1:])
+        write_card_refinement(bundle, a.update_card, results, command)
         print(f"[tune_refine] chosen: {a.update_card}")
 
 
@@ -156,17 +156,17 @@ def medians(rows) -> dict:
     return {k: statistics.median(r[k] for r in rows) for k in keys if all(k in r for r in rows)}
 
 
-def write_card_refinement(bundle, name: str, results: dict, argv) -> None:
-    """The card's ``refinement`` block (``DeepRegLib.refine.CARD_KEY``): the default setting and its measurements."""
-    from DeepRegLib.refine import CARD_KEY
-    path = bundle.path / "card.json"
+def write_card_refinement(bundle, name: str, results: dict, command: str) -> None:
+    """The card's ``refinement`` block (``DeepRegLib.bundles.REFINEMENT_KEY``): the default setting and its measurements."""
+    from DeepRegLib.bundles import CARD_FILE, REFINEMENT_KEY
+    path = bundle.path / CARD_FILE
     card = json.loads(path.read_text())
-    card[CARD_KEY] = {
+    card[REFINEMENT_KEY] = {
         "default": results[name]["config"],
         "what": "register() runs this per-pair refinement after the network unless told otherwise "
                 "(refine=False / --network-only: the network alone; refine=True / --refine: the full Refine)",
         "measured_by": results[name].get("command"),
-        "written_by": "python benchmarks/tune_refine.py " + " ".join(argv),
+        "written_by": command,
         "validation": {"pairs": len(results[name]["rows"]), "subjects": [17, 18, 19], "statistic": "median over pairs",
                        "folding": "folding_percent: % det J <= 0 on the 2 mm network grid inside the fixed brain; folding_percent_1mm: "
                    "of the transform sampled at 1 mm inside the fixed brain (as benchmarks/bench_register.py)",
@@ -177,9 +177,15 @@ def write_card_refinement(bundle, name: str, results: dict, argv) -> None:
     print(f"[tune_refine] {bundle.name}: default refinement {name} written to {path}")
 
 
+def _median_of(rows):
+    """``k -> median over pairs`` of :func:`medians`, NaN for a key some row lacks."""
+    values = medians(rows)
+    return lambda k: values.get(k, float("nan"))
+
+
 def table_row(name, r) -> str:
     rows = r["rows"]
-    m = lambda k: statistics.median(x[k] for x in rows) if all(k in x for x in rows) else float("nan")
+    m = _median_of(rows)
     cfg = r.get("config") or {}
     desc = name if not cfg else (f"window {cfg['ncc_window_mm']:g} mm, smooth {cfg['smooth_weight']:g}, lr {cfg['learning_rate']:g}, "
                                  f"max {cfg['max_steps']} steps, {cfg['integration_steps']} squarings"
@@ -192,7 +198,7 @@ def table_row(name, r) -> str:
 
 def line(name, r) -> str:
     rows = r["rows"]
-    m = lambda k: statistics.median(x[k] for x in rows) if all(k in x for x in rows) else float("nan")
+    m = _median_of(rows)
     return (f"{name:>14}: sub {m('subcortical'):.4f} cort {m('cortical'):.4f} fold% {m('folding_percent'):.4f} "
             f"max fold% {max(x['folding_percent'] for x in rows):.4f} fold% 1mm {m('folding_percent_1mm'):.4f} "
             f"sdlogj {m('sdlogj_1mm'):.2f} s {m('seconds'):.1f} steps {m('steps')}")

@@ -18,7 +18,7 @@ from typing import Dict, Optional
 
 import torch
 
-from DeepRegLib.bundles import KINDS
+from DeepRegLib.bundles import CARD_FILE, KINDS, load_bundle
 from DeepRegLib.models import ARCHITECTURES, count_parameters
 
 from .config import from_dict
@@ -64,8 +64,8 @@ def _teacher_name(teacher: dict) -> str:
 
 def _teacher_checkpoint_summary(path: str) -> dict:
     p = Path(path) if Path(path).is_absolute() else REPO / path
-    if (p / "card.json").exists():  # a bundle: its card, not a checkpoint
-        card = json.loads((p / "card.json").read_text())
+    if (p / CARD_FILE).exists():  # a bundle: its card, not a checkpoint
+        card = load_bundle(str(p)).card
         return {"checkpoint": path, "bundle": card.get("name", p.name), "description": card.get("description"),
                 "parameters": card.get("architecture", {}).get("parameters"),
                 "training_commands": card.get("training", {}).get("commands")}
