@@ -394,6 +394,54 @@ def test_synthhead_pair_contrast_differs_labels_agree():
     assert abs(np.corrcoef(means_f, means_m)[0, 1]) < 0.9
 
 
+def test_rerender_draws_a_new_contrast_each_step_on_unchanged_labels():
+    """data.rerender (whole heads): both images are rendered anew from their label maps at every step,
+    so a label's intensity changes from step to step while the labels stay as they were."""
+    from DeepRegLib.pipeline import InputSpec
+    from training.augment import rerender_batch
+    lab = np.zeros((24, 24, 24), np.int64)
+    lab[4:20, 4:20, 4:20], lab[8:16, 8:16, 8:16], lab[10:14, 10:14, 2:6] = 2, 17, 130
+    labels = torch.from_numpy(lab)[None, None]
+    batch = {"fixed": torch.zeros(1, 1, 24, 24, 24), "moving": torch.zeros(1, 1, 24, 24, 24),
+             "fixed_labels": labels, "moving_labels": labels.clone()}
+    spec = InputSpec(3.5, (24, 24, 24))
+    rng = np.random.default_rng(0)
+    a, b = rerender_batch(batch, rng, spec), rerender_batch(batch, rng, spec)
+    assert torch.equal(a["fixed_labels"], labels) and torch.equal(b["moving_labels"], labels)
+    assert a["fixed"].shape == (1, 1, 24, 24, 24) and 0 <= float(a["fixed"].min()) and float(a["fixed"].max()) <= 1
+    means = lambda img: [float(img[0, 0][labels[0, 0] == l].mean()) for l in (0, 2, 17, 130)]
+    for x, y in ((a["fixed"], b["fixed"]), (a["fixed"], a["moving"])):  # step to step, fixed to moving
+        assert max(abs(u - v) for u, v in zip(means(x), means(y))) > 0.1
+    assert float(batch["fixed"].abs().max()) == 0  # the input batch is left as it was
+
+
+def test_rerender_is_refused_for_a_task_without_label_maps_to_render(tmp_path):
+    from training.continual import Continual
+    cfg = _smoke("smoke_cl_sequential", tmp_path)
+    cfg.data.rerender = True
+    with pytest.raises(ValueError, match="synthhead"):
+        Continual(cfg, verbose=False).batch(0, [0], "cpu", np.random.default_rng(0))
+
+
+def test_refine_tasks_scales_the_refinement_with_each_task_grid():
+    """training/refine_tasks.py: one setting in voxels, turned into mm per task; the wrapper refines what the
+    network returns (here the affine stage's zero flow on a shifted pair) and leaves it alone without one."""
+    import torch.nn.functional as F
+    from training.continual_report import ZeroFlow
+    from training.refine_tasks import Refined, task_refinement
+    assert task_refinement("none", 3.5, 30, 1.0, 1.0, 2) is None
+    cfg = task_refinement("mind", 3.5, 30, 0.5, 2.0, 2)
+    assert (cfg.learning_rate, cfg.ncc_window_mm, cfg.similarity, cfg.smooth_weight, cfg.max_steps) == (1.75, 17.5, "mind", 2.0, 30)
+    torch.manual_seed(0)
+    fixed = F.avg_pool3d(F.avg_pool3d(torch.rand(1, 1, 16, 16, 16), 5, 1, 2), 3, 1, 1)
+    moving = torch.roll(fixed, 1, dims=4)
+    plain, _ = Refined(ZeroFlow(), 2.0, None)(fixed, moving)
+    refined = Refined(ZeroFlow(), 2.0, task_refinement("ncc", 2.0, 15, 0.5, 0.1, 1))
+    with torch.no_grad():  # as evaluate_pairs calls it
+        flow, _ = refined(fixed, moving)
+    assert float(plain.abs().max()) == 0 and float(flow[0, 2].mean()) > 0.1 and len(refined.seconds) == 1
+
+
 def test_export_of_a_continual_run_defines_its_task(smoke_runs, tmp_path):
     """The bundle of a continual run: the chosen task's grid in the card, all tasks and the accuracy matrix listed."""
     from DeepRegLib.bundles import load_bundle

@@ -57,20 +57,24 @@ CONFIGS = {
 
 def config_from_name(name: str) -> RefineConfig:
     """A setting named like the keys of CONFIGS: ``w<window mm>_l<smooth>_lr<lr>_s<steps>_i<squarings>``,
-    optionally ``_c<control_factor>`` (velocity on a grid that many times coarser)."""
+    optionally ``_c<control_factor>`` (velocity on a grid that many times coarser), ``_p<coarse_steps>``
+    (steps first on the pair pooled x2) and ``_mind`` (MIND-SSC descriptors instead of local NCC)."""
     if name in CONFIGS:
         return CONFIGS[name]
     keys = {"w": "ncc_window_mm", "l": "smooth_weight", "lr": "learning_rate", "s": "max_steps",
-            "i": "integration_steps", "c": "control_factor"}
+            "i": "integration_steps", "c": "control_factor", "p": "coarse_steps"}
     values = {}
     for part in name.split("_"):
+        if part == "mind":
+            values["similarity"] = "mind"
+            continue
         key = "lr" if part.startswith("lr") else part[0]
         if key not in keys:
             raise SystemExit(f"cannot read setting {name!r}: unknown part {part!r}")
         text = part[len(key):]
-        values[keys[key]] = int(text) if key in ("s", "i", "c") else float(text)
+        values[keys[key]] = int(text) if key in ("s", "i", "c", "p") else float(text)
     # few steps: keep every step (no plateau stop)
-    return RefineConfig(patience=max(6, values.get("max_steps", 20) + 1), **values)
+    return RefineConfig(patience=max(6, values.get("max_steps", 20) + values.get("coarse_steps", 0) + 1), **values)
 
 
 def load_pairs(model=None):
@@ -189,7 +193,9 @@ def table_row(name, r) -> str:
     cfg = r.get("config") or {}
     desc = name if not cfg else (f"window {cfg['ncc_window_mm']:g} mm, smooth {cfg['smooth_weight']:g}, lr {cfg['learning_rate']:g}, "
                                  f"max {cfg['max_steps']} steps, {cfg['integration_steps']} squarings"
-                                 + (f", velocity every {cfg['control_factor']} voxels" if cfg.get("control_factor", 1) > 1 else ""))
+                                 + (f", velocity every {cfg['control_factor']} voxels" if cfg.get("control_factor", 1) > 1 else "")
+                                 + (f", {cfg['coarse_steps']} steps at 4 mm first" if cfg.get("coarse_steps", 0) else "")
+                                 + (", MIND-SSC" if cfg.get("similarity") == "mind" else ""))
     one = (f"{m('folding_percent_1mm'):.4f} / {max(x['folding_percent_1mm'] for x in rows):.4f} | {m('sdlogj_1mm'):.2f}"
            if all("folding_percent_1mm" in x for x in rows) else "n/a | n/a")
     return (f"| {desc} | {m('subcortical'):.4f} | {m('cortical'):.4f} | {m('folding_percent'):.4f} / "

@@ -131,3 +131,17 @@ def augment_fixed_warp(batch: Dict[str, torch.Tensor], rng: np.random.Generator,
         batch["fixed_labels"] = warp(labels.float(), psi, mode="nearest").round().to(labels.dtype)
     batch["fixed_warp"] = psi
     return batch
+
+
+def rerender_batch(batch: Dict[str, torch.Tensor], rng: np.random.Generator, spec) -> Dict[str, torch.Tensor]:
+    """``batch`` (from :func:`training.data.make_batch`) with ``fixed`` and ``moving`` rendered anew from its
+    label maps, each with its own random contrast (:func:`training.data.synthhead.render`, then
+    ``spec.normalisation``; ``spec`` a :class:`DeepRegLib.pipeline.InputSpec`), as SynthMorph draws a new
+    image pair every step. Labels, flips and geometry are unchanged."""
+    from .data.synthhead import render
+    out = dict(batch)
+    for key, labels in (("fixed", "fixed_labels"), ("moving", "moving_labels")):
+        lab = batch[labels][:, 0].cpu().numpy()
+        imgs = [spec.normalisation.apply(render(lab[b], rng, spec.spacing)) for b in range(lab.shape[0])]
+        out[key] = torch.from_numpy(np.stack(imgs).astype(np.float32))[:, None].to(batch[key].device)
+    return out

@@ -29,6 +29,7 @@ class DataConfig:
     warp_fixed: Tuple[float, float] = (0.0, 0.0)  # fixed image: random smooth warp, amplitude mm (std), control-point spacing mm
     synthetic_pairs: int = 8  # 'synthetic' task only
     pairs: int = 0  # 'synthhead' / 'ct': number of generated training pairs (0: the task's default)
+    rerender: bool = False  # 'synthhead': every training step renders both images anew from their label maps (new random contrast)
     affine: Dict[str, Any] = field(default_factory=dict)  # DeepRegLib.affine.AffineConfig overrides
     cache_dir: str = "training/cache"
 

@@ -26,9 +26,10 @@ import torch
 from DeepRegLib.metrics import dice_scores
 from DeepRegLib.spatial import folding_percent, warp
 
-from .augment import augment_fixed_warp, augment_moving
+from .augment import augment_fixed_warp, augment_moving, rerender_batch
 from .callbacks import Callback
 from .data import PairSet, load_split, make_batch
+from .data.registry import task_input
 from .data.tasks import task_data_config, task_info
 from .evaluate import predict_pairs
 
@@ -188,6 +189,10 @@ class Continual:
         data = self.train[task]
         flips = (rng.random(len(index)) < 0.5) if (rng is not None and self.data_cfgs[task].flip_lr) else None
         b = make_batch(data, list(index), device, flips)
+        if rng is not None and self.data_cfgs[task].rerender:
+            if self.tasks[task] != "synthhead":
+                raise ValueError(f"data.rerender renders label maps: task 'synthhead' only, not {self.tasks[task]!r}")
+            b = rerender_batch(b, rng, task_input(self.data_cfgs[task])[0])
         if rng is not None:
             b = augment_moving(b, rng, self.data_cfgs[task].augment_affine)
             b = augment_fixed_warp(b, rng, self.data_cfgs[task].warp_fixed)

@@ -1,0 +1,117 @@
+"""Per-pair refinement on every continual task's validation pairs (issue 12: what would make one model
+register every task?).
+
+Each network (``affine``: the affine stage alone, i.e. a zero flow; or a run, checkpoint or bundle)
+is evaluated on the validation pairs of the tasks of a continual run's config, alone and followed by
+:func:`DeepRegLib.refine.refine_flow` with each similarity asked for (``ncc``: local NCC; ``mind``:
+MIND-SSC descriptors, for pairs of different contrasts or modalities). The refinement's lengths
+scale with each task's voxel size (window 5 voxels, Adam steps of ``lr_voxels`` voxels). Figures are
+those of the accuracy matrix (``training/continual.py: evaluate_pairs``).
+
+    python -m training.refine_tasks --run training/runs/cl_joint --nets affine training/runs/cl_joint/last.pt \\
+        --similarities none ncc mind --out training/results/refine_tasks
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+
+from DeepRegLib.refine import RefineConfig, refine_flow
+
+from .continual import evaluate_pairs
+from .continual_report import ZeroFlow, _config
+from .data import load_split
+from .data.tasks import task_data_config, task_info
+
+
+class Refined(nn.Module):
+    """``net`` followed by the per-pair refinement on a grid of ``spacing`` mm: ``(flow, [flow])``."""
+
+    def __init__(self, net: nn.Module, spacing: float, config: Optional[RefineConfig]) -> None:
+        super().__init__()
+        self.net, self.spacing, self.config = net, spacing, config
+        self.seconds: List[float] = []
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor):
+        flow, _ = self.net(fixed, moving)
+        if self.config is None:
+            return flow, [flow]
+        with torch.enable_grad():
+            out = refine_flow(fixed.float(), moving.float(), flow.float(), self.spacing, self.config)
+        self.seconds.append(out.seconds)
+        return out.flow, [out.flow]
+
+
+def task_refinement(similarity: str, spacing: float, steps: int, lr_voxels: float, smooth: float,
+                    control_factor: int) -> Optional[RefineConfig]:
+    """The refinement for a task on a grid of ``spacing`` mm (None for ``similarity='none'``)."""
+    if similarity == "none":
+        return None
+    return RefineConfig(max_steps=steps, learning_rate=lr_voxels * spacing, ncc_window_mm=5 * spacing,
+                        smooth_weight=smooth, integration_steps=4, control_factor=control_factor,
+                        similarity=similarity, patience=steps + 1)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=Path, required=True, help="a continual run whose config names the tasks")
+    ap.add_argument("--nets", nargs="+", default=["affine"], help="'affine' or a run / checkpoint / bundle")
+    ap.add_argument("--similarities", nargs="+", default=["none", "ncc", "mind"], choices=["none", "ncc", "mind"])
+    ap.add_argument("--tasks", nargs="*", default=None, help="a subset of the run's tasks")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--lr-voxels", type=float, default=0.25)
+    ap.add_argument("--smooth", type=float, default=1.0)
+    ap.add_argument("--control-factor", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    from .networks import load_trained
+    cfg = _config({"run": str(a.run)})
+    tasks = a.tasks or list(cfg.continual.tasks)
+    a.out.mkdir(parents=True, exist_ok=True)
+    path = a.out / "refine_tasks.json"
+    results: Dict[str, dict] = json.loads(path.read_text()) if path.exists() else {}
+    command = "python -m training.refine_tasks " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    for task in tasks:
+        info = task_info(task)
+        val = load_split(task_data_config(cfg.data, task, tuple(cfg.continual.size) if cfg.continual.size else None), "val")
+        for name in a.nets:
+            net = (ZeroFlow() if name == "affine" else load_trained(name)).eval()
+            for sim in a.similarities:
+                rc = task_refinement(sim, info.spacing, a.steps, a.lr_voxels, a.smooth, a.control_factor)
+                model = Refined(net, info.spacing, rc)
+                t0 = time.perf_counter()
+                figures = evaluate_pairs(model, val, info.metric)
+                key = f"{task} | {name} | {sim}" + ("" if rc is None else f" | s{a.steps} lr{a.lr_voxels}v l{a.smooth} c{a.control_factor}")
+                results[key] = {"task": task, "net": name, "similarity": sim, "refine": None if rc is None else rc.to_dict(),
+                                "pairs": len(val), **figures, "refine_seconds_mean":
+                                (sum(model.seconds) / len(model.seconds)) if model.seconds else 0.0,
+                                "wall_s": time.perf_counter() - t0, "command": command}
+                print(f"[refine_tasks] {key}: accuracy {figures['accuracy']:.4f}"
+                      + (f" tre {figures['tre_mm']:.2f} mm" if "tre_mm" in figures else "")
+                      + f" folding {figures['folding_percent']:.3f}%", flush=True)
+                path.write_text(json.dumps(results, indent=1) + "\n")
+    (a.out / "refine_tasks.md").write_text(markdown(results) + "\n")
+    return 0
+
+
+def markdown(results: Dict[str, dict]) -> str:
+    lines = ["| task | network | refinement | pairs | accuracy | TRE mm | % folding (grid) | refine s / pair |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, r in results.items():
+        ref = "none" if r["refine"] is None else key.split(" | ", 2)[2].replace(" | ", ", ")
+        tre = f"{r['tre_mm']:.2f}" if "tre_mm" in r else ""
+        lines.append(f"| {r['task']} | {r['net']} | {ref} | {r['pairs']} | {r['accuracy']:.4f} | {tre} | "
+                     f"{r['folding_percent']:.3f} | {r['refine_seconds_mean']:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
