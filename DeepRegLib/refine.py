@@ -251,6 +251,7 @@ def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: 
     velocity = (lambda p: p) if control == shape else (
         lambda p: F.interpolate(p, size=shape, mode="trilinear", align_corners=True))
     best, best_v, since = float("inf"), None, 0
+    plateau = float("inf")  # the loss the plateau rule compares with: improved by min_delta or not
     for step in range(config.max_steps):
         if cancel is not None and cancel():
             return None, step, True
@@ -265,8 +266,10 @@ def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: 
             loss.backward()
         value = float(loss.detach())
         losses.append(value)
-        if value < best - config.min_delta:
-            best, best_v, since = value, v_mm.detach().clone(), 0
+        if value < best:  # the lowest loss is kept, however small the gain
+            best, best_v = value, v_mm.detach().clone()
+        if value < plateau - config.min_delta:
+            plateau, since = value, 0
         else:
             since += 1
         if since >= config.patience or last:

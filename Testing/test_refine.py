@@ -190,6 +190,24 @@ def test_default_refinement_comes_from_the_card(images, network_result, tmp_path
         register(*images, model=str(bad), device="cpu")
 
 
+def test_card_can_name_a_coarse_level_and_mind(images, network_result, tmp_path):
+    """A card's refinement may use the newer settings: register() runs them (steps of both levels
+    logged and counted), and they are what a RefineConfig with the same fields gives."""
+    setting = dict(max_steps=2, coarse_steps=3, learning_rate=0.4, integration_steps=0, control_factor=2,
+                   similarity="mind", patience=10)
+    m = _bundle_copy(tmp_path / "levels", setting)
+    a = register(*images, model=str(m), device="cpu")
+    assert a.refined and a.refinement == "model default"
+    assert np.abs(a.displacement - network_result.displacement).max() > 0.05
+    b = register(*images, model=str(m), device="cpu", refine=RefineConfig(**setting))
+    assert np.array_equal(a.displacement, b.displacement)
+    c = register(*images, model=str(m), device="cpu", refine=RefineConfig(**{**setting, "similarity": "ncc"}))
+    assert not np.array_equal(a.displacement, c.displacement)  # the similarity setting is used
+    bad = _bundle_copy(tmp_path / "bad", {**setting, "similarity": "mutual information"})
+    with pytest.raises(InputError, match="similarity"):
+        register(*images, model=str(bad), device="cpu")
+
+
 def test_card_refinement_reads_the_block():
     assert card_refinement({}) is None and card_refinement({"refinement": {}}) is None
     cfg = card_refinement({"refinement": {"default": {"max_steps": 4, "integration_steps": 0}}})
