@@ -442,6 +442,24 @@ def test_refine_tasks_scales_the_refinement_with_each_task_grid():
     assert float(plain.abs().max()) == 0 and float(flow[0, 2].mean()) > 0.1 and len(refined.seconds) == 1
 
 
+def test_shared_contrast_renders_one_intensity_per_label_in_both_images():
+    from training.data.synthhead import reference_lut
+    from training.refine_tasks import shared_contrast
+    lab_f = np.zeros((1, 6, 6, 6), np.int16)
+    lab_f[0, 1:5, 1:5, 1:5], lab_f[0, 2:4, 2:4, 2:4] = 2, 17
+    lab_m = np.roll(lab_f, 1, axis=3)
+    noise = np.random.default_rng(0).random((1, 6, 6, 6)).astype(np.float16)
+    data = PairSet(noise, noise.copy(), [Grid((0.0, 0.0, 0.0), (3.5, 3.5, 3.5), (6, 6, 6))], lab_f, lab_m)
+    out = shared_contrast(data)
+    assert out is not data and np.array_equal(data.fixed, noise)  # the input set is left as it was
+    for img, lab in ((out.fixed, lab_f), (out.moving, lab_m)):
+        assert np.all(img[lab == 0] == 0)
+        for v in (2, 17):
+            vals = np.unique(img[lab == v])
+            assert vals.size == 1 and vals[0] == reference_lut(np.array([v]))[0] and 0.2 <= vals[0] < 1.2
+    assert reference_lut(np.array([2]))[0] != reference_lut(np.array([17]))[0]
+
+
 def test_export_of_a_continual_run_defines_its_task(smoke_runs, tmp_path):
     """The bundle of a continual run: the chosen task's grid in the card, all tasks and the accuracy matrix listed."""
     from DeepRegLib.bundles import load_bundle

@@ -73,12 +73,18 @@ def render(labels: np.ndarray, rng: np.random.Generator, spacing: float) -> np.n
     return img.astype(np.float32)
 
 
-def _reference_rendering(lab: sitk.Image) -> sitk.Image:
-    """One fixed intensity per label (the same for every map), for the affine stage."""
-    arr = sitk.GetArrayViewFromImage(lab).astype(np.int64)
+def reference_lut(labels: np.ndarray) -> np.ndarray:
+    """``labels`` (any shape, non-negative ints) as float32 intensities: one fixed value in [0.2, 1.2) per
+    label value, the same for every map, background 0."""
+    arr = np.asarray(labels).astype(np.int64)
     lut = (np.arange(arr.max() + 1) * 2654435761 % 997).astype(np.float32) / 997.0 + 0.2
     lut[0] = 0.0
-    img = sitk.GetImageFromArray(lut[arr])
+    return lut[arr]
+
+
+def _reference_rendering(lab: sitk.Image) -> sitk.Image:
+    """One fixed intensity per label (the same for every map), for the affine stage."""
+    img = sitk.GetImageFromArray(reference_lut(sitk.GetArrayViewFromImage(lab)))
     img.CopyInformation(lab)
     return img
 
