@@ -413,6 +413,12 @@ def test_rerender_draws_a_new_contrast_each_step_on_unchanged_labels():
     for x, y in ((a["fixed"], b["fixed"]), (a["fixed"], a["moving"])):  # step to step, fixed to moving
         assert max(abs(u - v) for u, v in zip(means(x), means(y))) > 0.1
     assert float(batch["fixed"].abs().max()) == 0  # the input batch is left as it was
+    # a contrast curriculum's start (random_share 0): one shared contrast, so both images are equal here
+    shared = rerender_batch(batch, rng, spec, random_share=0.0)
+    assert torch.allclose(shared["fixed"], shared["moving"]) and len(set(means(shared["fixed"]))) >= 3
+    half = rerender_batch(batch, np.random.default_rng(5), spec, random_share=0.5)
+    full = rerender_batch(batch, np.random.default_rng(5), spec, random_share=1.0)
+    assert torch.allclose(half["fixed"], 0.5 * full["fixed"] + 0.5 * shared["fixed"], atol=1e-6)
 
 
 def test_rerender_is_refused_for_a_task_without_label_maps_to_render(tmp_path):

@@ -133,15 +133,23 @@ def augment_fixed_warp(batch: Dict[str, torch.Tensor], rng: np.random.Generator,
     return batch
 
 
-def rerender_batch(batch: Dict[str, torch.Tensor], rng: np.random.Generator, spec) -> Dict[str, torch.Tensor]:
+def rerender_batch(batch: Dict[str, torch.Tensor], rng: np.random.Generator, spec,
+                   random_share: float = 1.0) -> Dict[str, torch.Tensor]:
     """``batch`` (from :func:`training.data.make_batch`) with ``fixed`` and ``moving`` rendered anew from its
     label maps, each with its own random contrast (:func:`training.data.synthhead.render`, then
     ``spec.normalisation``; ``spec`` a :class:`DeepRegLib.pipeline.InputSpec`), as SynthMorph draws a new
-    image pair every step. Labels, flips and geometry are unchanged."""
-    from .data.synthhead import render
+    image pair every step. Labels, flips and geometry are unchanged.
+
+    ``random_share`` < 1 (a contrast curriculum) blends each image with the one shared contrast of
+    :func:`training.data.synthhead.reference_lut` (the same for both images):
+    ``(1 - random_share) * shared + random_share * random``, both normalised."""
+    from .data.synthhead import reference_lut, render
     out = dict(batch)
     for key, labels in (("fixed", "fixed_labels"), ("moving", "moving_labels")):
         lab = batch[labels][:, 0].cpu().numpy()
         imgs = [spec.normalisation.apply(render(lab[b], rng, spec.spacing)) for b in range(lab.shape[0])]
+        if random_share < 1.0:
+            imgs = [random_share * img + (1.0 - random_share) * spec.normalisation.apply(reference_lut(lab[b]))
+                    for b, img in enumerate(imgs)]
         out[key] = torch.from_numpy(np.stack(imgs).astype(np.float32))[:, None].to(batch[key].device)
     return out

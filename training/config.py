@@ -30,6 +30,7 @@ class DataConfig:
     synthetic_pairs: int = 8  # 'synthetic' task only
     pairs: int = 0  # 'synthhead' / 'ct': number of generated training pairs (0: the task's default)
     rerender: bool = False  # 'synthhead': every training step renders both images anew from their label maps (new random contrast)
+    contrast_curriculum_steps: int = 0  # with rerender: images blend from one shared contrast (step 0) to random contrasts (this step on)
     affine: Dict[str, Any] = field(default_factory=dict)  # DeepRegLib.affine.AffineConfig overrides
     cache_dir: str = "training/cache"
 

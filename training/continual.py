@@ -185,14 +185,17 @@ class Continual:
             return int(rng.integers(len(self.tasks)))
         return min(step // self.cfg.continual.steps_per_task, len(self.tasks) - 1)
 
-    def batch(self, task: int, index: Sequence[int], device, rng: Optional[np.random.Generator] = None) -> dict:
+    def batch(self, task: int, index: Sequence[int], device, rng: Optional[np.random.Generator] = None,
+              step: Optional[int] = None) -> dict:
         data = self.train[task]
         flips = (rng.random(len(index)) < 0.5) if (rng is not None and self.data_cfgs[task].flip_lr) else None
         b = make_batch(data, list(index), device, flips)
         if rng is not None and self.data_cfgs[task].rerender:
             if self.tasks[task] != "synthhead":
                 raise ValueError(f"data.rerender renders label maps: task 'synthhead' only, not {self.tasks[task]!r}")
-            b = rerender_batch(b, rng, task_input(self.data_cfgs[task])[0])
+            ramp = self.data_cfgs[task].contrast_curriculum_steps
+            random_share = 1.0 if not ramp or step is None else min(1.0, step / ramp)
+            b = rerender_batch(b, rng, task_input(self.data_cfgs[task])[0], random_share)
         if rng is not None:
             b = augment_moving(b, rng, self.data_cfgs[task].augment_affine)
             b = augment_fixed_warp(b, rng, self.data_cfgs[task].warp_fixed)
@@ -207,7 +210,7 @@ class Continual:
     def next_batch(self, trainer) -> dict:
         t = self.task_index(trainer.step, trainer.sampler)
         idx = trainer.sampler.integers(len(self.train[t]), size=self.cfg.loop.batch_size).tolist()
-        return self.batch(t, idx, trainer.device, trainer.sampler)
+        return self.batch(t, idx, trainer.device, trainer.sampler, step=trainer.step)
 
     def validate(self, trainer) -> Dict[str, float]:
         """Every task's figures (``<task>/<figure>``); ``dice`` = mean accuracy over the tasks trained so far."""
