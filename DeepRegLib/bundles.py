@@ -109,7 +109,10 @@ class ModelBundle:
         default = (self.card.get(REFINEMENT_KEY) or {}).get("default")  # read here without torch (DeepRegLib.refine)
         if not default:
             return "default refinement: none (the network alone; --refine for the full one)"
-        return (f"default refinement: {default.get('max_steps')} steps, {default.get('ncc_window_mm')} mm LNCC windows "
+        coarse = f"{default['coarse_steps']} at half resolution + " if default.get("coarse_steps") else ""
+        similarity = ("MIND-SSC" if default.get("similarity") == "mind"
+                      else f"{default.get('ncc_window_mm')} mm LNCC windows")
+        return (f"default refinement: {coarse}{default.get('max_steps')} steps, {similarity} "
                 "(--network-only: the network alone; --refine: the full one)")
 
     @property

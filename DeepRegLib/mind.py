@@ -38,8 +38,8 @@ def _shift(image: torch.Tensor, offset, dilation: int) -> torch.Tensor:
 def mind_ssc(image: torch.Tensor, radius: int = 1, dilation: int = 2, eps: float = 1e-6) -> torch.Tensor:
     """The MIND-SSC descriptor ``(B, 12, z, y, x)`` of ``image`` ``(B, 1, z, y, x)`` (values in [0, 1]).
 
-    ``radius``: patch half-size (voxels); ``dilation``: neighbour distance (voxels). Invariant to a
-    positive affine change of intensities up to ``eps``; constant images give 1 everywhere.
+    ``radius``: patch half-size (voxels); ``dilation``: neighbour distance (voxels). Unchanged by a linear
+    change of intensities ``a * I + b`` of either sign (up to ``eps``); constant images give 1 everywhere.
     """
     if image.dim() != 5 or image.shape[1] != 1:
         raise ValueError(f"mind_ssc expects a (B, 1, z, y, x) image, got shape {tuple(image.shape)}")

@@ -202,18 +202,17 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
             weight = _weight(mask, moving_mask, flow)
             small = lambda x: None if x is None else downsample(x, 2)
             coarse = replace(config, max_steps=config.coarse_steps, control_factor=1)
-        phi, steps, cancelled = _optimise(small(fixed), small(start), 2 * spacing, coarse, small(weight),
-                                          losses, 0, report, cancel)
+        phi, cancelled = _optimise(small(fixed), small(start), 2 * spacing, coarse, small(weight), losses, report,
+                                   cancel)
         if cancelled:
-            return RefineOutcome(network_flow, steps, losses, True, time.perf_counter() - t0)
+            return RefineOutcome(network_flow, len(losses), losses, True, time.perf_counter() - t0)
         if phi is not None:
             with torch.no_grad():
                 flow = compose(flow, upsample_flow(phi, 2, flow.shape[2:]))
     with torch.no_grad():
         start = warp(moving, flow)  # moving o A o (id + u), resampled once
         weight = _weight(mask, moving_mask, flow)
-    phi, steps, cancelled = _optimise(fixed, start, spacing, config, weight, losses, config.coarse_steps,
-                                      report, cancel)
+    phi, cancelled = _optimise(fixed, start, spacing, config, weight, losses, report, cancel)
     if cancelled:
         return RefineOutcome(network_flow, len(losses), losses, True, time.perf_counter() - t0)
     with torch.no_grad():
@@ -230,14 +229,14 @@ def _weight(mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor], f
 
 
 def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: RefineConfig,
-              weight: Optional[torch.Tensor], losses: List[float], done: int,
+              weight: Optional[torch.Tensor], losses: List[float],
               progress: Optional[Callable[[int], None]], cancel: Optional[Callable[[], bool]]):
     """Adam on a velocity so that ``start`` warped by its displacement matches ``fixed`` (one level;
     with MIND, the descriptors of the two are compared).
 
-    Returns ``(phi, steps, cancelled)``: ``phi`` the best step's voxel displacement ``(1, 3, z, y, x)``
-    (None when no loss was finite), each step's loss appended to ``losses``; ``done`` steps came before
-    (for ``progress(steps done)``).
+    Returns ``(phi, cancelled)``: ``phi`` the best step's voxel displacement ``(1, 3, z, y, x)`` (None when
+    no loss was finite or when cancelled). Each step's loss is appended to ``losses``, which may hold an
+    earlier level's: ``progress(steps done)`` counts them all.
     """
     if config.similarity == "mind":
         similarity = MINDSimilarity(fixed, weight)
@@ -254,7 +253,7 @@ def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: 
     plateau = float("inf")  # the loss the plateau rule compares with: improved by min_delta or not
     for step in range(config.max_steps):
         if cancel is not None and cancel():
-            return None, step, True
+            return None, True
         last = step == config.max_steps - 1  # its update would never be evaluated: the loss alone
         v_param.grad = None
         with torch.set_grad_enabled(not last):
@@ -275,9 +274,9 @@ def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: 
         if since >= config.patience or last:
             break
         opt.step()
-        if progress is not None and (done + step + 1) % config.progress_every == 0:
-            progress(done + step + 1)
+        if progress is not None and len(losses) % config.progress_every == 0:
+            progress(len(losses))
     if best_v is None:
-        return None, step + 1, False
+        return None, False
     with torch.no_grad():
-        return integrate_velocity(best_v / spacing, config.integration_steps), step + 1, False
+        return integrate_velocity(best_v / spacing, config.integration_steps), False

@@ -196,6 +196,8 @@ def test_card_can_name_a_coarse_level_and_mind(images, network_result, tmp_path)
     setting = dict(max_steps=2, coarse_steps=3, learning_rate=0.4, integration_steps=0, control_factor=2,
                    similarity="mind", patience=10)
     m = _bundle_copy(tmp_path / "levels", setting)
+    line = load_bundle(str(m)).refinement_line()  # what `deepreg models` and the panel's tooltip say
+    assert "3 at half resolution + 2 steps, MIND-SSC" in line and "LNCC" not in line
     a = register(*images, model=str(m), device="cpu")
     assert a.refined and a.refinement == "model default"
     assert np.abs(a.displacement - network_result.displacement).max() > 0.05

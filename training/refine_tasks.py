@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "refine_tasks.json"
     results: Dict[str, dict] = json.loads(path.read_text()) if path.exists() else {}
-    command = "python -m training.refine_tasks " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    command = "python -m training.refine_tasks " + " ".join(argv if argv is not None else sys.argv[1:])
     for task in tasks:
         info = task_info(task)
         val = load_split(task_data_config(cfg.data, task, tuple(cfg.continual.size) if cfg.continual.size else None), "val")
