@@ -110,8 +110,8 @@ class ModelBundle:
         if not default:
             return "default refinement: none (the network alone; --refine for the full one)"
         coarse = f"{default['coarse_steps']} at half resolution + " if default.get("coarse_steps") else ""
-        similarity = ("MIND-SSC" if default.get("similarity") == "mind"
-                      else f"{default.get('ncc_window_mm')} mm LNCC windows")
+        similarity = {"mind": "MIND-SSC", "mi": "mutual information"}.get(
+            default.get("similarity"), f"{default.get('ncc_window_mm')} mm LNCC windows")
         return (f"default refinement: {coarse}{default.get('max_steps')} steps, {similarity} "
                 "(--network-only: the network alone; --refine: the full one)")
 

@@ -30,11 +30,12 @@ from .bundles import REFINEMENT_KEY
 from .boxfilter import box_mean as _box
 from .errors import InputError
 from .mind import MINDSimilarity
+from .mutualinfo import MutualInformation
 from .models.lowres import downsample, upsample_flow
 from .spatial import compose, integrate_velocity, warp
 
 
-SIMILARITIES = ("ncc", "mind")
+SIMILARITIES = ("ncc", "mind", "mi")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class RefineConfig:
     seed: int = 0
     control_factor: int = 1          # velocity on a grid this many times coarser, trilinearly upsampled (1: every voxel)
     coarse_steps: int = 0            # steps first on the pair average-pooled x2 (velocity every coarse voxel), 0: none
-    similarity: str = "ncc"          # 'ncc': local NCC (one modality) | 'mind': MIND-SSC descriptors (any modality pair)
+    similarity: str = "ncc"          # 'ncc': local NCC (one modality) | 'mind': MIND-SSC descriptors | 'mi': mutual information
 
     def __post_init__(self) -> None:
         if self.similarity not in SIMILARITIES:
@@ -240,6 +241,8 @@ def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: 
     """
     if config.similarity == "mind":
         similarity = MINDSimilarity(fixed, weight)
+    elif config.similarity == "mi":
+        similarity = MutualInformation(fixed, weight)
     else:
         similarity = LocalNCC(fixed, max(3, int(round(config.ncc_window_mm / spacing)) | 1), weight)
     start = similarity.prepare(start)

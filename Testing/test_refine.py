@@ -205,6 +205,10 @@ def test_card_can_name_a_coarse_level_and_mind(images, network_result, tmp_path)
     assert np.array_equal(a.displacement, b.displacement)
     c = register(*images, model=str(m), device="cpu", refine=RefineConfig(**{**setting, "similarity": "ncc"}))
     assert not np.array_equal(a.displacement, c.displacement)  # the similarity setting is used
+    mi = _bundle_copy(tmp_path / "mi", {**setting, "similarity": "mi"})
+    assert "steps, mutual information" in load_bundle(str(mi)).refinement_line()
+    d = register(*images, model=str(mi), device="cpu")
+    assert not np.array_equal(a.displacement, d.displacement) and not np.array_equal(c.displacement, d.displacement)
     bad = _bundle_copy(tmp_path / "bad", {**setting, "similarity": "mutual information"})
     with pytest.raises(InputError, match="similarity"):
         register(*images, model=str(bad), device="cpu")

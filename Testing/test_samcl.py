@@ -448,6 +448,31 @@ def test_refine_tasks_scales_the_refinement_with_each_task_grid():
     assert float(plain.abs().max()) == 0 and float(flow[0, 2].mean()) > 0.1 and len(refined.seconds) == 1
 
 
+def test_refine_tasks_writes_the_tried_refinement_into_a_card(tmp_path):
+    """--update-card: the card's refinement block becomes the tried setting, which register() then reads
+    (DeepRegLib.refine.card_refinement), with the validation figures before and after."""
+    import json
+    from DeepRegLib.refine import card_refinement
+    from training.refine_tasks import task_refinement, write_card_refinement
+    (tmp_path / "card.json").write_text(json.dumps({"name": "p", "refinement": {"default": {"max_steps": 3}}}))
+    rc = task_refinement("mind", 0.4, 20, 1.0, 1.0, 2)
+    before = {"task": "prostate", "refine": None, "pairs": 3, "accuracy": 0.61, "tre_mm": 2.5, "folding_percent": 0.0}
+    after = {**before, "refine": rc.to_dict(), "accuracy": 0.66, "tre_mm": 2.2, "refine_seconds_mean": 0.3}
+    write_card_refinement(tmp_path, before, after, "python -m training.refine_tasks ...")
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["name"] == "p" and card_refinement(card) == rc
+    v = card["refinement"]["validation"]
+    assert (v["network"]["accuracy"], v["refined"]["accuracy"], v["refined"]["tre_mm"], v["pairs"]) == (0.61, 0.66, 2.2, 3)
+    assert card["refinement"]["written_by"].startswith("python -m training.refine_tasks")
+
+
+def test_refine_tasks_update_card_needs_one_task_net_and_similarity(tmp_path):
+    from training.refine_tasks import main
+    with pytest.raises(SystemExit):
+        main(["--run", "x", "--tasks", "prostate", "--nets", "affine", "--similarities", "none", "mind", "mi",
+              "--update-card", str(tmp_path), "--out", str(tmp_path)])
+
+
 def test_shared_contrast_renders_one_intensity_per_label_in_both_images():
     from training.data.synthhead import reference_lut
     from training.refine_tasks import shared_contrast

@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, required=True, help="a continual run whose config names the tasks")
     ap.add_argument("--nets", nargs="+", default=["affine"], help="'affine' or a run / checkpoint / bundle")
-    ap.add_argument("--similarities", nargs="+", default=["none", "ncc", "mind"], choices=["none", "ncc", "mind"])
+    ap.add_argument("--similarities", nargs="+", default=["none", "ncc", "mind"], choices=["none", "ncc", "mind", "mi"])
     ap.add_argument("--tasks", nargs="*", default=None, help="a subset of the run's tasks")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--lr-voxels", type=float, default=0.25)
@@ -84,8 +84,15 @@ def main(argv=None) -> int:
     ap.add_argument("--shared-contrast", action="store_true",
                     help="synthhead: render both images of each pair with one shared contrast (one intensity per "
                          "label, as the affine stage sees them): how far registration gets when contrast is no obstacle")
+    ap.add_argument("--update-card", type=Path, default=None, metavar="BUNDLE",
+                    help="write the refinement tried into this bundle's card as its default (one task, one net, "
+                         "'none' and one similarity), with the validation figures before and after")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
+    tried = [s for s in a.similarities if s != "none"]
+    if a.update_card is not None and (len(a.nets) != 1 or len(tried) != 1 or "none" not in a.similarities
+                                      or not a.tasks or len(a.tasks) != 1):
+        ap.error("--update-card needs one --tasks entry, one --nets entry and --similarities none <one similarity>")
     torch.set_num_threads(a.threads)
     from .networks import load_trained
     cfg = _config({"run": str(a.run)})
@@ -106,7 +113,7 @@ def main(argv=None) -> int:
                 model = Refined(net, info.spacing, rc)
                 t0 = time.perf_counter()
                 figures = evaluate_pairs(model, val, info.metric)
-                key = f"{task}{' (shared contrast)' if a.shared_contrast and task == 'synthhead' else ''} | {name} | {sim}" + ("" if rc is None else f" | s{a.steps} lr{a.lr_voxels}v l{a.smooth} c{a.control_factor}")
+                key = _key(task, name, sim, rc, a)
                 results[key] = {"task": task, "net": name, "similarity": sim, "refine": None if rc is None else rc.to_dict(),
                                 "pairs": len(val), **figures, "refine_seconds_mean":
                                 (sum(model.seconds) / len(model.seconds)) if model.seconds else 0.0,
@@ -116,7 +123,38 @@ def main(argv=None) -> int:
                       + f" folding {figures['folding_percent']:.3f}%", flush=True)
                 path.write_text(json.dumps(results, indent=1) + "\n")
     (a.out / "refine_tasks.md").write_text(markdown(results) + "\n")
+    if a.update_card is not None:
+        before = results[_key(a.tasks[0], a.nets[0], "none", None, a)]
+        after = results[_key(a.tasks[0], a.nets[0], tried[0], True, a)]
+        write_card_refinement(a.update_card, before, after, command)
     return 0
+
+
+def _key(task: str, net: str, sim: str, rc, a) -> str:
+    """The results key of one (task, network, similarity) row."""
+    shared = " (shared contrast)" if a.shared_contrast and task == "synthhead" else ""
+    tail = "" if rc is None else f" | s{a.steps} lr{a.lr_voxels}v l{a.smooth} c{a.control_factor}"
+    return f"{task}{shared} | {net} | {sim}{tail}"
+
+
+FIGURES = ("accuracy", "tre_mm", "folding_percent")
+
+
+def write_card_refinement(bundle: Path, before: dict, after: dict, command: str) -> None:
+    """Make ``after``'s refinement the default of the bundle's card (``refinement`` block, as
+    :func:`DeepRegLib.refine.card_refinement` reads it), with both rows' validation figures."""
+    path = Path(bundle) / "card.json"
+    card = json.loads(path.read_text())
+    card["refinement"] = {
+        "default": after["refine"],
+        "what": "register() runs this per-pair refinement after the network unless told otherwise (refine=False / "
+                "--network-only: the network alone)",
+        "written_by": command,
+        "validation": {"task": after["task"], "pairs": after["pairs"], "statistic": "mean over pairs, network grid",
+                       "network": {k: before[k] for k in FIGURES if k in before},
+                       "refined": {**{k: after[k] for k in FIGURES if k in after},
+                                   "seconds": after["refine_seconds_mean"]}}}
+    path.write_text(json.dumps(card, indent=2) + "\n")
 
 
 def markdown(results: Dict[str, dict]) -> str:
