@@ -123,6 +123,14 @@ class ModelBundle:
         if dice:
             txt += f" (validation Dice subcortical {dice.get('subcortical', float('nan')):.3f}, " \
                    f"cortical {dice.get('cortical', float('nan')):.3f})"
+        elif isinstance(acc.get("validation"), dict) and "default" in acc["validation"]:  # a task benchmark's medians
+            parts = []
+            for split in ("validation", "test"):
+                d = (acc.get(split) or {}).get("default") or {}
+                if "gland_dice" in d:
+                    parts.append(f"{split} gland Dice {d['gland_dice']:.3f}, landmark TRE {d['landmark_tre_mm']:.2f} mm")
+            if parts:
+                txt += " (" + "; ".join(parts) + ")"
         return txt
 
     def network(self, device: str = "cpu") -> "RecursiveCascade | LowResolution":

@@ -288,12 +288,19 @@ def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, d
 
 
 def resolve_refinement(refine: Union[None, bool, RefineConfig], bundle: ModelBundle):
-    """``(RefineConfig or None, label)`` for :func:`register`'s ``refine`` argument and the model's card."""
+    """``(RefineConfig or None, label)`` for :func:`register`'s ``refine`` argument and the model's card.
+
+    ``True`` gives the full :class:`RefineConfig`, with the similarity of the card's default refinement
+    when it names one (a multimodal model's mutual information or MIND-SSC, not the NCC meant for one
+    contrast)."""
     if refine is None:
         rcfg = card_refinement(bundle.card)
         return rcfg, ("none" if rcfg is None else "model default")
     if isinstance(refine, bool):
-        return (RefineConfig(), "full") if refine else (None, "none")
+        if not refine:
+            return None, "none"
+        default = card_refinement(bundle.card)
+        return RefineConfig(similarity=default.similarity if default is not None else "ncc"), "full"
     if isinstance(refine, RefineConfig):
         return refine, "custom"
     raise InputError(f"refine must be None, True, False or a RefineConfig, not {type(refine).__name__}")

@@ -13,8 +13,29 @@ import numpy as np
 import SimpleITK as sitk
 
 
-def _lps_array(image: sitk.Image) -> np.ndarray:
-    return sitk.GetArrayFromImage(sitk.DICOMOrient(image, "LPS")).astype(np.float32)  # (S, P, L) axes
+#: pictures of small images are drawn at least this many pixels along the image's longest side
+MIN_PIXELS = 192
+
+
+def display_spacing(image: sitk.Image) -> float:
+    """Isotropic pixel size (mm) for drawing ``image``: its finest spacing, finer still for a small image
+    (at least :data:`MIN_PIXELS` pixels along its longest physical side)."""
+    extent = max(n * s for n, s in zip(image.GetSize(), image.GetSpacing()))
+    return min(min(image.GetSpacing()), extent / MIN_PIXELS)
+
+
+def _lps_array(image: sitk.Image, spacing: float) -> np.ndarray:
+    """``image`` reoriented to LPS, on an isotropic grid of ``spacing`` mm (linear), as a (S, P, L) array."""
+    lps = sitk.DICOMOrient(image, "LPS")
+    if any(abs(s - spacing) > 1e-6 * spacing for s in lps.GetSpacing()):
+        size = [max(1, int(round(n * s / spacing))) for n, s in zip(lps.GetSize(), lps.GetSpacing())]
+        # the new grid covers the same physical box: its first voxel centre is half a new voxel inside it
+        corner = np.array(lps.TransformContinuousIndexToPhysicalPoint([-0.5] * 3))
+        direction = np.array(lps.GetDirection()).reshape(3, 3)
+        origin = corner + direction @ np.full(3, spacing / 2)
+        lps = sitk.Resample(lps, size, sitk.Transform(), sitk.sitkLinear, tuple(origin), (spacing,) * 3,
+                            lps.GetDirection(), 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(lps).astype(np.float32)
 
 
 def _views(arr: np.ndarray) -> List[np.ndarray]:
@@ -36,16 +57,18 @@ def _pad_to(tiles: Sequence[np.ndarray], height: int) -> List[np.ndarray]:
 
 
 def overlay_panel(fixed: sitk.Image, rows: Sequence[Tuple[str, sitk.Image]], mode: str = "checkerboard") -> np.ndarray:
-    """uint8 RGB panel: one row per (title, image on the fixed grid), three orthogonal views each.
+    """uint8 RGB panel: one row per (title, image on the fixed grid), three orthogonal views each, drawn
+    with square pixels of :func:`display_spacing` mm (small or anisotropic images are resampled linearly).
 
     ``mode='checkerboard'``: fixed and image alternate in squares (fixed grey, image tinted);
     ``mode='difference'``: |fixed - image| in a hot scale.
     """
-    f = _lps_array(fixed)
+    spacing = display_spacing(fixed)  # one pixel size for every row: all images are on the fixed grid
+    f = _lps_array(fixed, spacing)
     lo, hi = float(f.min()), float(np.percentile(f[f > f.min()] if np.any(f > f.min()) else f, 99.5))
     out_rows = []
     for _, img in rows:
-        m = _lps_array(img)
+        m = _lps_array(img, spacing)
         tiles = []
         for fv, mv in zip(_views(f), _views(m)):
             fs, ms = _scale(fv, lo, hi), _scale(mv, lo, hi)

@@ -23,7 +23,7 @@ from training.data import PairSet
 from training.strategies.continual import reptile_interpolate, sam_perturbation, sam_step
 from training.trainer import Trainer
 
-from conftest import SHARED
+from conftest import REPO, SHARED
 
 METHODS = ["sequential", "joint", "replay", "sam", "samcl"]
 
@@ -506,6 +506,22 @@ def test_export_of_a_continual_run_defines_its_task(smoke_runs, tmp_path):
     assert sum(p.numel() for p in net.parameters()) == b.card["architecture"]["parameters"]
     with pytest.raises(ValueError):
         export_main([cfg.run_dir, "--name", "x", "--out", str(tmp_path), "--task", "prostate"])
+
+
+def test_export_carries_the_licence_of_the_starting_weights(tmp_path):
+    """Weights fine-tuned from a bundle trained on CC BY-NC-SA brains carry that licence too, whatever the
+    new task's data licence (the bundled prostate model starts from ldr_brain_v1); the engine's notice
+    then treats the bundle as non-commercial. No start, or a start with the same licence, adds nothing."""
+    from DeepRegLib.licence import is_non_commercial
+    from training.export import with_inherited_licence
+    v1 = "Resources/models/ldr_brain_v1"
+    lic = with_inherited_licence("Apache-2.0 (prostate-mr-us)", v1)
+    assert lic.startswith("Apache-2.0 (prostate-mr-us); weights initialised from " + v1) and "BY-NC-SA" in lic
+    assert is_non_commercial({"licence": lic}) and not is_non_commercial({"licence": "Apache-2.0 (prostate-mr-us)"})
+    assert with_inherited_licence("Apache-2.0", "") == "Apache-2.0"
+    own = json.loads((REPO / v1 / "card.json").read_text())["licence"]
+    assert with_inherited_licence(own, v1) == own
+    assert "BY-NC-SA" in json.loads((REPO / "Resources/models/prostate_mrus/card.json").read_text())["licence"]
 
 
 def test_filters_known_answers():

@@ -155,8 +155,11 @@ def test_card_tasks():
 
 
 # ----------------------------------------------------------------------------- prostate demo
-def test_prostate_demo_without_a_prostate_model(tmp_path, capsys):
+def test_prostate_demo_without_a_prostate_model(tmp_path, capsys, monkeypatch):
+    """Where no bundle lists the prostate task, the demo says so and runs the affine stage alone."""
+    import DeepRegLib.demo_prostate as demo
     from DeepRegLib.cli import main
+    monkeypatch.setattr(demo, "prostate_models", lambda: [])
     assert (REPO / "Resources" / "SampleData" / "prostate-mr-us-case000025" / "fixed_us.nii.gz").exists()
     assert main(["demo", "--task", "prostate", "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -204,9 +207,48 @@ def test_a_prostate_bundle_defines_grid_and_affine_stage(tmp_path, monkeypatch, 
     assert any("task prostate: fixed US / moving MR" in line for line in res.log)
     # the demo finds a bundle whose card names the prostate task and registers deformably with it
     monkeypatch.setenv("DEEPREG_MODELS_PATH", str(tmp_path / "models"))
-    assert prostate_models() == ["prostate_test"]
+    assert prostate_models()[0] == "prostate_test" and "prostate_mrus" in prostate_models()
     from DeepRegLib.cli import main
     assert main(["demo", "--task", "prostate", "--output-dir", str(tmp_path / "demo"), "--device", "cpu"]) == 0
     rep = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert rep["model"] == "prostate_test" and "note" not in rep
     assert "DeepReg prostate_test" in rep["results"]
+
+
+def test_prostate_demo_registers_the_sample_with_the_bundled_model(tmp_path, capsys):
+    """``deepreg demo --task prostate`` uses the bundled prostate_mrus (its card: the prostate task, a
+    mutual-information refinement) on the sample pair, test case 25, never used for training or any choice:
+    the deformable result beats the task's centre alignment on gland Dice and on landmark TRE, and the
+    written transform reproduces the written warped image."""
+    from DeepRegLib.cli import main
+    b = load_bundle("prostate_mrus")
+    assert b.task.name == "prostate" and b.card["refinement"]["default"]["similarity"] == "mi"
+    assert main(["demo", "--task", "prostate", "--output-dir", str(tmp_path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "DeepReg prostate_mrus" in out and "no bundled model" not in out
+    rep = json.loads((tmp_path / "demo.json").read_text())
+    centre, ours = rep["results"]["centre alignment (task affine stage)"], rep["results"]["DeepReg prostate_mrus"]
+    assert ours["gland_dice"] > centre["gland_dice"] + 0.1, (centre, ours)
+    assert ours["landmark_tre_mm"] < centre["landmark_tre_mm"] - 0.5, (centre, ours)
+    t = sitk.ReadTransform(str(tmp_path / "transform.h5"))
+    fixed, moving = sitk.ReadImage(rep["fixed"]), sitk.ReadImage(rep["moving"], sitk.sitkFloat32)
+    again = sitk.Resample(moving, fixed, t, sitk.sitkLinear, 0.0)
+    assert np.allclose(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "warped.nii.gz"))),
+                       atol=1e-3)
+
+
+def test_full_refine_keeps_the_cards_similarity_and_the_listing_names_task_accuracy():
+    """``refine=True`` with a multimodal model runs the full refinement with the card's similarity (MI for
+    prostate_mrus), not the NCC meant for one contrast; brain models keep NCC. ``deepreg models`` states the
+    prostate model's measured gland Dice and TRE."""
+    from DeepRegLib.inference import resolve_refinement
+    prostate, brain = load_bundle("prostate_mrus"), load_bundle("ldr_brain_v2")
+    cfg, label = resolve_refinement(True, prostate)
+    assert label == "full" and cfg.similarity == "mi" and cfg.max_steps == 20
+    assert resolve_refinement(True, brain)[0].similarity == "ncc"
+    assert resolve_refinement(None, prostate)[0].similarity == "mi" and resolve_refinement(False, prostate)[0] is None
+    acc = prostate.card["accuracy"]
+    text = prostate.summary
+    assert f"validation gland Dice {acc['validation']['default']['gland_dice']:.3f}" in text
+    assert f"test gland Dice {acc['test']['default']['gland_dice']:.3f}" in text
+    assert "subcortical" in brain.summary

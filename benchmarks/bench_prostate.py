@@ -42,8 +42,11 @@ TEST_CASES = (25, 26)
 
 
 def case_paths(case: int) -> Dict[str, Path]:
+    """The case's files as the prostate demo names them (fixed / moving images and label files)."""
     from training.data.prostate import case_paths as paths
-    return paths(case)
+    p = paths(case)
+    return {"fixed": p["fixed_images"], "moving": p["moving_images"], "fixed_labels": p["fixed_labels"],
+            "moving_labels": p["moving_labels"]}
 
 
 def run_case(model: str, case: int, rounds: int, png: Path) -> dict:

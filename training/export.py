@@ -18,7 +18,7 @@ from typing import Dict, Optional
 
 import torch
 
-from DeepRegLib.bundles import CARD_FILE, KINDS, load_bundle
+from DeepRegLib.bundles import CARD_FILE, KINDS, REFINEMENT_KEY, load_bundle
 from DeepRegLib.models import ARCHITECTURES, count_parameters
 
 from .config import from_dict
@@ -111,6 +111,36 @@ def _task_card(cfg, ck: dict, task: Optional[str]) -> Optional[dict]:
     return frag
 
 
+def _init_licence(init: str) -> Optional[str]:
+    """The licence of the weights a run started from (``model.init``): a bundle's card licence, or that of
+    the data a run checkpoint was trained on; None when there was no start or it cannot be read."""
+    if not init:
+        return None
+    p = Path(init) if Path(init).is_absolute() else REPO / init
+    if (p / CARD_FILE).exists():
+        card = load_bundle(str(p)).card
+        return str(card.get("licence") or card.get("training", {}).get("licence") or "") or None
+    p = p / "best.pt" if p.is_dir() else p
+    if not p.exists():
+        return None
+    cfg = from_dict(torch.load(p, map_location="cpu", weights_only=False)["config"])
+    from .data.tasks import TASKS as TASK_INFO
+    tasks = list(cfg.continual.tasks) or [cfg.data.task]
+    found = [TASKS[t]["licence"] if t in TASKS else TASK_INFO[t].licence for t in tasks if t in TASKS or t in TASK_INFO]
+    own = "; ".join(sorted(set(found)))
+    inherited = _init_licence(cfg.model.init)
+    return "; ".join(x for x in (own, inherited) if x) or None
+
+
+def with_inherited_licence(licence: str, init: str) -> str:
+    """``licence`` of the training data, plus that of the weights the run started from when it differs:
+    weights fine-tuned from a model trained on CC BY-NC-SA data carry that licence too."""
+    inherited = _init_licence(init)
+    if not inherited or inherited in licence:
+        return licence
+    return f"{licence}; weights initialised from {init}, whose licence is {inherited}"
+
+
 def _digest(state: Dict[str, torch.Tensor]) -> str:
     """SHA-256 of a state dict's names and tensor bytes."""
     h = hashlib.sha256()
@@ -174,7 +204,9 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
             "curriculum": describe_curriculum(cfg.curriculum),
             "teacher": teacher,
             "steps": ck["step"], "train_minutes": round(ck["train_seconds"] / 60.0, 1),
-            "selection": f"best mean label Dice on the validation pairs (network grid), every {cfg.loop.val_every} steps",
+            "selection": (f"the final weights (step {ck['step']}); validation every {cfg.loop.val_every} steps"
+                          if cfg.continual.tasks else
+                          f"best mean label Dice on the validation pairs (network grid), every {cfg.loop.val_every} steps"),
             "best_validation_grid": best,
             "affine_only_validation_grid": ck["extra"].get("affine_only_validation"),
             "initialised_from": ck["extra"].get("init"),
@@ -197,6 +229,9 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
         card.update({k: v for k, v in task_card.items() if k not in ("input", "affine_stage")})
         card["input"].update(task_card["input"])
         card["affine_stage"] = {"method": "SimpleITK affine stage (DeepRegLib.affine)", **task_card["affine_stage"]}
+    card["licence"] = card["training"]["licence"] = with_inherited_licence(str(card["licence"]), cfg.model.init)
+    if card.get(REFINEMENT_KEY) is None and old.get(REFINEMENT_KEY) is not None and before == _digest(weights):
+        card[REFINEMENT_KEY] = old[REFINEMENT_KEY]  # same weights: the chosen refinement still holds
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return folder
 

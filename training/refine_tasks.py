@@ -61,12 +61,12 @@ def shared_contrast(data: PairSet) -> PairSet:
 
 
 def task_refinement(similarity: str, spacing: float, steps: int, lr_voxels: float, smooth: float,
-                    control_factor: int) -> Optional[RefineConfig]:
+                    control_factor: int, integration_steps: int = 4) -> Optional[RefineConfig]:
     """The refinement for a task on a grid of ``spacing`` mm (None for ``similarity='none'``)."""
     if similarity == "none":
         return None
     return RefineConfig(max_steps=steps, learning_rate=lr_voxels * spacing, ncc_window_mm=5 * spacing,
-                        smooth_weight=smooth, integration_steps=4, control_factor=control_factor,
+                        smooth_weight=smooth, integration_steps=integration_steps, control_factor=control_factor,
                         similarity=similarity, patience=steps + 1)
 
 
@@ -80,6 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr-voxels", type=float, default=0.25)
     ap.add_argument("--smooth", type=float, default=1.0)
     ap.add_argument("--control-factor", type=int, default=2)
+    ap.add_argument("--integration-steps", type=int, default=4,
+                    help="scaling-and-squaring steps (0: the velocity is used as a displacement, ~2x cheaper)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--shared-contrast", action="store_true",
                     help="synthhead: render both images of each pair with one shared contrast (one intensity per "
@@ -109,7 +111,8 @@ def main(argv=None) -> int:
         for name in a.nets:
             net = (ZeroFlow() if name == "affine" else load_trained(name)).eval()
             for sim in a.similarities:
-                rc = task_refinement(sim, info.spacing, a.steps, a.lr_voxels, a.smooth, a.control_factor)
+                rc = task_refinement(sim, info.spacing, a.steps, a.lr_voxels, a.smooth, a.control_factor,
+                                     a.integration_steps)
                 model = Refined(net, info.spacing, rc)
                 t0 = time.perf_counter()
                 figures = evaluate_pairs(model, val, info.metric)
@@ -133,7 +136,8 @@ def main(argv=None) -> int:
 def _key(task: str, net: str, sim: str, rc, a) -> str:
     """The results key of one (task, network, similarity) row."""
     shared = " (shared contrast)" if a.shared_contrast and task == "synthhead" else ""
-    tail = "" if rc is None else f" | s{a.steps} lr{a.lr_voxels}v l{a.smooth} c{a.control_factor}"
+    tail = "" if rc is None else (f" | s{a.steps} lr{a.lr_voxels}v l{a.smooth} c{a.control_factor}"
+                                  + ("" if a.integration_steps == 4 else f" i{a.integration_steps}"))
     return f"{task}{shared} | {net} | {sim}{tail}"
 
 
