@@ -506,6 +506,15 @@ def test_export_of_a_continual_run_defines_its_task(smoke_runs, tmp_path):
     assert sum(p.numel() for p in net.parameters()) == b.card["architecture"]["parameters"]
     with pytest.raises(ValueError):
         export_main([cfg.run_dir, "--name", "x", "--out", str(tmp_path), "--task", "prostate"])
+    # exporting the same weights again keeps what was measured and chosen for them (nothing lost)
+    card_path = tmp_path / "cl_smoke" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["refinement"] = {"default": {"max_steps": 5, "similarity": "mi"}}
+    card["speed"] = {"register_s_median": 1.5}
+    card_path.write_text(json.dumps(card))
+    export_main([cfg.run_dir, "--name", "cl_smoke", "--out", str(tmp_path), "--task", "synthetic_inverted"])
+    again = json.loads(card_path.read_text())
+    assert again["refinement"] == card["refinement"] and again["speed"] == card["speed"]
 
 
 def test_export_carries_the_licence_of_the_starting_weights(tmp_path):

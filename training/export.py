@@ -141,6 +141,16 @@ def with_inherited_licence(licence: str, init: str) -> str:
     return f"{licence}; weights initialised from {init}, whose licence is {inherited}"
 
 
+def _split_ids(task: str, which: int) -> Optional[list]:
+    """The task's training (``which=0``) or validation (1) subjects, cases or label maps; None where the
+    split is not by subject (CT: by region) or the task is synthetic."""
+    from .data import prostate, synthhead
+    ids = {"mindboggle": (mindboggle.TRAIN_SUBJECTS, mindboggle.VALIDATION_SUBJECTS),
+           "prostate": (prostate.TRAIN_CASES, prostate.VALIDATION_CASES),
+           "synthhead": (synthhead.TRAIN_MAPS, synthhead.VALIDATION_MAPS)}.get(task)
+    return None if ids is None else list(ids[which])
+
+
 def _digest(state: Dict[str, torch.Tensor]) -> str:
     """SHA-256 of a state dict's names and tensor bytes."""
     h = hashlib.sha256()
@@ -196,8 +206,8 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
                          **affine_config(cfg.data).to_dict()},
         "training": {
             "experiment": cfg.name, "data": task["data"],
-            "train_subjects": cfg.data.train_subjects or (mindboggle.TRAIN_SUBJECTS if cfg.data.task == "mindboggle" else None),
-            "validation_subjects": cfg.data.validation_subjects or (mindboggle.VALIDATION_SUBJECTS if cfg.data.task == "mindboggle" else None),
+            "train_subjects": cfg.data.train_subjects or _split_ids(cfg.data.task, 0),
+            "validation_subjects": cfg.data.validation_subjects or _split_ids(cfg.data.task, 1),
             "licence": task["licence"],
             "strategy": cfg.strategy.name,
             "method": METHODS.get(cfg.strategy.name, cfg.strategy.name),
