@@ -7,7 +7,9 @@ field ``v`` on the same grid is optimised so that the moving image warped by
 
 matches the fixed image under a local normalised cross-correlation (windows of
 ``ncc_window_mm``, separable box filters) or, for pairs of different modalities, under the mean
-absolute difference of MIND-SSC descriptors (``similarity='mind'``, :mod:`DeepRegLib.mind`), with a diffusion regulariser on ``v`` in
+absolute difference of MIND-SSC descriptors (``similarity='mind'``, :mod:`DeepRegLib.mind`) or the
+normalised mutual information of the two images (``similarity='mi'``, :mod:`DeepRegLib.mutualinfo`),
+with a diffusion regulariser on ``v`` in
 physical units (``|grad v|^2`` with ``v`` in mm and derivatives per mm, i.e. dimensionless).
 ``exp(v)`` is integrated by scaling and squaring, so the refinement is diffeomorphic by
 construction; the network's own field is kept as it is.  Adam, early stop on a loss plateau.
@@ -233,7 +235,7 @@ def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: 
               weight: Optional[torch.Tensor], losses: List[float],
               progress: Optional[Callable[[int], None]], cancel: Optional[Callable[[], bool]]):
     """Adam on a velocity so that ``start`` warped by its displacement matches ``fixed`` (one level;
-    with MIND, the descriptors of the two are compared).
+    with MIND, the descriptors of the two are compared; with MI, their joint histogram).
 
     Returns ``(phi, cancelled)``: ``phi`` the best step's voxel displacement ``(1, 3, z, y, x)`` (None when
     no loss was finite or when cancelled). Each step's loss is appended to ``losses``, which may hold an
