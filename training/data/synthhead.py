@@ -54,10 +54,15 @@ def map_path(n: int, root: Optional[Path] = None) -> Path:
     return (root or data_root()) / f"training_seg_{n:02d}.nii.gz"
 
 
-def render(labels: np.ndarray, rng: np.random.Generator, spacing: float) -> np.ndarray:
-    """A random-contrast image (float32, [0, 1]) of the label map ``labels`` (z, y, x) on a grid of ``spacing`` mm."""
+def render(labels: np.ndarray, rng: np.random.Generator, spacing: float,
+           means: Optional[Dict[int, float]] = None) -> np.ndarray:
+    """A random-contrast image (float32, [0, 1]) of the label map ``labels`` (z, y, x) on a grid of ``spacing`` mm.
+
+    ``means`` (label value -> mean intensity) replaces the random mean of each label, e.g. a T1-like
+    contrast (:func:`t1_like_means`); noise, blur, bias field and gamma stay random."""
     values = np.unique(labels)
-    lut_mean = dict(zip(values.tolist(), rng.uniform(0.0, 1.0, len(values))))
+    drawn = rng.uniform(0.0, 1.0, len(values)) if means is None else [means[v] for v in values.tolist()]
+    lut_mean = dict(zip(values.tolist(), drawn))
     lut_std = dict(zip(values.tolist(), rng.uniform(0.0, 0.08, len(values))))
     index = np.searchsorted(values, labels)
     mean = np.array([lut_mean[v] for v in values], np.float32)[index]
@@ -71,6 +76,28 @@ def render(labels: np.ndarray, rng: np.random.Generator, spacing: float) -> np.n
     img = img ** float(np.exp(rng.normal(0.0, 0.25)))
     img = img + rng.uniform(0.0, 0.03) * rng.standard_normal(labels.shape).astype(np.float32)
     return img.astype(np.float32)
+
+
+#: T1-weighted-like mean intensities of the brain labels (white matter bright, grey matter darker, CSF dark)
+T1_BRAIN_MEANS = {
+    **dict.fromkeys((2, 41, 7, 46), 0.85), **dict.fromkeys((16, 28, 60, 85), 0.75), **dict.fromkeys((13, 52), 0.72),
+    **dict.fromkeys((10, 49), 0.68), **dict.fromkeys((12, 51), 0.62), **dict.fromkeys((11, 50, 26, 58), 0.58),
+    **dict.fromkeys((3, 42, 8, 47, 17, 53, 18, 54, 30, 62), 0.52), **dict.fromkeys((4, 5, 14, 15, 24, 43, 44, 72), 0.12)}
+
+
+def t1_like_means(values) -> Dict[int, float]:
+    """Mean intensity per label value for a T1-like rendering: :data:`T1_BRAIN_MEANS` for brain labels,
+    background 0, and for non-brain tissue (labels >= 100, unnamed here) one fixed value in [0.1, 0.9) per
+    label, the same in every map, so that two heads share one contrast as two scans of one protocol do."""
+    out = {}
+    for v in (int(x) for x in values):
+        if v == 0:
+            out[v] = 0.0
+        elif v in T1_BRAIN_MEANS:
+            out[v] = T1_BRAIN_MEANS[v]
+        else:
+            out[v] = 0.1 + 0.8 * ((v * 2654435761) % 997) / 997.0
+    return out
 
 
 def reference_lut(labels: np.ndarray) -> np.ndarray:
