@@ -159,3 +159,18 @@ def test_mutual_information_mask_and_bad_input():
     with pytest.raises(ValueError, match="bins"):
         MutualInformation(fixed, bins=1)
 
+
+
+def test_tune_refine_reads_setting_names():
+    """benchmarks/tune_refine.py names: window, smoothness, lr, steps, squarings, control, coarse, similarity."""
+    import sys
+    from conftest import REPO
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from tune_refine import config_from_name
+    c = config_from_name("w10_l.5_lr.6_s3_i0_c2_p6_mi")
+    assert (c.ncc_window_mm, c.smooth_weight, c.learning_rate, c.max_steps, c.integration_steps, c.control_factor,
+            c.coarse_steps, c.similarity) == (10.0, 0.5, 0.6, 3, 0, 2, 6, "mi")
+    assert config_from_name("w10_l1_lr.4_s3_i0_c2_mind").similarity == "mind"
+    assert config_from_name("w10_l1_lr.4_s3_i0_c2").similarity == "ncc"
+    with pytest.raises(SystemExit, match="unknown part"):
+        config_from_name("w10_q3")

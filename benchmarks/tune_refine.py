@@ -58,15 +58,16 @@ CONFIGS = {
 def config_from_name(name: str) -> RefineConfig:
     """A setting named like the keys of CONFIGS: ``w<window mm>_l<smooth>_lr<lr>_s<steps>_i<squarings>``,
     optionally ``_c<control_factor>`` (velocity on a grid that many times coarser), ``_p<coarse_steps>``
-    (steps first on the pair pooled x2) and ``_mind`` (MIND-SSC descriptors instead of local NCC)."""
+    (steps first on the pair pooled x2), and ``_mind`` or ``_mi`` (MIND-SSC descriptors or mutual information
+    instead of local NCC)."""
     if name in CONFIGS:
         return CONFIGS[name]
     keys = {"w": "ncc_window_mm", "l": "smooth_weight", "lr": "learning_rate", "s": "max_steps",
             "i": "integration_steps", "c": "control_factor", "p": "coarse_steps"}
     values = {}
     for part in name.split("_"):
-        if part == "mind":
-            values["similarity"] = "mind"
+        if part in ("mind", "mi"):
+            values["similarity"] = part
             continue
         key = "lr" if part.startswith("lr") else part[0]
         if key not in keys:
