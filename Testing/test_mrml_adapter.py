@@ -84,6 +84,17 @@ def hardened_image(scene, image: sitk.Image, transform_node, name="moving") -> s
     return mrml.volume_node_to_image(node, validate=False)
 
 
+def harden_onto(label_node, transform_node, reference: sitk.Image) -> np.ndarray:
+    """Harden ``transform_node`` on ``label_node`` (Slicer's resampling) and read the result back on the grid
+    of ``reference`` (nearest neighbour, the same physical points), as a ``(k, j, i)`` array."""
+    label_node.SetAndObserveTransformNodeID(transform_node.GetID())
+    assert slicer.vtkSlicerTransformLogic().hardenTransform(label_node)
+    origin, spacing, direction = mrml.geometry_from_ijk_to_ras(mrml.ijk_to_ras(label_node))
+    img = sitk.GetImageFromArray(mrml.node_array(label_node))
+    img.SetOrigin(tuple(origin)), img.SetSpacing(tuple(spacing)), img.SetDirection(tuple(direction.ravel()))
+    return sitk.GetArrayFromImage(sitk.Resample(img, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
+
+
 def dice_mean(a: np.ndarray, b: np.ndarray, labels) -> float:
     """Mean Dice over ``labels``, skipping labels absent from both maps."""
     return float(np.nanmean(list(dice_scores(a, b, labels).values())))
@@ -342,14 +353,7 @@ def test_brain_hardened_labels_beat_affine(brain_run):
     dice = {}
     for key, tnode in (("deformable", r["node"]), ("affine", aff_node)):
         mov = load_volume(scene, SAMPLE / "OASIS-TRT-20-18" / "labels.DKT31.manual+aseg.nii.gz", "lab18_" + key, True)
-        mov.SetAndObserveTransformNodeID(tnode.GetID())
-        assert slicer.vtkSlicerTransformLogic().hardenTransform(mov)
-        # read the hardened label map back in the fixed label grid (nearest, same physical points)
-        origin, spacing, direction = mrml.geometry_from_ijk_to_ras(mrml.ijk_to_ras(mov))
-        img = sitk.GetImageFromArray(mrml.node_array(mov))
-        img.SetOrigin(tuple(origin)), img.SetSpacing(tuple(spacing)), img.SetDirection(tuple(direction.ravel()))
-        on_fixed = sitk.GetArrayFromImage(sitk.Resample(img, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
-        dice[key] = dice_mean(on_fixed, ref_arr, labels)
+        dice[key] = dice_mean(harden_onto(mov, tnode, ref), ref_arr, labels)
     print("hardened-label Dice", dice)
     assert dice["deformable"] > dice["affine"], dice
 
@@ -405,12 +409,6 @@ def test_prostate_pair_through_the_slicer_logic_with_its_model():
     dice = {}
     for key, tnode in (("deformable", node), ("centre", mrml.result_to_grid_transform_node(centre, scene, "centre"))):
         mov = node_from_image(scene, moving_gland, "gland_" + key, "vtkMRMLLabelMapVolumeNode")
-        mov.SetAndObserveTransformNodeID(tnode.GetID())
-        assert slicer.vtkSlicerTransformLogic().hardenTransform(mov)
-        origin, spacing, direction = mrml.geometry_from_ijk_to_ras(mrml.ijk_to_ras(mov))
-        img = sitk.GetImageFromArray(mrml.node_array(mov))
-        img.SetOrigin(tuple(origin)), img.SetSpacing(tuple(spacing)), img.SetDirection(tuple(direction.ravel()))
-        on_fixed = sitk.GetArrayFromImage(sitk.Resample(img, fixed_gland, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
-        dice[key] = dice_mean(on_fixed, ref, [1])
+        dice[key] = dice_mean(harden_onto(mov, tnode, fixed_gland), ref, [1])
     print("hardened gland Dice", dice)
     assert dice["centre"] > 0.2 and dice["deformable"] > dice["centre"] + 0.1, dice
