@@ -421,6 +421,21 @@ def test_rerender_draws_a_new_contrast_each_step_on_unchanged_labels():
     assert torch.allclose(half["fixed"], 0.5 * full["fixed"] + 0.5 * shared["fixed"], atol=1e-6)
 
 
+def test_same_anatomy_pairs_render_one_label_map_twice():
+    """data.same_anatomy: the chosen pairs' moving labels become the fixed ones (one anatomy, then two
+    contrasts by rerender_batch); the others and the input batch are left alone; share 0 changes nothing."""
+    from training.augment import same_anatomy_pairs
+    fl = torch.arange(4)[:, None, None, None, None].expand(4, 1, 3, 3, 3).clone()
+    batch = {"fixed_labels": fl, "moving_labels": fl + 10}
+    assert same_anatomy_pairs(batch, np.random.default_rng(0), 0.0) is batch
+    every = same_anatomy_pairs(batch, np.random.default_rng(0), 1.0)
+    assert torch.equal(every["moving_labels"], fl) and torch.equal(batch["moving_labels"], fl + 10)
+    some = same_anatomy_pairs(batch, np.random.default_rng(3), 0.5)
+    same = [bool(torch.equal(some["moving_labels"][i], fl[i])) for i in range(4)]
+    other = [bool(torch.equal(some["moving_labels"][i], fl[i] + 10)) for i in range(4)]
+    assert all(a != b for a, b in zip(same, other)) and any(same) and not all(same), same
+
+
 def test_rerender_is_refused_for_a_task_without_label_maps_to_render(tmp_path):
     from training.continual import Continual
     cfg = _smoke("smoke_cl_sequential", tmp_path)

@@ -153,3 +153,20 @@ def rerender_batch(batch: Dict[str, torch.Tensor], rng: np.random.Generator, spe
                     for b, img in enumerate(imgs)]
         out[key] = torch.from_numpy(np.stack(imgs).astype(np.float32))[:, None].to(batch[key].device)
     return out
+
+
+def same_anatomy_pairs(batch: Dict[str, torch.Tensor], rng: np.random.Generator, share: float
+                       ) -> Dict[str, torch.Tensor]:
+    """``batch`` with, for a random ``share`` of its pairs, the moving label map replaced by the fixed one
+    (before :func:`rerender_batch` renders both in their own contrasts): pairs of one anatomy in two
+    contrasts, which ``data.warp_fixed`` (:func:`augment_fixed_warp`) then deforms by a known smooth field,
+    as SynthMorph also trains on. ``share=0`` returns ``batch`` untouched."""
+    if share <= 0:
+        return batch
+    pick = torch.from_numpy(rng.random(batch["fixed_labels"].shape[0]) < share).to(batch["fixed_labels"].device)
+    if not bool(pick.any()):
+        return batch
+    out = dict(batch)
+    view = pick.view(-1, *([1] * (batch["fixed_labels"].dim() - 1)))
+    out["moving_labels"] = torch.where(view, batch["fixed_labels"], batch["moving_labels"])
+    return out

@@ -31,6 +31,7 @@ class DataConfig:
     pairs: int = 0  # 'synthhead' / 'ct': number of generated training pairs (0: the task's default)
     rerender: bool = False  # 'synthhead': every training step renders both images anew from their label maps (new random contrast)
     contrast_curriculum_steps: int = 0  # with rerender: images blend from one shared contrast (step 0) to random contrasts (this step on)
+    same_anatomy: float = 0.0  # with rerender: share of training pairs whose moving image is rendered from the fixed label map (then warp_fixed deforms the fixed one)
     affine: Dict[str, Any] = field(default_factory=dict)  # DeepRegLib.affine.AffineConfig overrides
     cache_dir: str = "training/cache"
 

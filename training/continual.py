@@ -26,7 +26,7 @@ import torch
 from DeepRegLib.metrics import dice_scores
 from DeepRegLib.spatial import folding_percent, warp
 
-from .augment import augment_fixed_warp, augment_moving, rerender_batch
+from .augment import augment_fixed_warp, augment_moving, rerender_batch, same_anatomy_pairs
 from .callbacks import Callback
 from .data import PairSet, load_split, make_batch
 from .data.registry import task_input
@@ -195,6 +195,7 @@ class Continual:
                 raise ValueError(f"data.rerender renders label maps: task 'synthhead' only, not {self.tasks[task]!r}")
             ramp = self.data_cfgs[task].contrast_curriculum_steps
             random_share = 1.0 if not ramp or step is None else min(1.0, step / ramp)
+            b = same_anatomy_pairs(b, rng, self.data_cfgs[task].same_anatomy)
             b = rerender_batch(b, rng, task_input(self.data_cfgs[task])[0], random_share)
         if rng is not None:
             b = augment_moving(b, rng, self.data_cfgs[task].augment_affine)
