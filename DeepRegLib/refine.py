@@ -37,7 +37,6 @@ from .models.lowres import downsample, upsample_flow
 from .spatial import compose, integrate_velocity, warp
 
 
-SIMILARITIES = ("ncc", "mind", "mi")
 
 
 @dataclass(frozen=True)
@@ -143,6 +142,16 @@ class LocalNCC:
         return (cc * self.mask).sum() / self.mask.sum().clamp_min(1.0)
 
 
+#: the refinement's similarities by name: (fixed, weight, NCC window in voxels) -> an object with
+#: ``prepare(moving)`` (what is warped each step) and ``__call__(warped)`` (higher is better)
+_SIMILARITY = {
+    "ncc": lambda fixed, weight, window: LocalNCC(fixed, max(3, int(round(window)) | 1), weight),
+    "mind": lambda fixed, weight, window: MINDSimilarity(fixed, weight),
+    "mi": lambda fixed, weight, window: MutualInformation(fixed, weight),
+}
+SIMILARITIES = tuple(_SIMILARITY)
+
+
 class Adam:
     """Adam on one tensor, the update of ``torch.optim.Adam`` (default betas and eps, no weight decay).
 
@@ -199,28 +208,20 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
     total_steps = config.coarse_steps + config.max_steps
     losses: List[float] = []
     report = None if progress is None else (lambda done: progress(done / total_steps))
-    if config.coarse_steps:
+    levels = [(2, replace(config, max_steps=config.coarse_steps, control_factor=1))] if config.coarse_steps else []
+    for factor, level in levels + [(1, config)]:
         with torch.no_grad():
-            start = warp(moving, flow)
+            start = warp(moving, flow)  # moving o A o (id + u), resampled once per level
             weight = _weight(mask, moving_mask, flow)
-            small = lambda x: None if x is None else downsample(x, 2)
-            coarse = replace(config, max_steps=config.coarse_steps, control_factor=1)
-        phi, cancelled = _optimise(small(fixed), small(start), 2 * spacing, coarse, small(weight), losses, report,
-                                   cancel)
+        small = (lambda x: x) if factor == 1 else (lambda x: None if x is None else downsample(x, factor))
+        phi, cancelled = _optimise(small(fixed), small(start), factor * spacing, level, small(weight), losses,
+                                   report, cancel)
         if cancelled:
             return RefineOutcome(network_flow, len(losses), losses, True, time.perf_counter() - t0)
-        if phi is not None:
+        if phi is not None:  # None: no finite loss (NaN), the flow is kept
             with torch.no_grad():
-                flow = compose(flow, upsample_flow(phi, 2, flow.shape[2:]))
-    with torch.no_grad():
-        start = warp(moving, flow)  # moving o A o (id + u), resampled once
-        weight = _weight(mask, moving_mask, flow)
-    phi, cancelled = _optimise(fixed, start, spacing, config, weight, losses, report, cancel)
-    if cancelled:
-        return RefineOutcome(network_flow, len(losses), losses, True, time.perf_counter() - t0)
-    with torch.no_grad():
-        total = flow if phi is None else compose(flow, phi)  # no finite loss (NaN): keep the input flow
-    return RefineOutcome(total, len(losses), losses, False, time.perf_counter() - t0)
+                flow = compose(flow, phi if factor == 1 else upsample_flow(phi, factor, flow.shape[2:]))
+    return RefineOutcome(flow, len(losses), losses, False, time.perf_counter() - t0)
 
 
 def _weight(mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor], flow: torch.Tensor):
@@ -241,12 +242,7 @@ def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: 
     no loss was finite or when cancelled). Each step's loss is appended to ``losses``, which may hold an
     earlier level's: ``progress(steps done)`` counts them all.
     """
-    if config.similarity == "mind":
-        similarity = MINDSimilarity(fixed, weight)
-    elif config.similarity == "mi":
-        similarity = MutualInformation(fixed, weight)
-    else:
-        similarity = LocalNCC(fixed, max(3, int(round(config.ncc_window_mm / spacing)) | 1), weight)
+    similarity = _SIMILARITY[config.similarity](fixed, weight, config.ncc_window_mm / spacing)
     start = similarity.prepare(start)
     shape = tuple(start.shape[2:])
     control = tuple(-(-n // config.control_factor) for n in shape)
