@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -60,6 +60,16 @@ def label_channels(path: Path) -> List[sitk.Image]:
     return out
 
 
+def load_case(paths: Dict[str, Path]) -> Tuple[sitk.Image, sitk.Image, List[sitk.Image], List[sitk.Image]]:
+    """``(fixed, moving, fixed channels, moving channels)`` of a case named as :func:`sample_paths` names its
+    files: both images as float32, and the label channels both label files have (see :func:`label_channels`)."""
+    fixed = sitk.ReadImage(str(paths["fixed"]), sitk.sitkFloat32)
+    moving = sitk.ReadImage(str(paths["moving"]), sitk.sitkFloat32)
+    fch, mch = label_channels(paths["fixed_labels"]), label_channels(paths["moving_labels"])
+    n = min(len(fch), len(mch))
+    return fixed, moving, fch[:n], mch[:n]
+
+
 def _centroid(mask: sitk.Image) -> Optional[np.ndarray]:
     idx = np.argwhere(sitk.GetArrayViewFromImage(mask) > 0)
     if len(idx) == 0:
@@ -93,11 +103,7 @@ def run_prostate_demo(output_dir: str, model: Optional[str] = None, device: str 
             raise InputError(f"sample data missing: {f}")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fixed = sitk.ReadImage(str(p["fixed"]), sitk.sitkFloat32)
-    moving = sitk.ReadImage(str(p["moving"]), sitk.sitkFloat32)
-    fch, mch = label_channels(p["fixed_labels"]), label_channels(p["moving_labels"])
-    n = min(len(fch), len(mch))
-    fch, mch = fch[:n], mch[:n]
+    fixed, moving, fch, mch = load_case(p)
     spec = builtin_task("prostate")
     candidates = prostate_models()
     model = model or (candidates[0] if candidates else None)

@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import SimpleITK as sitk
 import torch
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from DeepRegLib.affine import affine_register  # noqa: E402
 from DeepRegLib.bundles import load_bundle  # noqa: E402
-from DeepRegLib.demo_prostate import evaluate, label_channels  # noqa: E402
+from DeepRegLib.demo_prostate import evaluate, load_case  # noqa: E402
 from DeepRegLib.inference import register  # noqa: E402
 from DeepRegLib.taskspec import task_spec  # noqa: E402
 from DeepRegLib.visualize import overlay_panel, write_png  # noqa: E402
@@ -41,21 +41,9 @@ VALIDATION_CASES = (22, 23, 24)
 TEST_CASES = (25, 26)
 
 
-def case_paths(case: int) -> Dict[str, Path]:
-    """The case's files as the prostate demo names them (fixed / moving images and label files)."""
-    from training.data.prostate import case_paths as paths
-    p = paths(case)
-    return {"fixed": p["fixed_images"], "moving": p["moving_images"], "fixed_labels": p["fixed_labels"],
-            "moving_labels": p["moving_labels"]}
-
-
 def run_case(model: str, case: int, rounds: int, png: Path) -> dict:
-    p = case_paths(case)
-    fixed = sitk.ReadImage(str(p["fixed"]), sitk.sitkFloat32)
-    moving = sitk.ReadImage(str(p["moving"]), sitk.sitkFloat32)
-    fch, mch = label_channels(p["fixed_labels"]), label_channels(p["moving_labels"])
-    n = min(len(fch), len(mch))
-    fch, mch = fch[:n], mch[:n]
+    from training.data.prostate import case_files
+    fixed, moving, fch, mch = load_case(case_files(case))
     spec = task_spec(load_bundle(model))
     row = {"case": case, "affine": evaluate(affine_register(fixed, moving, spec.affine), fch, mch)}
     net = register(fixed, moving, model=model, device="cpu", refine=False)

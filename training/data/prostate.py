@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
 from DeepRegLib.affine import AffineConfig
+from DeepRegLib.demo_prostate import label_channels, load_case  # noqa: F401 (label_channels: also for scripts)
 from DeepRegLib.pipeline import InputSpec, prepare_pair
 from DeepRegLib.preprocess import resample_to_grid
 from DeepRegLib.taskspec import builtin_task
@@ -57,22 +58,11 @@ def case_paths(case: int, root: Optional[Path] = None) -> Dict[str, Path]:
     return {k: base / k / name for k in ("fixed_images", "moving_images", "fixed_labels", "moving_labels")}
 
 
-def label_channels(path: Path) -> List[sitk.Image]:
-    """The label channels of a 3D or 4D label file as 3D binary images with the image's 3D geometry."""
-    img = sitk.ReadImage(str(path))
-    arr = sitk.GetArrayFromImage(img)
-    if img.GetDimension() == 3:
-        arr = arr[None]
-    origin, spacing = img.GetOrigin()[:3], img.GetSpacing()[:3]
-    d = np.array(img.GetDirection()).reshape(img.GetDimension(), img.GetDimension())[:3, :3]
-    out = []
-    for c in range(arr.shape[0]):
-        ch = sitk.GetImageFromArray((arr[c] > 0.5).astype(np.uint8))
-        ch.SetOrigin(origin)
-        ch.SetSpacing(spacing)
-        ch.SetDirection(tuple(d.ravel()))
-        out.append(ch)
-    return out
+def case_files(case: int, root: Optional[Path] = None) -> Dict[str, Path]:
+    """The case's files under the names :func:`DeepRegLib.demo_prostate.load_case` reads."""
+    p = case_paths(case, root)
+    return {"fixed": p["fixed_images"], "moving": p["moving_images"], "fixed_labels": p["fixed_labels"],
+            "moving_labels": p["moving_labels"]}
 
 
 def pack(channels: Sequence[np.ndarray]) -> np.ndarray:
@@ -94,14 +84,10 @@ def build(cases: Sequence[int], spec: InputSpec = SPEC, affine: AffineConfig = A
           root: Optional[Path] = None) -> PairSet:
     out: Dict[str, list] = {"fixed": [], "moving": [], "fl": [], "ml": [], "grids": []}
     for case in cases:
-        p = case_paths(case, root)
-        fixed = sitk.ReadImage(str(p["fixed_images"]), sitk.sitkFloat32)
-        moving = sitk.ReadImage(str(p["moving_images"]), sitk.sitkFloat32)
+        fixed, moving, fch, mch = load_case(case_files(case, root))  # landmarks correspond by channel index
         prep = prepare_pair(fixed, moving, spec, affine)
-        fch, mch = label_channels(p["fixed_labels"]), label_channels(p["moving_labels"])
-        n = min(len(fch), len(mch))  # landmarks correspond by channel index
-        fl = [resample_to_grid(c, prep.grid, None, sitk.sitkNearestNeighbor) for c in fch[:n]]
-        ml = [resample_to_grid(c, prep.grid, prep.affine, sitk.sitkNearestNeighbor) for c in mch[:n]]
+        fl = [resample_to_grid(c, prep.grid, None, sitk.sitkNearestNeighbor) for c in fch]
+        ml = [resample_to_grid(c, prep.grid, prep.affine, sitk.sitkNearestNeighbor) for c in mch]
         out["fixed"].append(prep.fixed.astype(np.float16))
         out["moving"].append(prep.moving.astype(np.float16))
         out["fl"].append(pack(fl))
