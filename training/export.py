@@ -105,10 +105,19 @@ def _task_card(cfg, ck: dict, task: Optional[str]) -> Optional[dict]:
     frag["tasks"] = [task]
     frag["trained_on"] = {t: {"data": TASK_INFO[t].description, "licence": TASK_INFO[t].licence,
                               "split": TASK_INFO[t].split} for t in trained}
-    frag["licence"] = "; ".join(sorted({TASK_INFO[t].licence for t in trained}))
+    frag["licence"] = _data_licence(cfg)
     if cfg.continual.tasks:
         frag["continual"] = {k: v for k, v in (ck["extra"].get("continual") or {}).items() if k != "details"}
     return frag
+
+
+def _data_licence(cfg) -> str:
+    """The licence of the data a run trained on: its task's (brain and synthetic runs), or every task's of a
+    continual run, as the card states it."""
+    if not cfg.continual.tasks and cfg.data.task in TASKS:
+        return TASKS[cfg.data.task]["licence"]
+    from .data.tasks import TASKS as TASK_INFO
+    return "; ".join(sorted({TASK_INFO[t].licence for t in (list(cfg.continual.tasks) or [cfg.data.task])}))
 
 
 def _init_licence(init: str) -> Optional[str]:
@@ -124,12 +133,7 @@ def _init_licence(init: str) -> Optional[str]:
     if not p.exists():
         return None
     cfg = from_dict(torch.load(p, map_location="cpu", weights_only=False)["config"])
-    from .data.tasks import TASKS as TASK_INFO
-    tasks = list(cfg.continual.tasks) or [cfg.data.task]
-    found = [TASKS[t]["licence"] if t in TASKS else TASK_INFO[t].licence for t in tasks if t in TASKS or t in TASK_INFO]
-    own = "; ".join(sorted(set(found)))
-    inherited = _init_licence(cfg.model.init)
-    return "; ".join(x for x in (own, inherited) if x) or None
+    return "; ".join(x for x in (_data_licence(cfg), _init_licence(cfg.model.init)) if x) or None
 
 
 def with_inherited_licence(licence: str, init: str) -> str:
@@ -175,10 +179,11 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
     weights_path = folder / "weights.pt"
     before = _digest(torch.load(weights_path, map_location="cpu", weights_only=True)) if weights_path.exists() else None
     weights = {k: v.half() for k, v in net.state_dict().items()}
+    same_weights = before == _digest(weights)
     torch.save(weights, weights_path)
     card_path = folder / "card.json"
     old = json.loads(card_path.read_text()) if card_path.exists() else {}
-    if before is not None and before != _digest(weights):
+    if before is not None and not same_weights:
         # new weights: the old card's measured accuracy and speed described other weights
         old = {k: v for k, v in old.items() if k not in ("accuracy", "speed")}
         print(f"[export] {name}: new weights; its accuracy and speed are cleared until measured again "
@@ -240,7 +245,7 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
         card["input"].update(task_card["input"])
         card["affine_stage"] = {"method": "SimpleITK affine stage (DeepRegLib.affine)", **task_card["affine_stage"]}
     card["licence"] = card["training"]["licence"] = with_inherited_licence(str(card["licence"]), cfg.model.init)
-    if card.get(REFINEMENT_KEY) is None and old.get(REFINEMENT_KEY) is not None and before == _digest(weights):
+    if card.get(REFINEMENT_KEY) is None and old.get(REFINEMENT_KEY) is not None and same_weights:
         card[REFINEMENT_KEY] = old[REFINEMENT_KEY]  # same weights: the chosen refinement still holds
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return folder
