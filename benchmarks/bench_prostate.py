@@ -45,7 +45,8 @@ def run_case(model: str, case: int, rounds: int, png: Path) -> dict:
     from training.data.prostate import case_files
     fixed, moving, fch, mch = load_case(case_files(case))
     spec = task_spec(load_bundle(model))
-    row = {"case": case, "affine": evaluate(affine_register(fixed, moving, spec.affine), fch, mch)}
+    aff = affine_register(fixed, moving, spec.affine)
+    row = {"case": case, "affine": evaluate(aff, fch, mch)}
     net = register(fixed, moving, model=model, device="cpu", refine=False)
     row["network"] = evaluate(net.transform(), fch, mch)
     seconds: List[float] = []
@@ -57,7 +58,6 @@ def run_case(model: str, case: int, rounds: int, png: Path) -> dict:
     row["refinement"] = res.refinement
     row["register_s"] = seconds
     row["timings"] = {k: round(v, 4) for k, v in res.timings.items()}
-    aff = affine_register(fixed, moving, spec.affine)
     write_png(overlay_panel(fixed, [("affine stage", sitk.Resample(moving, fixed, aff, sitk.sitkLinear, 0.0)),
                                     ("DeepReg", res.warp_image(moving))], "checkerboard"), str(png))
     return row
