@@ -116,7 +116,7 @@ def main(argv=None) -> int:
                 model = Refined(net, info.spacing, rc)
                 t0 = time.perf_counter()
                 figures = evaluate_pairs(model, val, info.metric)
-                key = _key(task, name, sim, rc, a)
+                key = _key(task, name, sim, rc is not None, a)
                 results[key] = {"task": task, "net": name, "similarity": sim, "refine": None if rc is None else rc.to_dict(),
                                 "pairs": len(val), **figures, "refine_seconds_mean":
                                 (sum(model.seconds) / len(model.seconds)) if model.seconds else 0.0,
@@ -127,16 +127,16 @@ def main(argv=None) -> int:
                 path.write_text(json.dumps(results, indent=1) + "\n")
     (a.out / "refine_tasks.md").write_text(markdown(results) + "\n")
     if a.update_card is not None:
-        before = results[_key(a.tasks[0], a.nets[0], "none", None, a)]
+        before = results[_key(a.tasks[0], a.nets[0], "none", False, a)]
         after = results[_key(a.tasks[0], a.nets[0], tried[0], True, a)]
         write_card_refinement(a.update_card, before, after, command)
     return 0
 
 
-def _key(task: str, net: str, sim: str, rc, a) -> str:
-    """The results key of one (task, network, similarity) row."""
+def _key(task: str, net: str, sim: str, refined: bool, a) -> str:
+    """The results key of one (task, network, similarity) row; a refined row names the settings."""
     shared = " (shared contrast)" if a.shared_contrast and task == "synthhead" else ""
-    tail = "" if rc is None else (f" | s{a.steps} lr{a.lr_voxels}v l{a.smooth} c{a.control_factor}"
+    tail = "" if not refined else (f" | s{a.steps} lr{a.lr_voxels}v l{a.smooth} c{a.control_factor}"
                                   + ("" if a.integration_steps == 4 else f" i{a.integration_steps}"))
     return f"{task}{shared} | {net} | {sim}{tail}"
 
