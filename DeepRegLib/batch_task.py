@@ -198,9 +198,15 @@ def process_pair(pair: Pair, cfg: TaskConfig, run_id: str) -> Dict[str, object]:
     to ``cfg.output_dir``, Dice (mean over all / subcortical < 1000 / cortical >= 1000 labels) when
     both label maps are given, % folding and SDlogJ of the transform (:func:`DeepRegLib.qa.transform_folding`
     on a ``folding_spacing_mm`` grid, inside the fixed label map, else the fixed image's non-zero
-    voxels) when labels are given, and times in seconds.
+    voxels) when labels are given, and times in seconds.  A pair this run (``run_id``) already
+    finished is not registered again: its stored record is returned.
     """
     t0 = time.perf_counter()
+    done = completed_record(pair, cfg)
+    if done is not None and done.get("run_id") == run_id:
+        # finished in this run, but its result was lost with the worker that held it (Dask recomputes
+        # a lost result): return the stored record instead of registering the pair again
+        return done
     d = pair_dir(cfg.output_dir, pair.id)
     d.mkdir(parents=True, exist_ok=True)
     rec: Dict[str, object] = {"id": pair.id, "status": "failed", "message": "", **asdict(pair),

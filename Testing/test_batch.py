@@ -14,6 +14,7 @@ from DeepRegLib import cli  # noqa: E402
 from DeepRegLib.batch import (BatchConfig, Pair, atlas_pairs, local_cluster, read_pairs_csv,  # noqa: E402
                               run_batch)
 from DeepRegLib.batch_summary import read_csv  # noqa: E402
+from DeepRegLib.batch_task import TaskConfig  # noqa: E402
 from DeepRegLib.errors import InputError  # noqa: E402
 
 from conftest import sample_subject  # noqa: E402
@@ -219,6 +220,22 @@ def test_dead_worker_is_replaced_and_its_pair_retried_once(small_pairs, cluster,
     assert not (out / "pairs" / "doomed" / "result.json").exists()
     assert rep.summary["failures"] == [{"id": "doomed", "fixed": pairs[1].fixed, "moving": pairs[1].moving,
                                         "message": doomed["message"]}]
+
+
+def test_a_pair_finished_in_this_run_is_not_registered_again(small_pairs, tmp_path):
+    """Dask recomputes a finished pair whose result was lost with its worker (the worker died later,
+    on another pair): the stored record of this run is returned, with no second attempt; another run
+    (another run_id) registers it again."""
+    from DeepRegLib import DEFAULT_MODEL
+    from DeepRegLib.batch_task import process_pair, started_attempts
+    pair = Pair("once", str(small_pairs / "s17.nii.gz"), str(small_pairs / "s18.nii.gz"))
+    cfg = TaskConfig(str(tmp_path), DEFAULT_MODEL, refine=False)
+    first = process_pair(pair, cfg, "run1")
+    assert first["status"] == "ok" and first["attempt"] == 1, first
+    again = process_pair(pair, cfg, "run1")
+    assert again == first and started_attempts(tmp_path, "once", "run1") == 1
+    other = process_pair(pair, cfg, "run2")
+    assert other["run_id"] == "run2" and started_attempts(tmp_path, "once", "run2") == 1
 
 
 @pytest.mark.slow
