@@ -298,10 +298,11 @@ def run_batch(pairs: Sequence[Pair], output_dir: str | os.PathLike, config: Opti
         raise InputError("pair ids must be distinct")
     if cfg.threads_per_worker < 1 or (cfg.workers is not None and cfg.workers < 1):
         raise InputError(f"workers and threads per worker must be >= 1, got {cfg.workers}, {cfg.threads_per_worker}")
-    from .bundles import load_bundle
+    from .bundles import load_bundle, split_reference, with_task
     from .refine import card_refinement
-    bundle = load_bundle(cfg.model)  # an unknown model fails here, before any worker starts
-    model = str(Path(cfg.model).resolve()) if cfg.model and Path(cfg.model).is_dir() else bundle.name
+    bundle = load_bundle(cfg.model)  # an unknown model or task fails here, before any worker starts
+    name, task = split_reference(cfg.model) if cfg.model else (None, None)
+    model = with_task(str(Path(name).resolve()), task) if name and Path(name).is_dir() else bundle.name
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     refine = cfg.refine if cfg.refine is not None else (card_refinement(bundle.card) or False)

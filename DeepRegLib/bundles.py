@@ -5,11 +5,19 @@ file it names.  Folders searched, in order: each entry of ``$DEEPREG_MODELS_PATH
 (``os.pathsep``-separated), then ``Resources/models`` beside the ``DeepRegLib`` package.
 Listing and reading cards needs no torch (the Slicer panel lists models before torch is
 installed); torch is imported only to build a network.
+
+A model made for several tasks (``universal``) has one network and, per task, its own grid,
+normalisation, affine stage, refinement and measured accuracy: the card's top level describes its
+default task (``card["task"]``), ``card["task_settings"][<task>]`` each other one. A model is named
+``NAME`` (its default task) or ``NAME:TASK`` (e.g. ``universal:prostate``) wherever a model name is
+taken: :func:`load_bundle`, ``register(model=...)``, the CLI's ``--model`` and the Slicer panel.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
@@ -26,6 +34,20 @@ CARD_FILE = "card.json"
 REFINEMENT_KEY = "refinement"
 #: kind of distilled network per architecture (a card's own ``kind`` wins)
 KINDS = {"ldr": "light-weight", "lowres_ldr": "low-resolution"}
+#: a multi-task card's block of per-task settings, and the keys each task has its own of
+TASK_SETTINGS_KEY = "task_settings"
+TASK_KEYS = ("task", "input", "affine_stage", REFINEMENT_KEY, "accuracy", "speed")
+_TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def split_reference(ref: str) -> Tuple[str, Optional[str]]:
+    """``'universal:prostate'`` -> ``('universal', 'prostate')``; a plain name or a folder -> ``(ref, None)``."""
+    if Path(ref).is_dir():
+        return ref, None
+    head, sep, tail = ref.rpartition(":")
+    if sep and head and _TASK_NAME.fullmatch(tail):
+        return head, tail
+    return ref, None
 
 
 def model_dirs() -> List[Path]:
@@ -51,6 +73,34 @@ class ModelBundle:
         """The :class:`DeepRegLib.taskspec.TaskSpec` the card defines (grid, normalisation, affine, modalities)."""
         from .taskspec import TaskSpec
         return TaskSpec.from_card(self.card)
+
+    @property
+    def default_task(self) -> str:
+        return str(self.card.get("task", "brain"))
+
+    @property
+    def tasks(self) -> List[str]:
+        """The tasks this network serves: its default task, then the others (``task_settings``) in the
+        order of the card's ``tasks``."""
+        servable = [t for t in self.card.get(TASK_SETTINGS_KEY) or {} if t != self.default_task]
+        order = [t for t in self.card.get("tasks") or [] if t in servable]
+        return [self.default_task] + order + [t for t in servable if t not in order]
+
+    def for_task(self, task: Optional[str]) -> "ModelBundle":
+        """This model as set up for ``task`` (None: its default task): a bundle whose card has that
+        task's grid, normalisation, affine stage, refinement and accuracy, named ``NAME:TASK``."""
+        if task is None or task == self.default_task:
+            return self
+        settings = (self.card.get(TASK_SETTINGS_KEY) or {}).get(task)
+        if settings is None:
+            raise ModelNotFoundError(f"model {self.name!r} is not made for task {task!r}; its tasks: "
+                                     + ", ".join(self.tasks))
+        card = {k: v for k, v in self.card.items() if k not in TASK_KEYS}
+        card[TASK_SETTINGS_KEY] = {t: v for t, v in card[TASK_SETTINGS_KEY].items() if t != task}
+        card[TASK_SETTINGS_KEY][self.default_task] = {k: self.card[k] for k in TASK_KEYS[1:] if k in self.card}
+        card.update(copy.deepcopy(settings))
+        card["task"] = task
+        return ModelBundle(f"{split_reference(self.name)[0]}:{task}", self.path, card)
 
     @property
     def architecture(self) -> str:
@@ -83,6 +133,10 @@ class ModelBundle:
         spec = self.input_spec
         size = "x".join(str(s) for s in spec.size)
         lines = [f"kind: {self.kind}"]
+        if len(self.tasks) > 1:
+            base = split_reference(self.name)[0]
+            lines.append(f"task: {self.default_task}, one of the tasks {', '.join(self.tasks)} of one network "
+                         f"(choose with the model {base}:TASK)")
         net_spacing, net_size = self.network_grid
         grid = f"input grid: {size} voxels at {spec.spacing:g} mm"
         if (net_spacing, net_size) != (spec.spacing, tuple(spec.size)):
@@ -146,6 +200,19 @@ class ModelBundle:
         return net.to(device).eval()
 
 
+def update_card(bundle: ModelBundle, updates: dict) -> Path:
+    """Write ``updates`` (card keys: ``accuracy``, ``speed``, ``refinement``, ...) into ``bundle``'s card
+    file: at its top level for the bundle's default task, into ``task_settings[<task>]`` for a task view
+    (``NAME:TASK``) of a multi-task bundle. Returns the card's path."""
+    path = bundle.path / CARD_FILE
+    card = json.loads(path.read_text())
+    task = bundle.default_task
+    target = card if task == str(card.get("task", "brain")) else card[TASK_SETTINGS_KEY][task]
+    target.update(updates)
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return path
+
+
 def _read_card(folder: Path) -> Optional[dict]:
     card = folder / CARD_FILE
     if not card.is_file():
@@ -156,8 +223,9 @@ def _read_card(folder: Path) -> Optional[dict]:
         raise DeepRegError(f"invalid model card {card}: {exc}") from None
 
 
-def list_models(problems: Optional[List[str]] = None) -> Dict[str, ModelBundle]:
-    """Every bundle found (first folder wins on a name clash), by name.
+def list_models(problems: Optional[List[str]] = None, task_views: bool = False) -> Dict[str, ModelBundle]:
+    """Every bundle found (first folder wins on a name clash), by name; with ``task_views`` also each
+    multi-task bundle's other tasks, as ``NAME:TASK`` (what the Slicer panel lists).
 
     With ``problems`` (a list), a bad card (invalid JSON, not an object, no ``input`` section) is
     skipped and described there, so that one broken folder in ``$DEEPREG_MODELS_PATH`` does not hide
@@ -179,20 +247,38 @@ def list_models(problems: Optional[List[str]] = None) -> Dict[str, ModelBundle]:
                 continue
             if card is not None and sub.name not in found:
                 found[sub.name] = ModelBundle(sub.name, sub, card)
+    if task_views:
+        for name, b in list(found.items()):
+            for t in b.tasks[1:]:
+                found.setdefault(f"{name}:{t}", b.for_task(t))
     return found
 
 
-def load_bundle(name: Optional[str] = None) -> ModelBundle:
-    """The bundle called ``name`` (default :data:`DEFAULT_MODEL`), or a bundle folder path."""
-    name = name or DEFAULT_MODEL
+def with_task(model: Optional[str], task: Optional[str]) -> Optional[str]:
+    """The model reference ``MODEL:TASK`` (``model`` None: the default model); ``model`` when ``task`` is None."""
+    if task is None:
+        return model
+    name, named = split_reference(model or DEFAULT_MODEL)
+    if named is not None and named != task:
+        raise ModelNotFoundError(f"model {model} asked for task {task!r}: give the task once")
+    return f"{name}:{task}"
+
+
+def load_bundle(name: Optional[str] = None, task: Optional[str] = None) -> ModelBundle:
+    """The bundle called ``name`` (default :data:`DEFAULT_MODEL`), or a bundle folder path, set up for
+    ``task`` (None: the task ``NAME:TASK`` names, else the model's default task)."""
+    name, named_task = split_reference(name or DEFAULT_MODEL)
+    if task is not None and named_task is not None and task != named_task:
+        raise ModelNotFoundError(f"model {name}:{named_task} asked for task {task!r}: give the task once")
+    task = task or named_task
     p = Path(name)
     if p.is_dir():
         card = _read_card(p)
         if card is None:
             raise ModelNotFoundError(f"{p} has no {CARD_FILE}")
-        return ModelBundle(p.name, p, card)
+        return ModelBundle(p.name, p, card).for_task(task)
     models = list_models()
     if name not in models:
         avail = ", ".join(sorted(models)) or "none (is Resources/models present?)"
         raise ModelNotFoundError(f"unknown model {name!r}; available models: {avail}")
-    return models[name]
+    return models[name].for_task(task)

@@ -35,6 +35,7 @@ def _notices(model, fixed, moving) -> None:
 
 
 def cmd_register(a: argparse.Namespace) -> int:
+    from .bundles import with_task
     from .inference import register
     from .imageio import as_image, write_image
     if bool(a.moving_labels) != bool(a.output_warped_labels):
@@ -42,8 +43,9 @@ def cmd_register(a: argparse.Namespace) -> int:
     if a.mode == "affine" and a.refine:
         raise_input("--refine needs --mode deformable")
     a.fixed, a.moving = as_image(a.fixed, "fixed"), as_image(a.moving, "moving")
-    _notices(a.model, a.fixed, a.moving)
-    res = register(a.fixed, a.moving, model=a.model, device=a.device, progress=_progress, mode=a.mode,
+    model = with_task(a.model, a.task)
+    _notices(model, a.fixed, a.moving)
+    res = register(a.fixed, a.moving, model=model, device=a.device, progress=_progress, mode=a.mode,
                    refine=a.refine, fixed_mask=a.fixed_mask, moving_mask=a.moving_mask)
     for line in res.log:
         _eprint(f"[deepreg] {line}")
@@ -135,6 +137,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 def cmd_batch(a: argparse.Namespace) -> int:
     """Register many pairs on Dask; exit status 1 when any pair failed."""
     from .batch import BatchConfig, atlas_pairs, read_pairs_csv, run_batch
+    from .bundles import with_task
     if bool(a.pairs) == bool(a.moving_list):
         raise_input("give either --pairs pairs.csv or --fixed ATLAS --moving-list subjects.txt")
     if a.moving_list and not a.fixed:
@@ -142,7 +145,7 @@ def cmd_batch(a: argparse.Namespace) -> int:
     if a.pairs and (a.fixed or a.fixed_labels):
         raise_input("--fixed/--fixed-labels go with --moving-list; with --pairs, put them in the CSV")
     pairs = read_pairs_csv(a.pairs) if a.pairs else atlas_pairs(a.fixed, a.moving_list, a.fixed_labels)
-    cfg = BatchConfig(model=a.model, device=a.device, refine=a.refine, write_warped=a.warped,
+    cfg = BatchConfig(model=with_task(a.model, a.task), device=a.device, refine=a.refine, write_warped=a.warped,
                       write_warped_labels=a.warped_labels, workers=a.workers,
                       threads_per_worker=a.threads_per_worker, scheduler=a.scheduler,
                       folding_spacing_mm=a.folding_spacing)
@@ -176,6 +179,11 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
                    help="the network's mapping alone, without the model's default few-step refinement")
 
 
+def add_task_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default=None, help="for a model made for several tasks (e.g. universal): which one "
+                   "(brain, prostate, ct; default: the model's first); the same as --model NAME:TASK")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deepreg", description="DeepReg: fast learned deformable registration. "
                                 "Transforms map fixed physical points to moving points (ITK resampling convention, LPS).")
@@ -189,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--moving-labels", help="optional: moving label map to warp (nearest neighbour)")
     r.add_argument("--output-warped-labels", help="output for the warped --moving-labels")
     r.add_argument("--model", default=None, help="model bundle name or folder (see 'deepreg models')")
+    add_task_option(r)
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: CUDA if available, CPU fallback on out-of-memory")
     r.add_argument("--mode", default="deformable", choices=["affine", "deformable"],
@@ -233,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--moving-list", help="atlas form: text file, one moving image per line [,its label map]")
     b.add_argument("--output-dir", required=True, help="output folder (re-use it to resume)")
     b.add_argument("--model", default=None, help="model bundle name or folder (see 'deepreg models')")
+    add_task_option(b)
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     add_refine_options(b)
     b.add_argument("--warped", action="store_true", help="also write each warped moving image")

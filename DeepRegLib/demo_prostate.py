@@ -24,10 +24,10 @@ import SimpleITK as sitk
 
 from . import transforms as tr
 from .affine import affine_register
-from .bundles import list_models
+from .bundles import list_models, load_bundle, with_task
 from .errors import InputError
 from .imageio import write_image
-from .taskspec import builtin_task, card_tasks
+from .taskspec import builtin_task
 from .visualize import overlay_panel, write_png
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "Resources" / "SampleData"
@@ -92,7 +92,14 @@ def evaluate(transform: sitk.Transform, fixed_ch: List[sitk.Image], moving_ch: L
 
 
 def prostate_models() -> List[str]:
-    return [name for name, b in list_models().items() if "prostate" in card_tasks(b.card)]
+    """The models set up for the prostate task: specialists (``prostate_mrus``), then ``NAME:prostate`` views."""
+    return [name for name, b in list_models(task_views=True).items() if b.default_task == "prostate"]
+
+
+def _prostate_reference(model: str) -> str:
+    """``model``, or ``model:prostate`` when it serves several tasks, the prostate among them."""
+    b = load_bundle(model)
+    return with_task(model, "prostate") if b.default_task != "prostate" and "prostate" in b.tasks else model
 
 
 def run_prostate_demo(output_dir: str, model: Optional[str] = None, device: str = "auto",
@@ -106,7 +113,7 @@ def run_prostate_demo(output_dir: str, model: Optional[str] = None, device: str 
     fixed, moving, fch, mch = load_case(p)
     spec = builtin_task("prostate")
     candidates = prostate_models()
-    model = model or (candidates[0] if candidates else None)
+    model = _prostate_reference(model) if model else (candidates[0] if candidates else None)
     report: dict = {"task": "prostate", "fixed": str(p["fixed"]), "moving": str(p["moving"]),
                     "modalities": spec.modalities, "model": model, "results": {}}
     rows = [("unregistered", sitk.Resample(moving, fixed, sitk.Transform(), sitk.sitkLinear, 0.0))]
@@ -129,7 +136,7 @@ def run_prostate_demo(output_dir: str, model: Optional[str] = None, device: str 
                           "prostate-only run) and export it to register this pair deformably.")
     else:
         from .inference import register
-        if model not in candidates:
+        if load_bundle(model).default_task != "prostate":
             report["warning"] = f"model {model!r} does not list the prostate task in its card"
         res = register(fixed, moving, model=model, device=device, progress=progress)
         final = res.transform()

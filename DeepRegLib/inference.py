@@ -185,8 +185,12 @@ def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, d
              progress: Optional[Progress] = None, *, mode: str = "deformable",
              refine: Union[None, bool, RefineConfig] = None,
              fixed_mask: Optional[ImageLike] = None, moving_mask: Optional[ImageLike] = None,
-             cancel: Optional[Callable[[], bool]] = None) -> RegistrationResult:
+             cancel: Optional[Callable[[], bool]] = None, task: Optional[str] = None) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` (paths or SimpleITK images, any geometry); fixed -> moving map.
+
+    ``model``: a bundle name or folder, optionally ``NAME:TASK``; ``task``: for a model made for several
+    tasks (``universal``), which one (None: the one the name gives, else the model's default task):
+    its grid, normalisation, affine stage and refinement are used.
 
     Affine pre-alignment (SimpleITK, ~4 mm; ``affine_config=None`` = the model card's settings),
     then, for ``mode="deformable"``, the bundled network on its LPS grid and a per-pair optimisation
@@ -204,7 +208,7 @@ def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, d
 
     if mode not in ("affine", "deformable"):
         raise InputError(f"unknown mode {mode!r}; use 'affine' or 'deformable'")
-    bundle = load_bundle(model)
+    bundle = load_bundle(model, task)
     rcfg, refinement = resolve_refinement(refine, bundle)
     if mode == "affine":
         rcfg, refinement = None, "none"

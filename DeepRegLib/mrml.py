@@ -427,14 +427,15 @@ def jacobian_image(result, det: Optional[np.ndarray] = None) -> sitk.Image:
 
 # ----------------------------------------------------------------------------- models
 def list_model_cards(problems: Optional[List[str]] = None) -> Dict[str, dict]:
-    """``{name: card}`` of the bundled models (works before torch is installed).
+    """``{name: card}`` of the bundled models (works before torch is installed); a model made for
+    several tasks is listed once per task, ``NAME`` (its default task) and ``NAME:TASK``.
 
     A bad card (unreadable JSON, missing fields) is skipped and described in ``problems`` (and the
     log) instead of emptying the whole list.
     """
     from .bundles import list_models
     try:
-        models = list_models(problems=problems if problems is not None else [])
+        models = list_models(problems=problems if problems is not None else [], task_views=True)
     except TypeError:  # an engine without the ``problems`` argument
         models = list_models()
     for p in problems or []:

@@ -532,6 +532,30 @@ def test_export_of_a_continual_run_defines_its_task(smoke_runs, tmp_path):
     assert again["refinement"] == card["refinement"] and again["speed"] == card["speed"]
 
 
+def test_export_of_all_tasks_makes_one_bundle_per_network(smoke_runs, tmp_path):
+    """``--all-tasks``: one card, the chosen task at its top level and every other trained task in
+    ``task_settings``, each chosen as ``NAME:TASK``; re-exporting the same weights keeps each task's
+    chosen refinement and measurements."""
+    from DeepRegLib.bundles import TASK_SETTINGS_KEY, load_bundle, update_card
+    from training.export import main as export_main
+    cfg = smoke_runs["samcl"][0]
+    args = [cfg.run_dir, "--name", "uni", "--out", str(tmp_path), "--task", "synthetic", "--all-tasks"]
+    export_main(args)
+    b = load_bundle(str(tmp_path / "uni"))
+    assert b.tasks == ["synthetic", "synthetic_inverted", "synthetic_large"] == b.card["tasks"]
+    assert set(b.card[TASK_SETTINGS_KEY]) == {"synthetic_inverted", "synthetic_large"}
+    large = load_bundle(f"{tmp_path / 'uni'}:synthetic_large")
+    from training.data.tasks import task_data_config
+    want = task_data_config(cfg.data, "synthetic_large", None)
+    assert large.input_spec.size == tuple(want.size) and large.input_spec.spacing == want.spacing
+    assert large.task.name == "synthetic_large" and large.card["licence"] == b.card["licence"]
+    update_card(large, {"refinement": {"default": {"max_steps": 5, "similarity": "mi"}}, "accuracy": {"x": 1}})
+    export_main(args)
+    again = load_bundle(f"{tmp_path / 'uni'}:synthetic_large").card
+    assert again["refinement"]["default"]["max_steps"] == 5 and again["accuracy"] == {"x": 1}
+    assert "refinement" not in load_bundle(str(tmp_path / "uni")).card
+
+
 def test_export_carries_the_licence_of_the_starting_weights(tmp_path):
     """Weights fine-tuned from a bundle trained on CC BY-NC-SA brains carry that licence too, whatever the
     new task's data licence (the bundled prostate model starts from ldr_brain_v1); the engine's notice

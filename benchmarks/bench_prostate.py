@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from DeepRegLib.affine import affine_register  # noqa: E402
-from DeepRegLib.bundles import load_bundle  # noqa: E402
+from DeepRegLib.bundles import load_bundle, update_card  # noqa: E402
 from DeepRegLib.demo_prostate import evaluate, load_case  # noqa: E402
 from DeepRegLib.inference import register  # noqa: E402
 from DeepRegLib.taskspec import task_spec  # noqa: E402
@@ -92,18 +92,15 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_card(model: str, summary: dict) -> None:
-    bundle = load_bundle(model)
-    path = bundle.path / "card.json"
-    card = json.loads(path.read_text())
-    card["accuracy"] = {"benchmark": "benchmarks/bench_prostate.py", "command": summary["command"],
-                        "statistic": "median over cases", "what": "register()'s default call through the engine "
-                        "(the card's affine stage, the network, the card's default refinement), from the NIfTI files",
-                        "metrics": "gland Dice (label 0) and mean landmark TRE in mm (other labels' centroids)",
-                        "validation": summary["validation"], "test": summary.get("test")}
-    card["speed"] = {"threads": summary["threads"], "register_s_median": summary["validation"]["register_s_median"],
-                     "what": "register() on the validation cases, median of all timed calls"}
-    path.write_text(json.dumps(card, indent=2) + "\n")
+def write_card(model: str, summary: dict) -> None:
+    update_card(load_bundle(model), {
+        "accuracy": {"benchmark": "benchmarks/bench_prostate.py", "command": summary["command"],
+                     "statistic": "median over cases", "what": "register()'s default call through the engine "
+                     "(the card's affine stage, the network, the card's default refinement), from the NIfTI files",
+                     "metrics": "gland Dice (label 0) and mean landmark TRE in mm (other labels' centroids)",
+                     "validation": summary["validation"], "test": summary.get("test")},
+        "speed": {"threads": summary["threads"], "register_s_median": summary["validation"]["register_s_median"],
+                  "what": "register() on the validation cases, median of all timed calls"}})
 
 
 def main(argv=None) -> int:
@@ -135,7 +132,7 @@ def main(argv=None) -> int:
     a.out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     a.out.with_suffix(".md").write_text(markdown(summary))
     if a.update_card:
-        update_card(a.model, summary)
+        write_card(a.model, summary)
     print(markdown(summary))
     return 0
 

@@ -43,7 +43,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from DeepRegLib.bundles import DEFAULT_MODEL, load_bundle  # noqa: E402
+from DeepRegLib.bundles import DEFAULT_MODEL, load_bundle, update_card  # noqa: E402
 from DeepRegLib.inference import register  # noqa: E402
 from DeepRegLib.metrics import dice_summary  # noqa: E402
 from DeepRegLib import transforms as tr  # noqa: E402
@@ -245,7 +245,7 @@ def main(argv=None) -> dict:
     (a.out / "bench_register.md").write_text(table)
     print(table)
     if a.update_card:
-        update_card(a.model, summary)
+        write_card(a.model, summary)
     return summary
 
 
@@ -388,10 +388,8 @@ def markdown(s: dict) -> str:
     return "\n".join(lines)
 
 
-def update_card(model: str, s: dict) -> None:
-    bundle = load_bundle(model)
-    path = bundle.path / "card.json"
-    card = json.loads(path.read_text())
+def write_card(model: str, s: dict) -> None:
+    card = {}
     card["accuracy"] = {"benchmark": "benchmarks/bench_register.py", "pairs": s["pairs"],
                         "validation_subjects": s["validation_subjects"],
                         "dice_affine": s["affine"], "dice_deformable": {k: s["deepreg"][k] for k in ("subcortical", "cortical", "all")},
@@ -409,7 +407,7 @@ def update_card(model: str, s: dict) -> None:
                      "cli_peak_rss_mb": s["deepreg"]["cli_peak_rss_mb_max"],
                      "ants_syn_s_median": s.get("ants_syn", {}).get("seconds_median"),
                      "speedup_vs_ants": s.get("speedup_vs_ants")}
-    path.write_text(json.dumps(card, indent=2) + "\n")
+    update_card(load_bundle(model), card)
 
 
 if __name__ == "__main__":

@@ -163,10 +163,8 @@ def medians(rows) -> dict:
 
 def write_card_refinement(bundle, name: str, results: dict, command: str) -> None:
     """The card's ``refinement`` block (``DeepRegLib.bundles.REFINEMENT_KEY``): the default setting and its measurements."""
-    from DeepRegLib.bundles import CARD_FILE, REFINEMENT_KEY
-    path = bundle.path / CARD_FILE
-    card = json.loads(path.read_text())
-    card[REFINEMENT_KEY] = {
+    from DeepRegLib.bundles import REFINEMENT_KEY, update_card
+    path = update_card(bundle, {REFINEMENT_KEY: {
         "default": results[name]["config"],
         "what": "register() runs this per-pair refinement after the network unless told otherwise "
                 "(refine=False / --network-only: the network alone; refine=True / --refine: the full Refine)",
@@ -177,8 +175,7 @@ def write_card_refinement(bundle, name: str, results: dict, command: str) -> Non
                    "of the transform sampled at 1 mm inside the fixed brain (as benchmarks/bench_register.py)",
                        "network": medians(results["network"]["rows"]), "refined": medians(results[name]["rows"]),
                        "settings_tried": {k: medians(v["rows"]) for k, v in results.items() if k != "network"}},
-    }
-    path.write_text(json.dumps(card, indent=2) + "\n")
+    }})
     print(f"[tune_refine] {bundle.name}: default refinement {name} written to {path}")
 
 

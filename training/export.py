@@ -18,7 +18,7 @@ from typing import Dict, Optional
 
 import torch
 
-from DeepRegLib.bundles import CARD_FILE, KINDS, REFINEMENT_KEY, load_bundle
+from DeepRegLib.bundles import CARD_FILE, KINDS, REFINEMENT_KEY, TASK_SETTINGS_KEY, load_bundle
 from DeepRegLib.models import ARCHITECTURES, count_parameters
 
 from .config import from_dict
@@ -81,28 +81,49 @@ def _teacher_checkpoint_summary(path: str) -> dict:
             "commands": ck["commands"]}
 
 
-def _task_card(cfg, ck: dict, task: Optional[str]) -> Optional[dict]:
-    """Card keys for the continual-learning tasks (``training/data/tasks.py``): the task spec the
-    engine reads (grid, normalisation, affine stage, modalities), the tasks trained on, licences and
-    the accuracy matrix. ``None`` for the brain/synthetic runs, whose cards stay as they were."""
+#: the engine's name of a training task (``DeepRegLib.taskspec.BUILTIN_TASKS``, ``--task`` of the CLI)
+ENGINE_TASKS = {"mindboggle": "brain"}
+
+
+def _task_fragment(cfg, task: str) -> dict:
+    """``task``, ``input`` and ``affine_stage`` card keys of one task of a run, as the engine reads them."""
     from DeepRegLib.taskspec import TaskSpec, card_fragment
 
     from .data.registry import task_input
     from .data.tasks import TASKS as TASK_INFO, task_data_config
+    data_cfg = task_data_config(cfg.data, task, tuple(cfg.continual.size) if cfg.continual.size else None) \
+        if cfg.continual.tasks else cfg.data
+    info = TASK_INFO[task]
+    spec, affine = task_input(data_cfg)
+    frag = card_fragment(TaskSpec(ENGINE_TASKS.get(task, task), spec, affine,
+                                  {"fixed": info.modalities[0], "moving": info.modalities[1]},
+                                  f"{info.modalities[1]} (moving) -> {info.modalities[0]} (fixed): {info.description}"))
+    frag["input"]["grid"] = "LPS-aligned box of size (x, y, z) voxels at `spacing` mm, placed by `placement`"
+    frag["input"]["channels"] = ["fixed (normalised)", "moving after the affine stage (normalised)"]
+    frag["affine_stage"] = {"method": "SimpleITK affine stage (DeepRegLib.affine)", **frag["affine_stage"]}
+    return frag
+
+
+def _task_card(cfg, ck: dict, task: Optional[str], all_tasks: bool = False) -> Optional[dict]:
+    """Card keys for the continual-learning tasks (``training/data/tasks.py``): the task spec the
+    engine reads (grid, normalisation, affine stage, modalities), the tasks trained on, licences and
+    the accuracy matrix. ``None`` for the brain/synthetic runs, whose cards stay as they were.
+    ``all_tasks``: one bundle for every task trained (``universal``): ``task`` is its default, each
+    other task's grid and affine stage go to ``task_settings`` (``DeepRegLib.bundles``)."""
+    from .data.tasks import TASKS as TASK_INFO
     trained = list(cfg.continual.tasks) or [cfg.data.task]
     task = task or trained[0]
     if task not in trained:
         raise ValueError(f"--task {task!r} was not trained by this run (tasks: {trained})")
     if not cfg.continual.tasks and task in TASKS:
         return None
-    data_cfg = task_data_config(cfg.data, task, tuple(cfg.continual.size) if cfg.continual.size else None) \
-        if cfg.continual.tasks else cfg.data
-    info = TASK_INFO[task]
-    spec, affine = task_input(data_cfg)
-    frag = card_fragment(TaskSpec(task, spec, affine, {"fixed": info.modalities[0], "moving": info.modalities[1]},
-                                  f"{info.modalities[1]} (moving) -> {info.modalities[0]} (fixed): {info.description}"))
-    frag["input"]["grid"] = f"LPS-aligned box of size (x, y, z) voxels at `spacing` mm, placed by `placement`"
-    frag["tasks"] = [task]
+    frag = _task_fragment(cfg, task)
+    frag["tasks"] = [ENGINE_TASKS.get(task, task)]
+    if all_tasks:
+        others = [t for t in trained if t != task]
+        frag["tasks"] += [ENGINE_TASKS.get(t, t) for t in others]
+        frag[TASK_SETTINGS_KEY] = {ENGINE_TASKS.get(t, t): {k: v for k, v in _task_fragment(cfg, t).items() if k != "task"}
+                                   for t in others}
     frag["trained_on"] = {t: {"data": TASK_INFO[t].description, "licence": TASK_INFO[t].licence,
                               "split": TASK_INFO[t].split} for t in trained}
     frag["licence"] = _data_licence(cfg)
@@ -164,14 +185,27 @@ def _digest(state: Dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Optional[str] = None) -> Path:
+def _keep_measured(old: dict, new: dict, same_weights: bool) -> dict:
+    """``new``'s per-task settings with what ``old`` measured and chose for the same weights (accuracy,
+    speed, refinement), so that re-exporting them loses nothing; new weights start with none of it."""
+    if not same_weights:
+        return new
+    out = {}
+    for t, settings in new.items():
+        kept = (old.get(TASK_SETTINGS_KEY) or {}).get(t) or {}
+        out[t] = {**{k: v for k, v in kept.items() if k in ("accuracy", "speed", REFINEMENT_KEY)}, **settings}
+    return out
+
+
+def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Optional[str] = None,
+           all_tasks: bool = False) -> Path:
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
     cfg = from_dict(ck["config"])
     if cfg.model.architecture not in ARCHITECTURES:
         raise ValueError(f"{cfg.model.architecture!r} is a training-only network; only {ARCHITECTURES} can be bundled")
     net = build_model(cfg.model)
     net.load_state_dict(ck["modules"]["model"])
-    task_card = _task_card(cfg, ck, task)
+    task_card = _task_card(cfg, ck, task, all_tasks)
     task = TASKS.get(cfg.data.task) or {"data": task_card["trained_on"], "licence": task_card["licence"],
                                         "expects": task_card["input"].get("expects", "")}
     folder = out / name
@@ -243,7 +277,9 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
     if task_card is not None:  # a bundle defines its task (DeepRegLib.taskspec)
         card.update({k: v for k, v in task_card.items() if k not in ("input", "affine_stage")})
         card["input"].update(task_card["input"])
-        card["affine_stage"] = {"method": "SimpleITK affine stage (DeepRegLib.affine)", **task_card["affine_stage"]}
+        card["affine_stage"] = task_card["affine_stage"]
+        if TASK_SETTINGS_KEY in card:
+            card[TASK_SETTINGS_KEY] = _keep_measured(old, card[TASK_SETTINGS_KEY], same_weights)
     card["licence"] = card["training"]["licence"] = with_inherited_licence(str(card["licence"]), cfg.model.init)
     if card.get(REFINEMENT_KEY) is None and old.get(REFINEMENT_KEY) is not None and same_weights:
         card[REFINEMENT_KEY] = old[REFINEMENT_KEY]  # same weights: the chosen refinement still holds
@@ -260,9 +296,11 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=REPO / "Resources" / "models")
     p.add_argument("--task", default=None, help="continual runs: the task whose grid/normalisation/affine the card "
                                                "defines (default: the first task)")
+    p.add_argument("--all-tasks", action="store_true", help="continual runs: one bundle for every task trained "
+                   "(a universal model): --task is its default, the others are chosen as NAME:TASK")
     a = p.parse_args(argv)
     ck = a.run / "best.pt" if a.run.is_dir() else a.run
     if a.run.is_dir() and json.loads((a.run / "config.json").read_text()).get("continual", {}).get("tasks"):
         ck = a.run / "last.pt"  # continual runs: the final weights, which the accuracy matrix's last row describes
     print(export(ck, a.name, a.out, "python -m training export " + " ".join(argv if argv is not None else sys.argv[1:]),
-                 a.task))
+                 a.task, a.all_tasks))

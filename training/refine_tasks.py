@@ -146,10 +146,10 @@ FIGURES = ("accuracy", "tre_mm", "folding_percent")
 
 def write_card_refinement(bundle: Path, before: dict, after: dict, command: str) -> None:
     """Make ``after``'s refinement the default of the bundle's card (``refinement`` block, as
-    :func:`DeepRegLib.refine.card_refinement` reads it), with both rows' validation figures."""
-    path = Path(bundle) / "card.json"
-    card = json.loads(path.read_text())
-    card["refinement"] = {
+    :func:`DeepRegLib.refine.card_refinement` reads it), with both rows' validation figures. ``bundle``:
+    a folder, or ``FOLDER:TASK`` for one task of a multi-task bundle."""
+    from DeepRegLib.bundles import REFINEMENT_KEY, load_bundle, update_card
+    update_card(load_bundle(str(bundle)), {REFINEMENT_KEY: {
         "default": after["refine"],
         "what": "register() runs this per-pair refinement after the network unless told otherwise (refine=False / "
                 "--network-only: the network alone)",
@@ -157,8 +157,7 @@ def write_card_refinement(bundle: Path, before: dict, after: dict, command: str)
         "validation": {"task": after["task"], "pairs": after["pairs"], "statistic": "mean over pairs, network grid",
                        "network": {k: before[k] for k in FIGURES if k in before},
                        "refined": {**{k: after[k] for k in FIGURES if k in after},
-                                   "seconds": after["refine_seconds_mean"]}}}
-    path.write_text(json.dumps(card, indent=2) + "\n")
+                                   "seconds": after["refine_seconds_mean"]}}}})
 
 
 def markdown(results: Dict[str, dict]) -> str:

@@ -89,3 +89,9 @@ def smoke_continual(method: str) -> ExperimentConfig:
     cfg.strategy.reptile_inner_steps = 2
     cfg.loop = LoopConfig(steps=6, val_every=3, log_every=1, threads=1)
     return cfg
+
+#: the tasks of the `universal` bundle: those a network plus per-task refinement registers (not synthhead)
+UNIVERSAL_TASKS = ["mindboggle", "prostate", "ct"]
+UNIVERSAL_STEPS_PER_TASK = 400
+#: the universal candidates start from the default brain model, whose brain refinement they keep
+UNIVERSAL_INIT = "Resources/models/ldr_brain_v2"
