@@ -183,6 +183,9 @@ class ModelBundle:
                 d = (acc.get(split) or {}).get("default") or {}
                 if "gland_dice" in d:
                     parts.append(f"{split} gland Dice {d['gland_dice']:.3f}, landmark TRE {d['landmark_tre_mm']:.2f} mm")
+                elif "organ_dice" in d:
+                    parts.append(f"{split} organ Dice {d['organ_dice']:.3f}, error {d['error_mm']:.2f} mm "
+                                 "against the known displacement")
             if parts:
                 txt += " (" + "; ".join(parts) + ")"
         return txt

@@ -117,6 +117,11 @@ def cmd_models(a: argparse.Namespace) -> int:
         print(f"{b.summary}{mark}")
         for line in b.details() + [str(b.path)]:
             print(f"    {line}")
+        for t in b.tasks[1:]:  # a model made for several tasks: each one as the CLI names it
+            view = b.for_task(t)
+            print(f"  {view.summary}")
+            for line in view.details()[1:]:
+                print(f"      {line}")
     return 0
 
 

@@ -95,6 +95,17 @@ def test_listing_and_slicer_model_list(models, monkeypatch):
     assert "MR (moving) -> US (fixed)" in model_tooltip(cards["multi:prostate"])
 
 
+def test_models_command_lists_each_task(models, monkeypatch, capsys):
+    from DeepRegLib.cli import main
+    monkeypatch.setenv("DEEPREG_MODELS_PATH", str(models["multi"].parent))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    gland = load_bundle(PROSTATE).card["accuracy"]["validation"]["default"]["gland_dice"]
+    line = next(x for x in out.splitlines() if x.strip().startswith("multi:prostate:"))
+    assert f"validation gland Dice {gland:.3f}" in line
+    assert "mutual information" in out.split("multi:prostate:")[1].split("prostate_only")[0]
+
+
 def _displacement(res) -> np.ndarray:
     return np.asarray(res.displacement)
 

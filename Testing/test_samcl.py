@@ -556,6 +556,22 @@ def test_export_of_all_tasks_makes_one_bundle_per_network(smoke_runs, tmp_path):
     assert "refinement" not in load_bundle(str(tmp_path / "uni")).card
 
 
+def test_affine_only_figures_use_the_tasks_metric():
+    """A prostate run's affine-only validation is gland Dice + landmark TRE of its bit-packed labels (bit 0 the
+    gland, bit 1 a landmark), not a label-map Dice of the packed integers (the prostate_mrus card said 0.18)."""
+    from training.evaluate import affine_only_grid, affine_only_validation
+    lab_f = np.zeros((1, 12, 12, 12), np.int16)
+    lab_f[0, 2:8, 2:8, 2:8] = 1
+    lab_f[0, 4:6, 4:6, 4:6] |= 2  # a landmark inside the gland
+    lab_m = np.roll(lab_f, 2, axis=3)  # shifted 2 voxels along x
+    img = np.zeros((1, 12, 12, 12), np.float16)
+    data = PairSet(img, img.copy(), [Grid((0.0, 0.0, 0.0), (0.5, 0.5, 0.5), (12, 12, 12))], lab_f, lab_m)
+    out = affine_only_validation("prostate", data)
+    assert out["gland_dice"] == pytest.approx(2 * 4 * 36 / (2 * 216)) and out["tre_mm"] == pytest.approx(1.0)
+    assert affine_only_grid(data)["dice"] != pytest.approx(out["gland_dice"])
+    assert affine_only_validation("synthetic", data)["dice"] == affine_only_grid(data)["dice"]
+
+
 def test_export_carries_the_licence_of_the_starting_weights(tmp_path):
     """Weights fine-tuned from a bundle trained on CC BY-NC-SA brains carry that licence too, whatever the
     new task's data licence (the bundled prostate model starts from ldr_brain_v1); the engine's notice

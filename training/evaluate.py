@@ -59,3 +59,17 @@ def affine_only_grid(data: PairSet) -> Dict[str, float]:
     return {"dice": float(np.mean([r["all"] for r in rows])),
             "dice_subcortical": float(np.mean([r["subcortical"] for r in rows])),
             "dice_cortical": float(np.mean([r["cortical"] for r in rows]))}
+
+
+def affine_only_validation(task: str, data: PairSet) -> Dict[str, float]:
+    """The validation figures of the affine stage alone (a zero flow) in the task's own metric: label
+    Dice for brains and synthetic pairs; gland Dice and landmark TRE (prostate), organ Dice and the error
+    against the known displacement (CT), as the accuracy matrix reports them (``continual.evaluate_pairs``)."""
+    from .data.tasks import TASKS
+    metric = TASKS[task].metric if task in TASKS else "dice"
+    if metric in ("prostate", "ct"):  # bit-packed prostate labels are not a label map: their Dice means nothing
+        from .continual import evaluate_pairs
+        from .continual_report import ZeroFlow
+        return evaluate_pairs(ZeroFlow().eval(), data, metric)
+    return affine_only_grid(data) if data.has_labels else {}
+

@@ -185,6 +185,22 @@ def _digest(state: Dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _affine_only(cfg, ck: dict) -> Optional[dict]:
+    """The run's validation figures of the affine stage alone. Runs on the prostate or CT task made before
+    the trainer used the task's metric stored a label-map Dice of bit-packed labels: recomputed here."""
+    from .data.tasks import TASKS as TASK_INFO, task_data_config
+    stored = ck["extra"].get("affine_only_validation")
+    task = cfg.continual.tasks[0] if cfg.continual.tasks else cfg.data.task  # the trainer's validation task
+    info = TASK_INFO.get(task)
+    if info is None or info.metric not in ("prostate", "ct") or (stored or {}).get("accuracy"):
+        return stored
+    from .data.registry import load_split
+    from .evaluate import affine_only_validation
+    data_cfg = task_data_config(cfg.data, task, tuple(cfg.continual.size) if cfg.continual.size else None) \
+        if cfg.continual.tasks else cfg.data
+    return affine_only_validation(task, load_split(data_cfg, "val"))
+
+
 def _keep_measured(old: dict, new: dict, same_weights: bool) -> dict:
     """``new``'s per-task settings with what ``old`` measured and chose for the same weights (accuracy,
     speed, refinement), so that re-exporting them loses nothing; new weights start with none of it."""
@@ -257,7 +273,7 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
                           if cfg.continual.tasks else
                           f"best mean label Dice on the validation pairs (network grid), every {cfg.loop.val_every} steps"),
             "best_validation_grid": best,
-            "affine_only_validation_grid": ck["extra"].get("affine_only_validation"),
+            "affine_only_validation_grid": _affine_only(cfg, ck),
             "initialised_from": ck["extra"].get("init"),
             "config": ck["config"],
             "commands": ck["commands"],

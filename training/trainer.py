@@ -30,7 +30,7 @@ from .callbacks import CSVLogger, TimeLimit, Validate
 from .config import ExperimentConfig, from_dict, to_dict
 from .data import load_split, make_batch
 from .data.tasks import task_info
-from .evaluate import affine_only_grid, evaluate_grid
+from .evaluate import affine_only_validation, evaluate_grid
 from .networks import build_model, load_trained
 from .strategies import build_strategy
 
@@ -175,7 +175,8 @@ class Trainer:
         if resumed:
             self.load(last)
         elif self.dist.main:
-            self.extra["affine_only_validation"] = affine_only_grid(self.val_data) if self.val_data.has_labels else {}
+            task = self.continual.tasks[0] if self.continual is not None else cfg.data.task
+            self.extra["affine_only_validation"] = affine_only_validation(task, self.val_data)
         self.commands.append(command or " ".join(sys.argv))
         if self.dist.main:
             (self.run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
