@@ -36,7 +36,7 @@ REFINEMENT_KEY = "refinement"
 KINDS = {"ldr": "light-weight", "lowres_ldr": "low-resolution"}
 #: a multi-task card's block of per-task settings, and the keys each task has its own of
 TASK_SETTINGS_KEY = "task_settings"
-TASK_KEYS = ("task", "input", "affine_stage", REFINEMENT_KEY, "accuracy", "speed")
+TASK_KEYS = ("task", "input", "affine_stage", "field", REFINEMENT_KEY, "accuracy", "speed")
 _TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 

@@ -282,12 +282,13 @@ def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, d
                  f"{timings['refine']:.2f} s on {used}")
     report("field")
     t3 = time.perf_counter()
-    disp = tr.taper_border(tr.flow_to_displacement(flow, prep.grid))
+    # the field as written: tapered inside the grid, or continued beyond it (the card's task)
+    disp, out_grid = tr.border_field(tr.flow_to_displacement(flow, prep.grid), prep.grid, bundle.task.field_margin)
     timings["field"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
     note(f"done: {timings['total']:.2f} s")
     report("done")
-    return RegistrationResult(f_img, prep.affine, disp, prep.grid, bundle.name, used, timings, mode="deformable",
+    return RegistrationResult(f_img, prep.affine, disp, out_grid, bundle.name, used, timings, mode="deformable",
                               refined=refined, refine_cancelled=refine_cancelled, refinement=refinement, log=lines)
 
 

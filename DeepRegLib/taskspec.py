@@ -7,10 +7,13 @@
   units) for CT;
 * the affine stage: ``affine_stage`` (:class:`DeepRegLib.affine.AffineConfig` fields, among
   them ``metric`` 'correlation' | 'mattes' and ``initialisation`` 'moments' | 'geometry');
-* the modality pair it expects: ``input.modalities`` = ``{"fixed": "US", "moving": "MR"}``.
+* the modality pair it expects: ``input.modalities`` = ``{"fixed": "US", "moving": "MR"}``;
+* the written field at the grid's border: ``field.margin_voxels`` (0: tapered to zero inside the
+  grid, for grids whose border is background; > 0: every sample kept and the field continued that
+  many voxels beyond the grid, for grids that are the whole image).
 
 Absent keys take the values of the brain models (percentile, foreground placement,
-correlation, moments), so existing cards such as ``ldr_brain_v1`` behave exactly as before.
+correlation, moments, tapered border), so existing cards such as ``ldr_brain_v1`` behave exactly as before.
 """
 from __future__ import annotations
 
@@ -21,6 +24,9 @@ from .affine import AffineConfig
 from .pipeline import InputSpec
 from .preprocess import Normalisation
 
+#: the card's block describing the written field beyond the network grid
+FIELD_KEY = "field"
+
 @dataclass(frozen=True)
 class TaskSpec:
     """What a bundle's network expects and how its inputs are prepared (all from the card)."""
@@ -30,6 +36,9 @@ class TaskSpec:
     affine: AffineConfig = field(default_factory=AffineConfig)
     modalities: Dict[str, str] = field(default_factory=lambda: {"fixed": "T1", "moving": "T1"})
     expects: str = ""
+    #: voxels the written field continues beyond the network grid (0: tapered inside it; see
+    #: DeepRegLib.transforms.border_field); card key ``field.margin_voxels``
+    field_margin: int = 0
 
     @property
     def multimodal(self) -> bool:
@@ -42,7 +51,8 @@ class TaskSpec:
         return cls(name=str(card.get("task", "brain")), input=InputSpec.from_dict(inp),
                    affine=AffineConfig.from_card(card.get("affine_stage")),
                    modalities={"fixed": str(mods.get("fixed", "")), "moving": str(mods.get("moving", ""))},
-                   expects=str(inp.get("expects", "")))
+                   expects=str(inp.get("expects", "")),
+                   field_margin=int((card.get(FIELD_KEY) or {}).get("margin_voxels", 0)))
 
     def describe(self) -> str:
         n = self.input.normalisation
@@ -52,7 +62,8 @@ class TaskSpec:
                 f"grid {size} at {self.input.spacing:g} mm ({self.input.placement}); "
                 f"normalisation fixed {n.kind} [{n.low:g}, {n.high:g}], moving {mn.kind} [{mn.low:g}, {mn.high:g}]; "
                 f"affine metric {self.affine.metric}, init {self.affine.initialisation}, "
-                f"{self.affine.iterations} iterations")
+                f"{self.affine.iterations} iterations"
+                + (f"; field continued {self.field_margin} voxels beyond the grid" if self.field_margin else ""))
 
 
 #: the tasks DeepReg knows how to prepare, whether or not a model for them is bundled. A card's
@@ -66,12 +77,14 @@ BUILTIN_TASKS: Dict[str, TaskSpec] = {
         # centre alignment of the two boxes; the Mattes MI affine after it lowered the gland Dice on
         # training cases 0, 3, ..., 21 (0.61 -> 0.50), so the optimisation is off (iterations=0)
         AffineConfig(spacing=0.8, iterations=0, metric="mattes", initialisation="geometry"),
-        {"fixed": "US", "moving": "MR"}, "intra-patient prostate: transrectal ultrasound (fixed), MR (moving)"),
+        {"fixed": "US", "moving": "MR"}, "intra-patient prostate: transrectal ultrasound (fixed), MR (moving)",
+        field_margin=4),  # the grid is the whole ultrasound image: its border must not be tapered
     "ct": TaskSpec(
         "ct",
         InputSpec(spacing=3.0, size=(64, 64, 48), normalisation=Normalisation("window", -1000.0, 1000.0),
                   placement="image_centre"),
-        AffineConfig(metric="correlation"), {"fixed": "CT", "moving": "CT"}, "CT (Hounsfield units)"),
+        AffineConfig(metric="correlation"), {"fixed": "CT", "moving": "CT"}, "CT (Hounsfield units)",
+        field_margin=4),
 }
 
 
@@ -89,12 +102,17 @@ def card_tasks(card: dict) -> list:
 
 
 def card_fragment(spec: TaskSpec) -> Dict[str, dict]:
-    """The card keys that describe ``spec`` (``input`` and ``affine_stage``), for bundle writers."""
+    """The card keys that describe ``spec`` (``input``, ``affine_stage`` and, when not 0, ``field``), for bundle writers."""
     inp = spec.input.to_dict()
     inp["modalities"] = dict(spec.modalities)
     if spec.expects:
         inp["expects"] = spec.expects
-    return {"task": spec.name, "input": inp, "affine_stage": spec.affine.to_dict()}
+    out = {"task": spec.name, "input": inp, "affine_stage": spec.affine.to_dict()}
+    if spec.field_margin:
+        out[FIELD_KEY] = {"margin_voxels": int(spec.field_margin),
+                          "what": "the written displacement keeps every sample of the network grid and continues "
+                                  "this many voxels beyond it, falling to zero (DeepRegLib.transforms.border_field)"}
+    return out
 
 
 def task_spec(bundle_or_card) -> TaskSpec:

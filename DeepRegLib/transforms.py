@@ -5,7 +5,8 @@ A registration result maps a fixed LPS point ``p`` (mm) to a moving point
     T(p) = A(p + u(p))
 
 where ``A`` is an affine transform and ``u`` a displacement (mm, LPS components) given by its
-samples on an LPS-aligned grid (the network's 2 mm grid; tapered to zero at the grid border) and
+samples on an LPS-aligned grid (the network's grid, tapered to zero at its border; or, for a task
+whose grid is the whole image, that grid continued a few voxels outward, see :func:`border_field`) and
 defined between them as the **cubic B-spline that interpolates those samples** (zero outside the
 grid).  As an ITK composite transform this is ``[A, BSplineTransform]`` (ITK applies the
 last-added transform first), which is what :func:`to_sitk` builds and ``SimpleITK.Resample`` uses.
@@ -45,6 +46,39 @@ def taper_border(displacement: np.ndarray, width: int = 3) -> np.ndarray:
         shape[axis] = n
         out *= ramp.reshape(shape)
     return out
+
+
+def extend_field(displacement: np.ndarray, grid: Grid, margin: int) -> tuple:
+    """``(field, grid)`` continued ``margin`` voxels beyond every face of ``grid``: a new layer at
+    distance ``d`` takes the nearest edge sample times ``(1 + cos(pi d / margin)) / 2``.
+
+    Every sample of ``grid`` is kept, so the spline (:func:`bspline_coefficients`, whose border rule
+    ignores only the outer 2 layers of the margin) passes through all of them, and the displacement
+    falls smoothly to zero outside the box instead of inside it. For grids that are the whole image
+    (CT crops, prostate ultrasound), where :func:`taper_border` would zero the image's border.
+    """
+    m = int(margin)
+    if m < 2:
+        raise ValueError(f"margin must be >= 2 voxels (the spline ignores the outer 2 layers), got {margin}")
+    out = np.pad(np.asarray(displacement, dtype=np.float64), [(m, m)] * 3 + [(0, 0)], mode="edge")
+    for axis in range(3):
+        n = displacement.shape[axis]
+        dist = np.concatenate([np.arange(m, 0, -1), np.zeros(n), np.arange(1, m + 1)])
+        shape = [1, 1, 1, 1]
+        shape[axis] = -1
+        out *= (0.5 * (1.0 + np.cos(np.pi * dist / m))).reshape(shape)
+    big = Grid(origin=tuple(o - m * s for o, s in zip(grid.origin, grid.spacing)), spacing=grid.spacing,
+               size=tuple(int(n) + 2 * m for n in grid.size))
+    return out, big
+
+
+def border_field(displacement: np.ndarray, grid: Grid, margin: int = 0) -> tuple:
+    """The ``(field, grid)`` a registration writes: ``margin`` 0 tapers the field to zero within the
+    grid's outer 3 voxels (:func:`taper_border`; the brain models, whose grid border is background);
+    ``margin`` > 0 keeps every sample and continues the field beyond the grid (:func:`extend_field`)."""
+    if margin <= 0:
+        return taper_border(displacement), grid
+    return extend_field(displacement, grid, margin)
 
 
 def flow_to_displacement(flow: torch.Tensor, grid: Grid) -> np.ndarray:

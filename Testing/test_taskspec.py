@@ -197,9 +197,11 @@ def test_a_prostate_bundle_defines_grid_and_affine_stage(tmp_path, monkeypatch, 
     fixed = sitk.ReadImage(str(p["fixed"]), sitk.sitkFloat32)
     moving = sitk.ReadImage(str(p["moving"]), sitk.sitkFloat32)
     res = register(fixed, moving, model=path, device="cpu")
-    # grid from the card: 48x64x48 at 0.4 mm on the centre of the US image's box
+    # grid from the card: 48x64x48 at 0.4 mm on the centre of the US image's box; the written field
+    # keeps all of it and continues 4 voxels beyond (field.margin_voxels: the grid is the whole image)
     lo, hi = physical_bounding_box(fixed)
-    assert res.grid.size == (48, 64, 48) and res.grid.spacing == (0.4, 0.4, 0.4)
+    assert load_bundle(path).task.field_margin == 4 and any("continued 4 voxels" in line for line in res.log)
+    assert res.grid.size == (56, 72, 56) and res.grid.spacing == (0.4, 0.4, 0.4)
     assert np.allclose(np.asarray(res.grid.origin) + 0.4 * (np.asarray(res.grid.size) - 1) / 2, (lo + hi) / 2)
     # affine stage from the card: centre alignment of the two boxes (no optimisation)
     mlo, mhi = physical_bounding_box(moving)

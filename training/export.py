@@ -87,7 +87,7 @@ ENGINE_TASKS = {"mindboggle": "brain"}
 
 def _task_fragment(cfg, task: str) -> dict:
     """``task``, ``input`` and ``affine_stage`` card keys of one task of a run, as the engine reads them."""
-    from DeepRegLib.taskspec import TaskSpec, card_fragment
+    from DeepRegLib.taskspec import BUILTIN_TASKS, TaskSpec, card_fragment
 
     from .data.registry import task_input
     from .data.tasks import TASKS as TASK_INFO, task_data_config
@@ -95,9 +95,11 @@ def _task_fragment(cfg, task: str) -> dict:
         if cfg.continual.tasks else cfg.data
     info = TASK_INFO[task]
     spec, affine = task_input(data_cfg)
-    frag = card_fragment(TaskSpec(ENGINE_TASKS.get(task, task), spec, affine,
-                                  {"fixed": info.modalities[0], "moving": info.modalities[1]},
-                                  f"{info.modalities[1]} (moving) -> {info.modalities[0]} (fixed): {info.description}"))
+    name = ENGINE_TASKS.get(task, task)
+    builtin = BUILTIN_TASKS.get(name)
+    frag = card_fragment(TaskSpec(name, spec, affine, {"fixed": info.modalities[0], "moving": info.modalities[1]},
+                                  f"{info.modalities[1]} (moving) -> {info.modalities[0]} (fixed): {info.description}",
+                                  field_margin=builtin.field_margin if builtin is not None else 0))
     frag["input"]["grid"] = "LPS-aligned box of size (x, y, z) voxels at `spacing` mm, placed by `placement`"
     frag["input"]["channels"] = ["fixed (normalised)", "moving after the affine stage (normalised)"]
     frag["affine_stage"] = {"method": "SimpleITK affine stage (DeepRegLib.affine)", **frag["affine_stage"]}
