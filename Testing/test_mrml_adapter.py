@@ -386,11 +386,13 @@ def test_cancel_from_progress_leaves_scene_unchanged():
     assert scene.GetNumberOfNodes() == n and m.GetParentTransformNode() is None
 
 
-def test_prostate_pair_through_the_slicer_logic_with_its_model():
-    """The bundled prostate MR -> US sample through the panel's Logic with ``prostate_mrus``: the card's task
-    (grid, centre alignment, MI refinement) is used, the input nodes are unchanged, and the moving gland
-    label hardened through the transform node (Slicer's resampling) overlaps the fixed gland better than
-    after the task's centre alignment alone."""
+@pytest.mark.parametrize("model", ["prostate_mrus", "universal:prostate"])
+def test_prostate_pair_through_the_slicer_logic_with_its_model(model):
+    """The bundled prostate MR -> US sample through the panel's Logic with ``prostate_mrus``, and with the
+    universal model's prostate task (as the panel's model list names it): the card's task (grid, centre
+    alignment, MI refinement) is used, the input nodes are unchanged, and the moving gland label hardened
+    through the transform node (Slicer's resampling) overlaps the fixed gland better than after the task's
+    centre alignment alone."""
     from DeepRegLib.demo_prostate import label_channels, sample_paths
     p = sample_paths()
     scene = slicer.vtkMRMLScene()
@@ -398,10 +400,11 @@ def test_prostate_pair_through_the_slicer_logic_with_its_model():
     sums = {"fixed": checksum(f), "moving": checksum(m)}
     sys.path.insert(0, str(REPO / "DeepReg"))
     import DeepReg
-    node = DeepReg.DeepRegLogic().register(f, m, model="prostate_mrus", device="cpu")
+    assert model in mrml.list_model_cards()  # what the panel's model list offers
+    node = DeepReg.DeepRegLogic().register(f, m, model=model, device="cpu")
     res = mrml.last_result
     assert checksum(f) == sums["fixed"] and checksum(m) == sums["moving"]
-    assert node.GetAttribute("DeepReg.Model") == "prostate_mrus" and node.GetAttribute("DeepReg.Refinement") == "model default"
+    assert node.GetAttribute("DeepReg.Model") == model and node.GetAttribute("DeepReg.Refinement") == "model default"
     assert res.grid.size == (56, 72, 56) and any("task prostate" in line for line in res.log)  # 48x64x48 continued 4 voxels
     fixed_gland, moving_gland = label_channels(p["fixed_labels"])[0], label_channels(p["moving_labels"])[0]
     ref = sitk.GetArrayFromImage(fixed_gland)

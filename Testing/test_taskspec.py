@@ -217,19 +217,22 @@ def test_a_prostate_bundle_defines_grid_and_affine_stage(tmp_path, monkeypatch, 
     assert "DeepReg prostate_test" in rep["results"]
 
 
-def test_prostate_demo_registers_the_sample_with_the_bundled_model(tmp_path, capsys):
+@pytest.mark.parametrize("model, name", [(None, "prostate_mrus"), ("universal", "universal:prostate")])
+def test_prostate_demo_registers_the_sample_with_the_bundled_model(tmp_path, capsys, model, name):
     """``deepreg demo --task prostate`` uses the bundled prostate_mrus (its card: the prostate task, a
-    mutual-information refinement) on the sample pair, test case 25, never used for training or any choice:
-    the deformable result beats the task's centre alignment on gland Dice and on landmark TRE, and the
-    written transform reproduces the written warped image."""
+    mutual-information refinement) on the sample pair, test case 25, never used for training or any choice;
+    ``--model universal`` the universal model's prostate task: the deformable result beats the task's
+    centre alignment on gland Dice and on landmark TRE, and the written transform reproduces the written
+    warped image."""
     from DeepRegLib.cli import main
-    b = load_bundle("prostate_mrus")
+    b = load_bundle(name)
     assert b.task.name == "prostate" and b.card["refinement"]["default"]["similarity"] == "mi"
-    assert main(["demo", "--task", "prostate", "--output-dir", str(tmp_path), "--device", "cpu"]) == 0
+    assert main(["demo", "--task", "prostate", "--output-dir", str(tmp_path), "--device", "cpu"]
+                + (["--model", model] if model else [])) == 0
     out = capsys.readouterr().out
-    assert "DeepReg prostate_mrus" in out and "no bundled model" not in out
+    assert f"DeepReg {name}" in out and "no bundled model" not in out
     rep = json.loads((tmp_path / "demo.json").read_text())
-    centre, ours = rep["results"]["centre alignment (task affine stage)"], rep["results"]["DeepReg prostate_mrus"]
+    centre, ours = rep["results"]["centre alignment (task affine stage)"], rep["results"][f"DeepReg {name}"]
     assert ours["gland_dice"] > centre["gland_dice"] + 0.1, (centre, ours)
     assert ours["landmark_tre_mm"] < centre["landmark_tre_mm"] - 0.5, (centre, ours)
     t = sitk.ReadTransform(str(tmp_path / "transform.h5"))
