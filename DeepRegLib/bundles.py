@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from .errors import DeepRegError, ModelNotFoundError
 from .pipeline import InputSpec
+from .taskspec import FIELD_KEY
 
 if TYPE_CHECKING:
     from .models import LowResolution, RecursiveCascade
@@ -36,7 +37,7 @@ REFINEMENT_KEY = "refinement"
 KINDS = {"ldr": "light-weight", "lowres_ldr": "low-resolution"}
 #: a multi-task card's block of per-task settings, and the keys each task has its own of
 TASK_SETTINGS_KEY = "task_settings"
-TASK_KEYS = ("task", "input", "affine_stage", "field", REFINEMENT_KEY, "accuracy", "speed")
+TASK_KEYS = ("task", "input", "affine_stage", FIELD_KEY, REFINEMENT_KEY, "accuracy", "speed")
 _TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
@@ -270,10 +271,7 @@ def with_task(model: Optional[str], task: Optional[str]) -> Optional[str]:
 def load_bundle(name: Optional[str] = None, task: Optional[str] = None) -> ModelBundle:
     """The bundle called ``name`` (default :data:`DEFAULT_MODEL`), or a bundle folder path, set up for
     ``task`` (None: the task ``NAME:TASK`` names, else the model's default task)."""
-    name, named_task = split_reference(name or DEFAULT_MODEL)
-    if task is not None and named_task is not None and task != named_task:
-        raise ModelNotFoundError(f"model {name}:{named_task} asked for task {task!r}: give the task once")
-    task = task or named_task
+    name, task = split_reference(with_task(name, task) or DEFAULT_MODEL)
     p = Path(name)
     if p.is_dir():
         card = _read_card(p)

@@ -37,8 +37,6 @@ from .models.lowres import downsample, upsample_flow
 from .spatial import compose, integrate_velocity, warp
 
 
-
-
 @dataclass(frozen=True)
 class RefineConfig:
     """Settings of the per-pair refinement (lengths in mm, on the network's grid).

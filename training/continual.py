@@ -30,7 +30,7 @@ from .augment import augment_fixed_warp, augment_moving, rerender_batch, same_an
 from .callbacks import Callback
 from .data import PairSet, load_split, make_batch
 from .data.registry import task_input
-from .data.tasks import task_data_config, task_info
+from .data.tasks import run_task_config, task_info
 from .evaluate import predict_pairs
 
 
@@ -170,7 +170,7 @@ class Continual:
         self.cfg = cfg
         self.tasks: List[str] = list(cc.tasks)
         self.infos = [task_info(t) for t in self.tasks]
-        self.data_cfgs = [task_data_config(cfg.data, t, tuple(cc.size) if cc.size else None) for t in self.tasks]
+        self.data_cfgs = [run_task_config(cfg, t) for t in self.tasks]
         self.train: List[PairSet] = []
         self.val: List[PairSet] = []
         for t, dc in zip(self.tasks, self.data_cfgs):

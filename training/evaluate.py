@@ -72,4 +72,3 @@ def affine_only_validation(task: str, data: PairSet) -> Dict[str, float]:
         from .continual_report import ZeroFlow
         return evaluate_pairs(ZeroFlow().eval(), data, metric)
     return affine_only_grid(data) if data.has_labels else {}
-

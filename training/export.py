@@ -90,11 +90,9 @@ def _task_fragment(cfg, task: str) -> dict:
     from DeepRegLib.taskspec import BUILTIN_TASKS, TaskSpec, card_fragment
 
     from .data.registry import task_input
-    from .data.tasks import TASKS as TASK_INFO, task_data_config
-    data_cfg = task_data_config(cfg.data, task, tuple(cfg.continual.size) if cfg.continual.size else None) \
-        if cfg.continual.tasks else cfg.data
+    from .data.tasks import TASKS as TASK_INFO, run_task_config
     info = TASK_INFO[task]
-    spec, affine = task_input(data_cfg)
+    spec, affine = task_input(run_task_config(cfg, task))
     name = ENGINE_TASKS.get(task, task)
     builtin = BUILTIN_TASKS.get(name)
     frag = card_fragment(TaskSpec(name, spec, affine, {"fixed": info.modalities[0], "moving": info.modalities[1]},
@@ -190,7 +188,7 @@ def _digest(state: Dict[str, torch.Tensor]) -> str:
 def _affine_only(cfg, ck: dict) -> Optional[dict]:
     """The run's validation figures of the affine stage alone. Runs on the prostate or CT task made before
     the trainer used the task's metric stored a label-map Dice of bit-packed labels: recomputed here."""
-    from .data.tasks import TASKS as TASK_INFO, task_data_config
+    from .data.tasks import TASKS as TASK_INFO, run_task_config
     stored = ck["extra"].get("affine_only_validation")
     task = cfg.continual.tasks[0] if cfg.continual.tasks else cfg.data.task  # the trainer's validation task
     info = TASK_INFO.get(task)
@@ -198,9 +196,7 @@ def _affine_only(cfg, ck: dict) -> Optional[dict]:
         return stored
     from .data.registry import load_split
     from .evaluate import affine_only_validation
-    data_cfg = task_data_config(cfg.data, task, tuple(cfg.continual.size) if cfg.continual.size else None) \
-        if cfg.continual.tasks else cfg.data
-    return affine_only_validation(task, load_split(data_cfg, "val"))
+    return affine_only_validation(task, load_split(run_task_config(cfg, task), "val"))
 
 
 def _keep_measured(old: dict, new: dict, same_weights: bool) -> dict:
@@ -211,7 +207,7 @@ def _keep_measured(old: dict, new: dict, same_weights: bool) -> dict:
     out = {}
     for t, settings in new.items():
         kept = (old.get(TASK_SETTINGS_KEY) or {}).get(t) or {}
-        out[t] = {**{k: v for k, v in kept.items() if k in ("accuracy", "speed", REFINEMENT_KEY)}, **settings}
+        out[t] = {**settings, **{k: v for k, v in kept.items() if k in ("accuracy", "speed", REFINEMENT_KEY)}}
     return out
 
 

@@ -29,7 +29,7 @@ from DeepRegLib.refine import RefineConfig, refine_flow
 from .continual import evaluate_pairs
 from .continual_report import ZeroFlow, _config
 from .data import PairSet, load_split
-from .data.tasks import task_data_config, task_info
+from .data.tasks import run_task_config, task_info
 
 
 class Refined(nn.Module):
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     command = "python -m training.refine_tasks " + " ".join(argv if argv is not None else sys.argv[1:])
     for task in tasks:
         info = task_info(task)
-        val = load_split(task_data_config(cfg.data, task, tuple(cfg.continual.size) if cfg.continual.size else None), "val")
+        val = load_split(run_task_config(cfg, task), "val")
         if a.shared_contrast and task == "synthhead":
             val = shared_contrast(val)
         for name in a.nets:

@@ -86,6 +86,14 @@ def task_data_config(base, name: str, size: Optional[Tuple[int, int, int]] = Non
     return cfg
 
 
+def run_task_config(cfg, name: str):
+    """The DataConfig of task ``name`` in the experiment config ``cfg``: a continual run's per-task copy
+    (:func:`task_data_config`, on ``continual.size`` when set), else ``cfg.data`` itself."""
+    if not cfg.continual.tasks:
+        return cfg.data
+    return task_data_config(cfg.data, name, tuple(cfg.continual.size) if cfg.continual.size else None)
+
+
 def normalisation_of(data_cfg) -> Normalisation:
     if data_cfg.task == "ct":
         return ct.SPEC.normalisation
