@@ -16,12 +16,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 CSV_NAME, JSON_NAME, PNG_NAME = "summary.csv", "summary.json", "summary_dice_time.png"
-FIRST_COLUMNS = ["id", "status", "message", "fixed", "moving", "moving_labels", "fixed_labels",
-                 "dice_all", "dice_subcortical", "dice_cortical", "folding_percent", "sdlogj",
+FIRST_COLUMNS = ["id", "status", "trusted", "message", "quality_flags", "fixed", "moving", "moving_labels",
+                 "fixed_labels", "dice_all", "dice_subcortical", "dice_cortical", "folding_percent", "sdlogj",
+                 "similarity_before", "similarity_after", "max_displacement_mm",
                  "time_s", "register_s", "attempt", "worker", "worker_peak_rss_mb", "model", "device", "refined",
                  "transform", "warped", "warped_labels", "finished_at"]
-METRICS = ["dice_all", "dice_subcortical", "dice_cortical", "folding_percent", "sdlogj", "time_s", "register_s",
-           "worker_peak_rss_mb"]
+METRICS = ["dice_all", "dice_subcortical", "dice_cortical", "folding_percent", "sdlogj", "similarity_after",
+           "max_displacement_mm", "time_s", "register_s", "worker_peak_rss_mb"]
 
 
 def _row(rec: dict) -> dict:
@@ -62,6 +63,9 @@ def aggregates(records: Sequence[dict], run: dict) -> dict:
             "metrics": {m: describe([r.get(m) for r in done]) for m in METRICS},
             "failures": [{"id": r["id"], "fixed": r["fixed"], "moving": r["moving"], "message": r["message"]}
                          for r in records if r["status"] == "failed"],
+            # completed pairs whose quality verdict (DeepRegLib.quality) lists reasons not to trust them
+            "untrusted": [{"id": r["id"], "flags": r.get("quality_flags", "")}
+                          for r in done if r.get("trusted") is False],
             "run": run}
 
 

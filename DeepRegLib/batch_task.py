@@ -247,6 +247,8 @@ def _register_and_write(pair: Pair, cfg: TaskConfig, d: Path) -> dict:
         out[key] = str(Path("pairs") / pair.id / OUTPUT_NAMES[key])
 
     save("transform", res.write_transform)  # the same writer as `deepreg register`
+    from .quality import assess
+    out.update(assess(res, res.fixed, moving).as_dict())  # trusted, quality_flags, similarity, ...
     if cfg.write_warped:
         save("warped", lambda p: write_image(res.warp_image(moving), p))
     if pair.moving_labels:

@@ -57,10 +57,20 @@ def cmd_register(a: argparse.Namespace) -> int:
     if a.moving_labels:
         write_image(res.warp_labels(a.moving_labels), a.output_warped_labels)
         _eprint(f"[deepreg] wrote warped labels: {a.output_warped_labels}")
+    report_quality(res, a.fixed, a.moving)
     timings = {k: round(v, 3) for k, v in res.timings.items()}
     _eprint(f"[deepreg] timings (s): {json.dumps(timings)}; wall {time.perf_counter() - _T0:.2f} s; "
             f"model {res.model} on {res.device}")
     return 0
+
+
+def report_quality(res, fixed, moving) -> None:
+    """The result's :class:`~DeepRegLib.quality.QualityVerdict` on stderr; each flag as a warning."""
+    from .quality import assess
+    verdict = assess(res, fixed, moving)
+    _eprint(f"[deepreg] {verdict.summary().splitlines()[0]}")
+    for flag in verdict.flags:
+        _eprint(f"deepreg: warning: {flag}")
 
 
 def cmd_warp(a: argparse.Namespace) -> int:

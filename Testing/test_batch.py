@@ -109,6 +109,9 @@ def test_batch_cli_on_local_cluster_with_bad_pair_and_resume(small_pairs, cluste
     assert [rows[k]["status"] for k in ("a", "b", "bad")] == ["ok", "ok", "failed"]
     assert "3D" in rows["bad"]["message"] and "2 dimensions" in rows["bad"]["message"]
     assert rows["a"]["worker"] and float(rows["a"]["time_s"]) > float(rows["a"]["register_s"]) > 0
+    # the quality verdict (DeepRegLib.quality) of each completed pair: a column, its flags listed if untrusted
+    assert rows["a"]["trusted"] in ("True", "False") and rows["bad"]["trusted"] == ""
+    assert float(rows["a"]["similarity_after"]) > float(rows["a"]["similarity_before"])
 
     # the good pairs' transforms are those of `deepreg register` for the same pair, exactly
     for pid, fixed, moving in (("a", "s17", "s18"), ("b", "s18", "s17")):
@@ -131,6 +134,8 @@ def test_batch_cli_on_local_cluster_with_bad_pair_and_resume(small_pairs, cluste
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"] == {"pairs": 3, "ok": 2, "failed": 1, "skipped": 0}
     assert summary["failures"][0]["id"] == "bad" and "2 dimensions" in summary["failures"][0]["message"]
+    assert summary["untrusted"] == [{"id": k, "flags": rows[k]["quality_flags"]} for k in "ab"
+                                    if rows[k]["trusted"] == "False"]
     med = summary["metrics"]["dice_all"]["median"]
     assert med == pytest.approx(np.median([float(rows[k]["dice_all"]) for k in "ab"]))
     assert summary["metrics"]["time_s"]["n"] == 2 and summary["run"]["workers"] == 2
@@ -232,6 +237,7 @@ def test_a_pair_finished_in_this_run_is_not_registered_again(small_pairs, tmp_pa
     cfg = TaskConfig(str(tmp_path), DEFAULT_MODEL, refine=False)
     first = process_pair(pair, cfg, "run1")
     assert first["status"] == "ok" and first["attempt"] == 1, first
+    assert isinstance(first["trusted"], bool) and "quality_flags" in first and first["similarity_after"] > 0
     again = process_pair(pair, cfg, "run1")
     assert again == first and started_attempts(tmp_path, "once", "run1") == 1
     other = process_pair(pair, cfg, "run2")
