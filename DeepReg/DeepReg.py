@@ -1,116 +1,86 @@
-"""DeepReg: fast learned deformable registration of brain MRI in 3D Slicer.
+"""DeepReg: fast learned registration in 3D Slicer (brain MRI; prostate MR-US and CT with the universal model).
 
 The module is a thin layer over ``DeepRegLib`` (engine on torch, numpy and SimpleITK).  All MRML
 work lives in ``DeepRegLib.mrml`` and the worker-thread orchestration in ``DeepRegLib.worker``
 (no Qt); :class:`DeepRegLogic` wraps them and is usable from the Python console::
 
     logic = slicer.util.getModuleLogic("DeepReg")   # or DeepReg.DeepRegLogic()
-    tnode = logic.register(fixedNode, movingNode, device="auto")  # model=DEFAULT_MODEL
+    tnode = logic.register(fixedNode, movingNode, device="auto")  # the default model
 
-The panel runs the registration in a worker thread (:meth:`DeepRegLogic.startJob`) and polls it
-from a ``qt.QTimer``; MRML nodes are read before the job starts and written after it ends, on the
-main thread.  Outside Slicer (the headless ``slicer-core`` wheel used by the tests) the Qt and
-``slicer.ScriptedLoadableModule`` parts are unavailable; the module still imports, so that its
-Logic can be used and checked there.
+Importing this file runs nothing: it defines classes and constants only.  ``DeepRegLib`` is
+imported on first use (inside functions), the model cards are read when the panel first opens
+(:func:`modelCards`, cached), and torch is imported by the worker thread of the first registration.
+In an installed extension ``DeepRegLib`` sits beside this file (``qt-scripted-modules``); used from
+the source tree (module path ``<repository>/DeepReg``) it is one folder up, which
+:func:`addEngineToPath` adds when Slicer creates the module.  The headless tests import this file
+with stand-ins for Qt and Slicer's application classes (``Testing/slicer_standins.py``).
 """
 from __future__ import annotations
 
 import importlib.util
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Annotated, Optional, Union
 
-# DeepRegLib sits beside this file in an installed extension (qt-scripted-modules) and one
-# folder up in the source tree (module path added in Application Settings > Modules).
-_HERE = Path(__file__).resolve().parent
-for _cand in (_HERE, _HERE.parent):
-    if (_cand / "DeepRegLib" / "__init__.py").is_file():
-        if str(_cand) not in sys.path:
-            sys.path.insert(0, str(_cand))
-        break
-
-import slicer  # noqa: E402
-
-try:  # inside the Slicer application
-    import ctk  # noqa: F401
-    import qt
-    import vtk
-    from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                               ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
-    from slicer.util import VTKObservationMixin
-    IN_SLICER = True
-except ImportError:  # headless (slicer-core wheel): keep the logic usable
-    qt = None
-    import vtk  # noqa: F401
-
-    class ScriptedLoadableModule:  # minimal stand-ins
-        def __init__(self, parent=None):
-            self.parent = parent
-
-    class ScriptedLoadableModuleLogic:
-        def __init__(self, parent=None):
-            pass
-
-    class ScriptedLoadableModuleWidget:
-        def __init__(self, parent=None):
-            self.parent = parent
-
-    class ScriptedLoadableModuleTest:
-        pass
-
-    class VTKObservationMixin:
-        def __init__(self):
-            pass
-
-    IN_SLICER = False
-
-from DeepRegLib import DEFAULT_MODEL, project  # noqa: E402  (no torch needed)
-from DeepRegLib import mrml, worker  # noqa: E402  (no torch needed)
-from DeepRegLib.errors import DeepRegError, InputError  # noqa: E402
-
-try:
-    from typing import Annotated, Union
-
-    from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-    from slicer import (vtkMRMLGridTransformNode, vtkMRMLLabelMapVolumeNode, vtkMRMLLinearTransformNode,
-                        vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTransformNode)
-except ImportError:  # Slicer < 5.4 or headless
-    parameterNodeWrapper = None
+import ctk  # noqa: F401  (the .ui's CTK widgets)
+import qt
+import slicer
+import vtk
+from slicer import (vtkMRMLLabelMapVolumeNode, vtkMRMLLinearTransformNode, vtkMRMLScalarVolumeNode,
+                    vtkMRMLSegmentationNode, vtkMRMLTransformNode)
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
 
 log = logging.getLogger("DeepReg")
 
 #: Panel mode -> (engine mode, refine).  "Deformable" runs the model card's default refinement (a few
 #: steps, for models whose card has one; refine=None); "Deformable + refine" the full one.
-MODES = {"Affine only": ("affine", False), "Deformable": ("deformable", None)}
-if importlib.util.find_spec("DeepRegLib.refine") is not None:
-    MODES["Deformable + refine"] = ("deformable", True)
+MODES = {"Deformable": ("deformable", None), "Deformable + refine": ("deformable", True),
+         "Affine only": ("affine", False), "Rigid only": ("rigid", False)}
 DEVICES = ("Auto", "CPU", "GPU")  # "GPU" is shown only when torch sees one (see DeepRegWidget._syncDevices)
-HELP_URL = project.HELP_URL
-MODEL_PROBLEMS: list = []
-MODEL_CARDS = mrml.list_model_cards(MODEL_PROBLEMS)  # reads the cards only; bad cards skipped and reported
-MODEL_NAMES = sorted(MODEL_CARDS) or [DEFAULT_MODEL]
-DATA_LICENCE = ("The bundled model and sample brains derive from Mindboggle-101 OASIS-TRT-20 (Creative Commons "
+#: The model used when none is chosen: DeepRegLib.DEFAULT_MODEL (a test keeps the two equal).
+DEFAULT_MODEL = "ldr_brain_v2"
+#: Names a radiologist reads in the model list (in this order, the default first); other models show their ID.
+MODEL_LABELS = {
+    "ldr_brain_v2": "Brain MRI (default)",
+    "crd_lowres_brain": "Brain MRI, low resolution (fastest)",
+    "ldr_brain_v1": "Brain MRI, first version",
+    "universal": "Universal model: brain MRI",
+    "universal:prostate": "Universal model: prostate MR to ultrasound",
+    "universal:ct": "Universal model: CT",
+    "prostate_mrus": "Prostate MR to ultrasound",
+}
+RESEARCH_NOTE = "For research use only; not for clinical use. Check every result visually."
+DATA_LICENCE = ("The bundled brain models and sample brains derive from Mindboggle-101 OASIS-TRT-20 (Creative Commons "
                 "BY-NC-SA 3.0, (c) 2012 Mindboggle team; OASIS data terms apply; non-commercial use only). Cite "
                 "Klein A., Tourville J. (2012) 101 labeled brain images and a consistent human cortical labeling "
                 "protocol. Front. Neurosci. 6:171, doi:10.3389/fnins.2012.00171.")
 #: The panel polls the worker every POLL_MS and then sleeps GIL_YIELD_S (releasing the GIL): PythonQt's
 #: thread support is not enabled in Slicer, so the main thread keeps the GIL while the Qt event loop is
 #: idle and a Python thread runs only while the main thread sleeps or runs Python.  SimpleITK filters
-#: and torch ops release the GIL themselves (measured headless), so the heavy work runs regardless.
-POLL_MS = 50
-GIL_YIELD_S = 0.035
+#: and torch ops release the GIL themselves, so the heavy work runs regardless; the worker needs the GIL
+#: between them.  10 ms of every 40 ms: the event loop is free 75 % of the time and never blocked longer
+#: than 10 ms at once (Testing/test_slicer_panel.py measures both).  A cancelled run left draining
+#: gets GIL_YIELD_CANCELLED_S only (the panel is idle then).
+POLL_MS = 40
+GIL_YIELD_S = 0.010
+GIL_YIELD_CANCELLED_S = 0.002
+BATCH_POLL_MS = 250
 
 #: Widgets of Resources/UI/DeepReg.ui the Widget code uses, with their classes (checked by Testing/test_slicer_ui.py).
 UI_WIDGETS = {
     "inputsCollapsibleButton": "ctkCollapsibleButton",
     "fixedVolumeSelector": "qMRMLNodeComboBox",
     "movingVolumeSelector": "qMRMLNodeComboBox",
-    "initialTransformSelector": "qMRMLNodeComboBox",
-    "skipAffineCheckBox": "QCheckBox",
     "modeComboBox": "QComboBox",
     "modelComboBox": "QComboBox",
+    "modelExpectsLabel": "QLabel",
     "deviceComboBox": "QComboBox",
     "labelsCollapsibleButton": "ctkCollapsibleButton",
     "movingLabelsSelector": "qMRMLNodeComboBox",
@@ -119,20 +89,76 @@ UI_WIDGETS = {
     "outputsCollapsibleButton": "ctkCollapsibleButton",
     "outputTransformSelector": "qMRMLNodeComboBox",
     "outputVolumeSelector": "qMRMLNodeComboBox",
+    "advancedCollapsibleButton": "ctkCollapsibleButton",
+    "initialTransformSelector": "qMRMLNodeComboBox",
+    "skipAffineCheckBox": "QCheckBox",
     "affinePartCheckBox": "QCheckBox",
     "jacobianCheckBox": "QCheckBox",
+    "removeCachedButton": "QPushButton",
     "registerButton": "QPushButton",
     "stopRefineButton": "QPushButton",
-    "cancelButton": "QPushButton",
     "progressBar": "QProgressBar",
     "statusLabel": "QLabel",
+    "qualityLabel": "QLabel",
+    "researchNoteLabel": "QLabel",
     "logCollapsibleButton": "ctkCollapsibleButton",
     "logTextEdit": "QPlainTextEdit",
     "displayCollapsibleButton": "ctkCollapsibleButton",
     "opacitySlider": "ctkSliderWidget",
     "flickerButton": "QPushButton",
     "showJacobianButton": "QPushButton",
+    "batchCollapsibleButton": "ctkCollapsibleButton",
+    "batchPairsPathLineEdit": "ctkPathLineEdit",
+    "batchAtlasPathLineEdit": "ctkPathLineEdit",
+    "batchMovingDirPathLineEdit": "ctkPathLineEdit",
+    "batchOutputDirPathLineEdit": "ctkPathLineEdit",
+    "batchWorkersSpinBox": "QSpinBox",
+    "batchRunButton": "QPushButton",
+    "batchProgressBar": "QProgressBar",
+    "batchStatusLabel": "QLabel",
 }
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+# Module-level caches (filled on first use, never at import).
+_modelCache: dict = {}
+
+
+def addEngineToPath() -> None:
+    """Source-tree use only: make ``DeepRegLib`` (one folder up) importable.  Called by :class:`DeepReg`
+    when Slicer creates the module, never at import; an installed extension needs nothing."""
+    if importlib.util.find_spec("DeepRegLib") is not None:
+        return
+    root = Path(__file__).resolve().parent.parent
+    if (root / "DeepRegLib" / "__init__.py").is_file() and str(root) not in sys.path:
+        sys.path.append(str(root))
+
+
+def modelCards(refresh: bool = False):
+    """``(cards, problems)``: the bundled model cards by name and the cards skipped (messages).
+
+    Read on first use (the panel's first opening) and cached; ``refresh`` reads them again."""
+    if refresh or "cards" not in _modelCache:
+        from DeepRegLib import mrml
+        problems: list = []
+        _modelCache["cards"] = mrml.list_model_cards(problems)
+        _modelCache["problems"] = problems
+    return _modelCache["cards"], _modelCache["problems"]
+
+
+def modelOrder(names) -> list:
+    """The model list as the panel shows it: the default first, then MODEL_LABELS' order, then the rest sorted."""
+    known = [n for n in MODEL_LABELS if n in names]
+    first = [DEFAULT_MODEL] if DEFAULT_MODEL in names else []
+    return first + [n for n in known if n not in first] + sorted(n for n in names if n not in MODEL_LABELS)
+
+
+def modelLabel(name: str) -> str:
+    return f"{MODEL_LABELS[name]}  [{name}]" if name in MODEL_LABELS else name
+
+
+def modelExpects(card: Optional[dict]) -> str:
+    expects = (card or {}).get("input", {}).get("expects")
+    return f"Expects: {expects}" if expects else "Expects: see the model card (tooltip)"
 
 
 def _deepreg_lib_dir() -> Path:
@@ -146,7 +172,7 @@ def sampleDataDir() -> Path:
 
 
 def iconPath() -> str:
-    return str(_HERE / "Resources" / "Icons" / "DeepReg.png")
+    return str(Path(__file__).resolve().parent / "Resources" / "Icons" / "DeepReg.png")
 
 
 def torchAvailable() -> bool:
@@ -165,15 +191,33 @@ def torchSeesGpu():
         return False
 
 
+def settingsDir() -> str:
+    """Where DeepReg keeps its small records in Slicer: beside Slicer's settings file."""
+    try:
+        return os.path.dirname(slicer.app.slicerUserSettingsFilePath)
+    except AttributeError:  # headless
+        from DeepRegLib.licence import default_store_path
+        return str(default_store_path().parent)
+
+
 def licenceStorePath() -> str:
-    """Where the accepted licences are recorded: beside Slicer's settings (else DeepRegLib's default)."""
-    if IN_SLICER:
-        try:
-            return os.path.join(os.path.dirname(slicer.app.slicerUserSettingsFilePath), "DeepReg-licences.json")
-        except AttributeError:
-            pass
-    from DeepRegLib.licence import default_store_path
-    return str(default_store_path())
+    """Where the accepted licences are recorded (``DeepReg-licences.json`` beside Slicer's settings)."""
+    return os.path.join(settingsDir(), "DeepReg-licences.json")
+
+
+def workDir() -> str:
+    """DeepReg's own scratch folder (batch lists written by the panel): Slicer's temporary folder/DeepReg."""
+    try:
+        base = slicer.app.temporaryPath
+    except AttributeError:  # headless
+        import tempfile
+        base = tempfile.gettempdir()
+    return os.path.join(base, "DeepReg")
+
+
+def pythonExecutable() -> str:
+    """The Python that runs ``deepreg batch``: Slicer's own (``PythonSlicer``), not this process."""
+    return shutil.which("PythonSlicer") or sys.executable
 
 
 #
@@ -182,25 +226,27 @@ def licenceStorePath() -> str:
 class DeepReg(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
+        addEngineToPath()
         self.parent.title = "DeepReg"
         self.parent.categories = ["Registration"]
         self.parent.dependencies = []
-        self.parent.contributors = ["DeepReg for Slicer contributors"]
+        self.parent.contributors = ["DeepReg for Slicer contributors (independent project)"]
+        from DeepRegLib import project
         self.parent.helpText = (
-            "Fast learned registration of skull-stripped T1 brain MRI. Pick a fixed and a moving volume and click "
-            "<b>Register</b>. The result transform, named '&lt;moving&gt; to &lt;fixed&gt; (DeepReg)', maps the "
-            "moving volume onto the fixed one: its <i>from parent</i> maps fixed points to moving points (the "
-            "resampling direction), so the moving volume placed under it is shown registered. A linear transform "
-            "above the moving volume (or the <i>Initial transform</i>) is used as the initial transform. Modes: "
-            "affine only (a linear transform), deformable (the network and the model's few-step refinement, about a "
-            "second), deformable + refine (the full per-pair optimisation, ~10 s). Optional: warp a label map or "
-            "segmentation, fixed and moving masks. "
-            f'See the <a href="{project.HELP_URL}">DeepReg documentation</a>.')
+            "Fast learned registration. The default model registers skull-stripped T1-weighted brain MRI; the "
+            "universal model also registers prostate MR to ultrasound and CT. Pick a fixed and a moving volume and "
+            "click <b>Register</b>. The result transform, named '&lt;moving&gt; to &lt;fixed&gt; (DeepReg)', maps the "
+            "moving volume onto the fixed one; the moving volume is placed under it (not resampled). After each run "
+            "the panel shows a quality verdict; <b>NOT TRUSTED</b> lists the reasons. The <b>Batch</b> section "
+            "registers many pairs from a CSV or an atlas and a folder, in a separate process. "
+            f"<b>{RESEARCH_NOTE}</b> "
+            f'See the <a href="{project.HELP_URL}">DeepReg documentation</a>'
+            + ("." if project.PUBLISHED else " (docs/slicer.md of the extension's source; its online address is not "
+               "published yet)."))
         self.parent.acknowledgementText = (
             "DeepReg for Slicer (code: Apache-2.0). The bundled network follows the LDR student of Tran et al. "
             "(light-weight deformable registration by knowledge distillation). " + DATA_LICENCE)
-        if IN_SLICER:
-            slicer.app.connect("startupCompleted()", registerSampleData)
+        slicer.app.connect("startupCompleted()", registerSampleData)
 
 
 #: bundled sample volumes for the Sample Data module: (sample name, folder, file, node name)
@@ -232,34 +278,34 @@ def registerSampleData():
 #
 # Parameter node
 #
-if parameterNodeWrapper is not None:
-    LabelsNode = Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
+LabelsNode = Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
 
-    @parameterNodeWrapper
-    class DeepRegParameterNode:
-        """Panel state, saved with the scene (references and values of a vtkMRMLScriptedModuleNode).
 
-        The model, device and mode combo boxes are bound to it (``SlicerParameterName`` in the .ui).
-        """
+@parameterNodeWrapper
+class DeepRegParameterNode:
+    """Panel state, saved with the scene (references and values of a vtkMRMLScriptedModuleNode).
 
-        fixedVolume: vtkMRMLScalarVolumeNode
-        movingVolume: vtkMRMLScalarVolumeNode
-        initialTransform: vtkMRMLLinearTransformNode
-        skipAffineStage: bool = False
-        mode: Annotated[str, Choice(list(MODES))] = "Deformable"
-        model: Annotated[str, Choice(MODEL_NAMES)] = DEFAULT_MODEL if DEFAULT_MODEL in MODEL_NAMES else MODEL_NAMES[0]
-        device: Annotated[str, Choice(list(DEVICES))] = "Auto"
-        movingLabels: LabelsNode
-        fixedMask: LabelsNode
-        movingMask: LabelsNode
-        outputTransform: Union[vtkMRMLGridTransformNode, vtkMRMLLinearTransformNode, None]
-        outputVolume: vtkMRMLScalarVolumeNode
-        saveAffinePart: bool = False
-        computeJacobian: bool = False
-        opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
-        resultTransform: vtkMRMLTransformNode  # the last result (for the overlay controls)
-else:
-    DeepRegParameterNode = None
+    The device and mode combo boxes are bound to it (``SlicerParameterName`` in the .ui).  ``model`` is a
+    plain string, synced by hand with the model list (readable names; a scene may name a model that this
+    version no longer has: the panel then falls back to the default and says so, it does not raise).
+    """
+
+    fixedVolume: vtkMRMLScalarVolumeNode
+    movingVolume: vtkMRMLScalarVolumeNode
+    initialTransform: vtkMRMLLinearTransformNode
+    skipAffineStage: bool = False
+    mode: Annotated[str, Choice(list(MODES))] = "Deformable"
+    model: str = ""  # "" = the default model
+    device: Annotated[str, Choice(list(DEVICES))] = "Auto"
+    movingLabels: LabelsNode
+    fixedMask: LabelsNode
+    movingMask: LabelsNode
+    outputTransform: vtkMRMLTransformNode
+    outputVolume: vtkMRMLScalarVolumeNode
+    saveAffinePart: bool = False
+    computeJacobian: bool = False
+    opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    resultTransform: vtkMRMLTransformNode  # the last result (for the overlay controls)
 
 
 #
@@ -275,6 +321,10 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None
         self._jobInfo = None
         self._timer = None
+        self._batch = None
+        self._batchTimer = None
+        self._unwarpedShown = None  # (moving node, its parent under the result) while "show before" is held
+        self._modelNames: list = []
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -286,40 +336,63 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._onTimer)
-        self.ui.progressBar.setValue(0)
-        for problem in MODEL_PROBLEMS:
-            self._appendLog(f"warning: {problem}")
-        if MODEL_PROBLEMS:
-            self.ui.statusLabel.text = f"{len(MODEL_PROBLEMS)} model card(s) skipped; see the log."
+        self._batchTimer = qt.QTimer()
+        self._batchTimer.setInterval(BATCH_POLL_MS)
+        self._batchTimer.timeout.connect(self._onBatchTimer)
+        self.ui.researchNoteLabel.text = RESEARCH_NOTE
+        self._setIdle()
+        self.ui.batchProgressBar.visible = False
+        self._fillModels()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.registerButton.clicked.connect(self.onRegisterButton)
-        self.ui.cancelButton.clicked.connect(self.onCancelButton)
         self.ui.stopRefineButton.clicked.connect(self.onStopRefineButton)
+        self.ui.modelComboBox.currentIndexChanged.connect(self.onModelChanged)
         self.ui.opacitySlider.valueChanged.connect(self.onOpacityChanged)
-        self.ui.flickerButton.toggled.connect(self.onFlickerToggled)
+        self.ui.flickerButton.pressed.connect(self.onShowBeforePressed)
+        self.ui.flickerButton.released.connect(self.onShowBeforeReleased)
         self.ui.showJacobianButton.toggled.connect(self.onShowJacobianToggled)
+        self.ui.removeCachedButton.clicked.connect(self.onRemoveCachedContent)
+        self.ui.batchRunButton.clicked.connect(self.onBatchButton)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        self.onShowBeforeReleased()
         if self._job is not None:
             self._job.cancel()
-        if self._timer is not None:
-            self._timer.stop()
+        if self._batch is not None:
+            self._batch.cancel()
+        for timer in (self._timer, self._batchTimer):
+            if timer is not None:
+                timer.stop()
         self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
+        self.onShowBeforeReleased()
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+
+    def onReload(self) -> None:
+        """Reload DeepRegLib too (Slicer's "Reload" re-reads this file only), then the module."""
+        import importlib
+        for name in sorted((n for n in sys.modules if n == "DeepRegLib" or n.startswith("DeepRegLib.")),
+                           key=lambda n: -n.count(".")):
+            try:
+                importlib.reload(sys.modules[name])
+            except Exception as exc:  # noqa: BLE001 - a module that cannot be reloaded alone: keep it
+                log.warning("DeepReg: could not reload %s: %s", name, exc)
+        _modelCache.clear()
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def onSceneStartClose(self, caller, event) -> None:
+        self.onShowBeforeReleased()
         if self._job is not None and self._job.running:
             self._job.cancel()  # its result would refer to nodes that are going away
         self.setParameterNode(None)
@@ -339,22 +412,61 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            # model, device and mode combo boxes are bound here too (Choice parameters; the connector fills them)
+            # device and mode combo boxes are bound here (Choice parameters; the connector fills them)
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._decorateCombos()
-            self._checkCanApply()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._syncDevices()
+            self._onParameterNodeModified()
 
-    def _decorateCombos(self) -> None:
-        """Model card tooltips, and the GPU device only when torch sees one (the bound connector refills the boxes)."""
-        for i in range(self.ui.modelComboBox.count):
-            card = MODEL_CARDS.get(self.ui.modelComboBox.itemText(i))
-            if card:
-                self.ui.modelComboBox.setItemData(i, mrml.model_tooltip(card), qt.Qt.ToolTipRole)
-        self._syncDevices()
+    # -- the model list (filled by hand: readable names, the default first)
+    def _fillModels(self) -> None:
+        cards, problems = modelCards()
+        combo = self.ui.modelComboBox
+        self._modelNames = modelOrder(cards) or [DEFAULT_MODEL]
+        was = combo.blockSignals(True)
+        combo.clear()
+        for i, name in enumerate(self._modelNames):
+            combo.addItem(modelLabel(name), name)
+            if name in cards:
+                from DeepRegLib import mrml
+                combo.setItemData(i, mrml.model_tooltip(cards[name]), qt.Qt.ToolTipRole)
+        combo.blockSignals(was)
+        for problem in problems:
+            self._appendLog(f"warning: {problem}")
+        if problems:
+            self.ui.statusLabel.text = f"{len(problems)} model card(s) skipped; see the log."
+
+    def currentModel(self) -> str:
+        """The parameter node's model, or the default when it names none or a model this version lacks."""
+        p = self._parameterNode
+        name = p.model if p else ""
+        return name if name in self._modelNames else (DEFAULT_MODEL if DEFAULT_MODEL in self._modelNames
+                                                      else self._modelNames[0])
+
+    def onModelChanged(self, index: int) -> None:
+        if self._parameterNode is None or index < 0 or index >= len(self._modelNames):
+            return
+        if self._parameterNode.model != self._modelNames[index]:
+            self._parameterNode.model = self._modelNames[index]
+
+    def _syncModel(self) -> None:
+        p = self._parameterNode
+        name = self.currentModel()
+        if p.model and p.model != name:
+            self._appendLog(f"warning: the scene names the model '{p.model}', which this version does not have; "
+                            f"using '{name}'")
+            p.model = name  # (re-enters through the Modified observer)
+            return
+        combo = self.ui.modelComboBox
+        index = self._modelNames.index(name)
+        if combo.currentIndex != index:
+            was = combo.blockSignals(True)
+            combo.setCurrentIndex(index)
+            combo.blockSignals(was)
+        self.ui.modelExpectsLabel.text = modelExpects(modelCards()[0].get(name))
 
     def _syncDevices(self) -> None:
         combo = self.ui.deviceComboBox
@@ -368,44 +480,95 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if gpu_index >= 0:
             combo.removeItem(gpu_index)
 
-    def _checkCanApply(self, caller=None, event=None) -> None:
+    @property
+    def busy(self) -> bool:
+        return self._job is not None and self._job.running
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
         p = self._parameterNode
-        busy = self._job is not None and (self._job.running or self._job.worker_alive)
-        reason = DeepRegLogic.inputProblem(p.fixedVolume, p.movingVolume) if p else "no parameter node"
-        self.ui.registerButton.enabled = reason is None and not busy
-        self.ui.registerButton.toolTip = reason or "Register the moving volume to the fixed volume"
-        deformable = bool(p and MODES.get(p.mode, ("deformable",))[0] != "affine")
+        if p is None:
+            return
+        self._syncModel()
+        reason = DeepRegLogic.inputProblem(p.fixedVolume, p.movingVolume)
+        draining = self._job is not None and not self._job.running and self._job.worker_alive
+        if not self.busy:
+            self.ui.registerButton.enabled = reason is None and not draining
+            self.ui.registerButton.toolTip = reason or (
+                "The cancelled run is still stopping; a moment..." if draining
+                else "Register the moving volume to the fixed volume")
+        deformable = MODES.get(p.mode, ("deformable",))[0] == "deformable"
         self.ui.affinePartCheckBox.enabled = deformable
         self.ui.jacobianCheckBox.enabled = deformable
-        self.ui.skipAffineCheckBox.enabled = bool(p and (p.initialTransform or (
-            p.movingVolume and p.movingVolume.GetParentTransformNode() is not None)))
-        has_result = bool(p and p.resultTransform)
-        self.ui.flickerButton.enabled = has_result
+        has_initial = DeepRegLogic.hasInitialTransform(p.movingVolume, p.initialTransform)
+        self.ui.skipAffineCheckBox.enabled = has_initial
+        if p.skipAffineStage and not has_initial:
+            p.skipAffineStage = False  # greyed out must mean off (it would replace the affine stage by nothing)
+        has_result = bool(p.resultTransform)
+        self.ui.flickerButton.enabled = has_result and not self.busy
         self.ui.showJacobianButton.enabled = bool(has_result and p.resultTransform.GetNodeReference("DeepReg.jacobian"))
+
+    # backwards-compatible name (tests and scripts)
+    _checkCanApply = _onParameterNodeModified
 
     def _appendLog(self, line: str) -> None:
         self.ui.logTextEdit.appendPlainText(line)
         log.info("DeepReg: %s", line)
 
+    def _setIdle(self) -> None:
+        """Register (primary) enabled per the inputs; no progress bar, no Stop refinement."""
+        self.ui.registerButton.text = "Register"
+        self.ui.progressBar.visible = False
+        self.ui.stopRefineButton.visible = False
+        self.ui.stopRefineButton.enabled = False
+
+    def _setRunning(self, refine: bool) -> None:
+        self.ui.registerButton.text = "Cancel"
+        self.ui.registerButton.toolTip = "Stop the registration; the scene stays as it was."
+        self.ui.registerButton.enabled = True
+        self.ui.progressBar.setValue(0)
+        self.ui.progressBar.visible = True
+        self.ui.stopRefineButton.visible = refine
+        self.ui.stopRefineButton.enabled = False
+
+    def _showQuality(self, verdict) -> None:
+        if verdict is None:
+            self.ui.qualityLabel.text = ""
+            self.ui.qualityLabel.toolTip = ""
+            return
+        if verdict.trusted:
+            self.ui.qualityLabel.text = (f"Quality check: no problem found (similarity {verdict.similarity_before:.2f} "
+                                         f"after the affine stage, {verdict.similarity_after:.2f} final).")
+        else:
+            self.ui.qualityLabel.text = ('<span style="color:#c00000"><b>NOT TRUSTED:</b> '
+                                         + "; ".join(verdict.flags) + "</span>")
+        self.ui.qualityLabel.toolTip = verdict.summary()
+
     # -- registration
     def onRegisterButton(self) -> None:
+        if self.busy:
+            self.onCancelButton()
+            return
         p = self._parameterNode
         testing = slicer.app.testingEnabled()
         out = p.outputTransform
+        from DeepRegLib import mrml
+        from DeepRegLib.errors import DeepRegError
         if out is not None and mrml.transform_node_has_content(out) and not testing:
             if not slicer.util.confirmYesNoDisplay(f"Overwrite the transform '{out.GetName()}' with the new result?"):
                 return
-        card = MODEL_CARDS.get(p.model, {})
+        model = self.currentModel()
+        card = modelCards()[0].get(model, {})
         if not self.logic.ensureLicenceAccepted(card, ask=not testing, log=self._appendLog):
             self.ui.statusLabel.text = "The model's licence was not accepted; nothing was done."
             return
         try:
             self.logic.ensureTorch(askConfirmation=True)
         except DeepRegError as exc:
+            self.ui.statusLabel.text = "Not started: PyTorch is missing or does not fit (see the message)."
             slicer.util.errorDisplay(str(exc))
             return
         engine_mode, refine = MODES[p.mode]
-        options = dict(model=p.model, device=p.device.lower(), mode=engine_mode, refine=refine,
+        options = dict(model=model, device=p.device.lower(), mode=engine_mode, refine=refine,
                        initialTransform=p.initialTransform, skipAffineStage=p.skipAffineStage,
                        fixedMask=p.fixedMask, movingMask=p.movingMask, movingLabels=p.movingLabels,
                        outputTransform=p.outputTransform, outputVolume=p.outputVolume,
@@ -433,17 +596,17 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "Not started (inputs outside the model's domain)."
             return
         self._appendLog(f"--- {time.strftime('%H:%M:%S')} {p.mode}: '{p.movingVolume.GetName()}' to "
-                        f"'{p.fixedVolume.GetName()}', model {p.model} ({card.get('description', '')}; "
+                        f"'{p.fixedVolume.GetName()}', model {model} ({card.get('description', '')}; "
                         f"expects {card.get('input', {}).get('expects', '?')}; licence {card.get('licence', '?')}), "
                         f"device {p.device}")
-        for btn in (self.ui.flickerButton, self.ui.showJacobianButton):  # a new run resets the overlay controls
-            if btn.checked:
-                btn.checked = False
+        self.onShowBeforeReleased()
+        if self.ui.showJacobianButton.checked:  # a new run resets the overlay controls
+            self.ui.showJacobianButton.checked = False
+        self._showQuality(None)
         self._job, self._jobInfo = self.logic.startJob(req), info
-        self.ui.cancelButton.enabled = True
-        self.ui.progressBar.setValue(0)
+        self._setRunning(refine is True)
         self.ui.statusLabel.text = "Starting..."
-        self._checkCanApply()
+        self._onParameterNodeModified()
         self._timer.start()
 
     def onCancelButton(self) -> None:
@@ -456,6 +619,8 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.stopRefineButton.enabled = False
 
     def _onTimer(self) -> None:
+        from DeepRegLib import worker
+        from DeepRegLib.errors import DeepRegError
         job = self._job
         if job is None:
             self._timer.stop()
@@ -486,17 +651,18 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             elif ev.kind == "cancelled":
                 self._appendLog(f"cancelled after {ev.elapsed:.1f} s; nothing was written")
                 self.ui.statusLabel.text = "Cancelled; the scene is unchanged."
-        if job.running or job.worker_alive:
+        if job.running:
             time.sleep(GIL_YIELD_S)  # let the worker thread run (see GIL_YIELD_S)
-        if not job.running:
-            self.ui.cancelButton.enabled = False
-            self.ui.stopRefineButton.enabled = False
-            if not job.worker_alive:  # a cancelled worker stops at its next poll; then allow a new run
-                self._timer.stop()
-                self._syncDevices()
-            elif job.state == "cancelled":
+            return
+        self._setIdle()
+        if job.worker_alive:  # a cancelled worker stops at its next poll; the panel is idle meanwhile
+            time.sleep(GIL_YIELD_CANCELLED_S)
+            if job.state == "cancelled":
                 self.ui.statusLabel.text = "Cancelled; the scene is unchanged (stopping the current step...)."
-            self._checkCanApply()
+        else:
+            self._timer.stop()
+            self._syncDevices()
+        self._onParameterNodeModified()
 
     def _finish(self, job, ev) -> None:
         p = self._parameterNode
@@ -513,11 +679,12 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         extra = " (refinement stopped early: the network's result)" if outputs.refine_cancelled else ""
         self.ui.statusLabel.text = (f"Done in {ev.elapsed:.1f} s on {outputs.result.device}: "
                                     f"'{nodes.transform.GetName()}'{extra}")
+        self._showQuality(nodes.quality)
         self._appendLog("wrote: " + ", ".join(f"'{n.GetName()}'" for n in (
             nodes.transform, nodes.affine, nodes.warped_volume, nodes.warped_labels, nodes.jacobian) if n is not None))
         self.showOverlay()
 
-    # -- reading the result
+    # -- reading the result (view only: the scene keeps the result)
     def showOverlay(self) -> None:
         p = self._parameterNode
         slicer.util.setSliceViewerLayers(background=p.fixedVolume, foreground=p.movingVolume,
@@ -528,14 +695,24 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             comp = slicer.app.layoutManager().sliceWidget(name).sliceLogic().GetSliceCompositeNode()
             comp.SetForegroundOpacity(value)
 
-    def onFlickerToggled(self, unwarped: bool) -> None:
-        """Show the moving volume under its previous parent (checked) or under the DeepReg result."""
+    def onShowBeforePressed(self) -> None:
+        """While the button is held: the moving volume as it was before the registration (its previous parent)."""
+        from DeepRegLib import mrml
         p = self._parameterNode
-        if not (p and p.movingVolume and p.resultTransform):
+        if self._unwarpedShown or not (p and p.movingVolume and p.resultTransform):
+            return
+        if p.movingVolume.GetParentTransformNode() is not p.resultTransform:
             return
         previous = p.resultTransform.GetAttribute(mrml.ATTR_PREVIOUS_PARENT) or None
-        p.movingVolume.SetAndObserveTransformNodeID(previous if unwarped else p.resultTransform.GetID())
-        self.ui.flickerButton.text = "Show warped" if unwarped else "Show unwarped"
+        self._unwarpedShown = (p.movingVolume, p.resultTransform.GetID())
+        p.movingVolume.SetAndObserveTransformNodeID(previous)
+
+    def onShowBeforeReleased(self) -> None:
+        """Back to the registered view (always restored: on release, exit, scene close and a new run)."""
+        if self._unwarpedShown:
+            node, result_id = self._unwarpedShown
+            self._unwarpedShown = None
+            node.SetAndObserveTransformNodeID(result_id)
 
     def onShowJacobianToggled(self, show: bool) -> None:
         p = self._parameterNode
@@ -549,6 +726,80 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             d.AutoWindowLevelOff()
             d.SetWindowLevel(1.0, 1.0)  # det J from 0.5 (blue, contraction) to 1.5 (red, expansion)
         slicer.util.setSliceViewerLayers(foreground=jac if show else p.movingVolume, foregroundOpacity=p.opacity)
+
+    # -- stored content
+    def onRemoveCachedContent(self) -> None:
+        items = self.logic.storedContent()
+        if not items:
+            slicer.util.infoDisplay("DeepReg keeps no downloaded or cached content on this computer now.")
+            return
+        text = "\n".join(f"- {what}: {path} ({size / 1e6:.1f} MB)" for what, path, size in items)
+        if not slicer.app.testingEnabled() and not slicer.util.confirmOkCancelDisplay(
+                "Remove DeepReg's stored content?\n\n" + text + "\n\nPyTorch itself (installed by the PyTorch "
+                "extension) is not removed here: uninstall it from the PyTorch Utils module.",
+                windowTitle="DeepReg: remove stored content"):
+            return
+        removed = self.logic.removeStoredContent()
+        self._appendLog("removed: " + ", ".join(removed))
+        self.ui.statusLabel.text = f"Removed {len(removed)} item(s) of stored content."
+
+    # -- batch
+    def onBatchButton(self) -> None:
+        if self._batch is not None and self._batch.running:
+            self._batch.cancel()
+            return
+        from DeepRegLib.errors import DeepRegError
+        p = self._parameterNode
+        try:
+            self._batch = self.logic.startBatch(
+                outputDir=self.ui.batchOutputDirPathLineEdit.currentPath,
+                pairsCsv=self.ui.batchPairsPathLineEdit.currentPath or None,
+                atlas=self.ui.batchAtlasPathLineEdit.currentPath or None,
+                movingDir=self.ui.batchMovingDirPathLineEdit.currentPath or None,
+                workers=self.ui.batchWorkersSpinBox.value, model=self.currentModel(),
+                device=p.device.lower() if p else "auto", refine=MODES[p.mode][1] if p else None)
+        except DeepRegError as exc:
+            self.ui.batchStatusLabel.text = "Not started: " + str(exc)
+            return
+        self._appendLog("batch: " + " ".join(self._batch.command))
+        self.ui.batchRunButton.text = "Cancel batch"
+        self.ui.batchProgressBar.setValue(0)
+        self.ui.batchProgressBar.visible = True
+        self.ui.batchStatusLabel.text = "Batch starting (a separate process)..."
+        self._batchTimer.start()
+
+    def _onBatchTimer(self) -> None:
+        batch = self._batch
+        if batch is None:
+            self._batchTimer.stop()
+            return
+        for ev in batch.poll():
+            if ev.kind == "log":
+                self._appendLog("batch: " + ev.message)
+            elif ev.kind == "progress":
+                self.ui.batchProgressBar.setValue(int(round(100 * ev.fraction)))
+                rec = ev.value
+                self.ui.batchStatusLabel.text = (f"{ev.stage} pairs; last: {rec['id']} {rec['status']}"
+                                                 + (f" ({rec['message']})" if rec["message"] else ""))
+            elif ev.kind in ("done", "failed", "cancelled"):
+                self._batchTimer.stop()
+                self.ui.batchRunButton.text = "Run batch"
+                self.ui.batchProgressBar.visible = False
+                self._endBatch(batch, ev.kind)
+
+    def _endBatch(self, batch, kind: str) -> None:
+        if kind == "cancelled":
+            self.ui.batchStatusLabel.text = ("Batch cancelled; the pairs already finished are kept in the output folder "
+                                             "(running it again skips them).")
+            return
+        if kind == "failed":
+            self.ui.batchStatusLabel.text = f"Batch failed (exit status {batch.returncode}); see the log."
+            return
+        table = self.logic.loadBatchSummary(batch)
+        failed = sum(1 for r in batch.pairs if r["status"] == "failed")
+        self.ui.batchStatusLabel.text = (f"Batch done: {len(batch.pairs)} pair(s), {failed} failed; summary in the "
+                                         f"table '{table.GetName()}'.")
+        self.logic.showTable(table)
 
 
 def _askHarden(message: str) -> bool:
@@ -575,12 +826,19 @@ def _askLicence(text: str) -> bool:
     return box.clickedButton() == accept
 
 
+def _folderSize(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
 #
 # Logic
 #
 class DeepRegLogic(ScriptedLoadableModuleLogic):
     """Registration on MRML nodes: synchronous (:meth:`register`) or in a worker thread
-    (:meth:`prepare`, :meth:`startJob`, :meth:`apply`).  No widget needed; runs headless."""
+    (:meth:`prepare`, :meth:`startJob`, :meth:`apply`); batches in a separate process (:meth:`startBatch`).
+    No widget needed; runs headless."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -591,6 +849,8 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def inputProblem(fixedNode, movingNode):
         """Why Register cannot run yet (a message), or None when the inputs are valid."""
+        from DeepRegLib import mrml
+        from DeepRegLib.errors import InputError
         if fixedNode is None or movingNode is None:
             return "Select a fixed and a moving volume."
         if fixedNode.GetID() == movingNode.GetID():
@@ -603,20 +863,40 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
         return None
 
     @staticmethod
+    def hasInitialTransform(movingNode, initialTransform=None) -> bool:
+        """Whether a run would have an initial transform (chosen, or a linear parent that is not a DeepReg result)."""
+        if initialTransform is not None:
+            return True
+        if movingNode is None:
+            return False
+        from DeepRegLib import mrml
+        parent = movingNode.GetParentTransformNode()
+        if parent is None:
+            return False
+        try:
+            return mrml.initial_transform_of(movingNode)[1] is not None
+        except mrml.NonLinearParentError:
+            return False
+
+    @staticmethod
     def ensureTorch(askConfirmation: bool = True) -> None:
-        """Make sure torch is installed, without importing it (the worker imports it, with progress).
+        """Make sure a torch that fits the installed NumPy is installed, without importing it.
 
         Inside Slicer, installs it through SlicerPyTorch's PyTorchUtils (asking first) with the version
         requirement of pyproject.toml; never in testing mode (self-tests and build machines), where a
-        missing torch is a clear error (the self-test skips).  The installed version is checked when the
-        worker imports torch (:func:`DeepRegLib.worker.check_torch_version`).
+        missing torch is a clear error.  Every failure of the installation (a failed pip run, a torch that
+        does not import) becomes a :class:`DeepRegLib.errors.DeepRegError` with what to do.  The installed
+        version is checked when the worker imports torch (:func:`DeepRegLib.worker.check_torch_version`).
         """
-        if torchAvailable():
-            return
+        from DeepRegLib import worker
+        from DeepRegLib.errors import DeepRegError
         how = ("DeepReg needs PyTorch. Install the 'PyTorch' extension (SlicerPyTorch) from the Extensions "
                "Manager, restart Slicer and click Register again; it installs torch into Slicer's Python.")
-        if not IN_SLICER:
-            raise DeepRegError("PyTorch is not installed (pip install 'torch" + worker.TORCH_REQUIREMENT + "').")
+        if torchAvailable():
+            problem = worker.numpy_torch_problem()
+            if problem:
+                raise DeepRegError(problem)
+            return
         if slicer.app.testingEnabled():
             raise DeepRegError("PyTorch is not installed; in testing mode DeepReg never installs it. " + how)
         try:
@@ -627,9 +907,14 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
                 f"DeepReg needs PyTorch (torch{worker.TORCH_REQUIREMENT}), which is not installed yet. Install it "
                 "now? (a download of several hundred MB; a few minutes, with progress in the Python console)"):
             raise DeepRegError("PyTorch is not installed; DeepReg cannot run. " + how)
-        with slicer.util.WaitCursor():
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                askConfirmation=False, torchVersionRequirement=worker.TORCH_REQUIREMENT)
+        try:
+            with slicer.util.WaitCursor():
+                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                    askConfirmation=False, torchVersionRequirement=worker.TORCH_REQUIREMENT)
+        except DeepRegError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - CalledProcessError (pip), ImportError, ...: a message, not a crash
+            raise DeepRegError(f"PyTorch installation failed ({type(exc).__name__}: {exc}). " + how) from exc
         if torch is None:
             raise DeepRegError("PyTorch installation failed. " + how)
 
@@ -637,17 +922,22 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
     def ensureLicenceAccepted(card: dict, ask: bool = True, log=None, storePath=None) -> bool:
         """Show a non-commercial model's licence once and record the user's acceptance.
 
-        ``ask=False`` (testing mode) accepts without asking and says so in ``log``.
+        ``ask=False`` (testing mode) accepts for this session only, without asking or writing the user's
+        record, and says so in ``log``.
         """
         from DeepRegLib.licence import LicenceStore, licence_notice
         store = LicenceStore(storePath or licenceStorePath())
         if store.accepted(card):
             return True
-        if ask and not _askLicence(licence_notice(card)):
+        if not ask:
+            if log is not None:
+                log(f"licence of model '{card.get('name', '?')}' accepted for this test run (testing mode; not recorded)")
+            return True
+        if not _askLicence(licence_notice(card)):
             return False
         store.accept(card)
         if log is not None:
-            log(f"licence of model '{card.get('name', '?')}' accepted" + ("" if ask else " (testing mode)"))
+            log(f"licence of model '{card.get('name', '?')}' accepted")
         return True
 
     @staticmethod
@@ -660,6 +950,7 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
                 initialTransform=None, skipAffineStage=False, fixedMask=None, movingMask=None, movingLabels=None,
                 outputTransform=None, outputVolume=None, jacobian=False, affinePart=False):
         """Check the nodes and copy what the worker needs (main thread): ``(request, nodeInputs)``."""
+        from DeepRegLib import mrml
         return mrml.gather_inputs(fixedNode, movingNode, model=model, device=device, mode=mode, refine=refine,
                                   initial_transform=initialTransform, skip_affine_stage=skipAffineStage,
                                   fixed_mask=fixedMask, moving_mask=movingMask, moving_labels=movingLabels,
@@ -667,13 +958,16 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
                                   jacobian=jacobian, affine_part=affinePart)
 
     @staticmethod
-    def startJob(request) -> "worker.Job":
+    def startJob(request):
         """Start the registration in a worker thread; poll the returned job from the main thread."""
+        from DeepRegLib import worker
         return worker.run_job(request)
 
     @staticmethod
     def apply(nodeInputs, outputs, setMovingParent=True, scene=None):
-        """Write a finished job's outputs into the scene (main thread); returns :class:`mrml.ResultNodes`."""
+        """Write a finished job's outputs into the scene (main thread); returns ``mrml.ResultNodes``
+        (``.quality``: the verdict, also on the transform node as ``DeepReg.Quality`` / ``DeepReg.Trusted``)."""
+        from DeepRegLib import mrml
         scene = scene or nodeInputs.fixed.GetScene() or slicer.mrmlScene
         return mrml.apply_outputs(scene, nodeInputs, outputs, set_moving_parent=setMovingParent)
 
@@ -681,19 +975,100 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
                  setMovingParent=False, outputTransform=None, jacobian=False, name=None, scene=None, **options):
         """Register ``movingNode`` to ``fixedNode`` in the caller's thread; returns the result transform node.
 
-        A new ``vtkMRMLGridTransformNode`` (``mode="deformable"``, the default) or
-        ``vtkMRMLLinearTransformNode`` (``mode="affine"``), fixed -> moving.  Never modifies the input
-        volumes' data; sets the moving volume's parent transform only when ``setMovingParent``.
-        ``options``: ``mode``, ``refine``, ``initial_transform``, ``skip_affine_stage``, ``fixed_mask``,
-        ``moving_mask``, ``moving_labels``, ``affine_part``.  ``progress(stage, fraction)``.  Raises
+        A new ``vtkMRMLTransformNode`` (``mode="deformable"``, the default) or ``vtkMRMLLinearTransformNode``
+        (``mode="affine"`` or ``"rigid"``), fixed -> moving.  Never modifies the input volumes' data; sets the
+        moving volume's parent transform only when ``setMovingParent``.  ``options``: ``mode``, ``refine``,
+        ``initial_transform``, ``skip_affine_stage``, ``fixed_mask``, ``moving_mask``, ``moving_labels``,
+        ``affine_part``.  ``progress(stage, fraction)``.  The quality verdict is on the node
+        (``DeepReg.Quality``, ``DeepReg.Trusted``) and in ``DeepRegLib.mrml.last_quality``.  Raises
         ``DeepRegLib.errors.DeepRegError`` with a user message.
         """
+        from DeepRegLib import mrml
         self.ensureTorch(askConfirmation=True)
         scene = scene or (fixedNode.GetScene() if fixedNode is not None else None) or slicer.mrmlScene
         return mrml.register_nodes(scene, fixedNode, movingNode, model=model, device=device,
                                    output_volume=outputVolume, progress=progress,
                                    set_moving_parent=setMovingParent, output_transform=outputTransform,
                                    name=name, jacobian=jacobian, **options)
+
+    # -- batch (a separate process)
+    @staticmethod
+    def batchEnvironment() -> dict:
+        """The batch process's environment: DeepRegLib importable, one thread per worker's libraries."""
+        env = dict(os.environ)
+        lib_parent = str(_deepreg_lib_dir().parent)
+        env["PYTHONPATH"] = lib_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        return env
+
+    def startBatch(self, outputDir, pairsCsv=None, atlas=None, movingDir=None, workers=1, model=None,
+                   device="auto", refine=None, python=None):
+        """Start ``deepreg batch`` in a separate process (never in Slicer's own Python): a CSV of pairs, or an
+        atlas (fixed image) and a folder of moving images.  Returns a :class:`DeepRegLib.worker.BatchProcess`
+        to poll; :meth:`loadBatchSummary` reads its summary into a table node."""
+        from DeepRegLib import worker
+        from DeepRegLib.errors import InputError
+        if not outputDir:
+            raise InputError("choose an output folder for the batch")
+        moving_list = None
+        if not pairsCsv:
+            if not (atlas and movingDir):
+                raise InputError("choose a CSV of pairs, or an atlas image and a folder of moving images")
+            moving = sorted(str(p) for p in Path(movingDir).iterdir()
+                            if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+            if not moving:
+                raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {movingDir}")
+            os.makedirs(workDir(), exist_ok=True)
+            moving_list = worker.write_moving_list(os.path.join(workDir(), f"moving-{int(time.time() * 1000)}.txt"),
+                                                   moving)
+        os.makedirs(outputDir, exist_ok=True)
+        cmd = worker.batch_command(outputDir, pairs_csv=pairsCsv, fixed=atlas if not pairsCsv else None,
+                                   moving_list=moving_list, model=model, device=device, workers=workers,
+                                   refine=refine, python=python or pythonExecutable())
+        return worker.BatchProcess(cmd, outputDir, env=self.batchEnvironment()).start()
+
+    @staticmethod
+    def loadBatchSummary(batch, scene=None):
+        """The batch's ``summary.csv`` (one row per pair: status, trusted, quality flags, Dice, times) as a table node."""
+        from DeepRegLib import mrml
+        scene = scene or slicer.mrmlScene
+        return mrml.load_table(scene, batch.summary_csv, f"DeepReg batch {Path(batch.output_dir).name}")
+
+    @staticmethod
+    def showTable(table) -> None:
+        """Show a table node in Slicer's table view."""
+        lm = slicer.app.layoutManager()
+        if lm is None:
+            return
+        lm.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
+
+    # -- stored content
+    @staticmethod
+    def storedContent() -> list:
+        """``[(what, path, bytes)]`` that DeepReg stored on this computer and :meth:`removeStoredContent` removes:
+        the licence record, the panel's batch lists.  (The models are bundled; nothing is downloaded.  The
+        networks loaded in this session are freed from memory too.)"""
+        items = []
+        for what, path in (("licence record", licenceStorePath()), ("batch lists", workDir())):
+            if os.path.exists(path):
+                items.append((what, path, _folderSize(path)))
+        return items
+
+    @staticmethod
+    def removeStoredContent() -> list:
+        removed = []
+        for what, path, _ in DeepRegLogic.storedContent():
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+            removed.append(what)
+        inference = sys.modules.get("DeepRegLib.inference")
+        if inference is not None and getattr(inference, "_NETWORK_CACHE", None):
+            inference._NETWORK_CACHE.clear()
+            removed.append("networks loaded in memory")
+        return removed
 
 
 #
@@ -708,12 +1083,10 @@ class DeepRegTest(ScriptedLoadableModuleTest):
             self.delayDisplay("DeepReg self-test skipped: PyTorch is not installed (install the PyTorch "
                               "extension; the test never installs it).")
             return
-        self.setUp()
-        self.test_DeepRegLogicOnSampleData()
-        self.setUp()
-        self.test_DeepRegBadInput()
-        self.setUp()
-        self.test_DeepRegWidget()
+        for test in (self.test_DeepRegLogicOnSampleData, self.test_DeepRegBadInput, self.test_DeepRegWidget,
+                     self.test_DeepRegQualityFlag, self.test_DeepRegBatch):
+            self.setUp()
+            test()
 
     def _loadPair(self):
         base = sampleDataDir()
@@ -723,6 +1096,7 @@ class DeepRegTest(ScriptedLoadableModuleTest):
 
     def test_DeepRegLogicOnSampleData(self):
         import numpy as np
+        from DeepRegLib import mrml
         self.delayDisplay("Registering the sample brains (full logic)")
         fixed, moving = self._loadPair()
         before = {n.GetID(): slicer.util.arrayFromVolume(n).copy() for n in (fixed, moving)}
@@ -730,8 +1104,10 @@ class DeepRegTest(ScriptedLoadableModuleTest):
         t0 = time.perf_counter()
         node = DeepRegLogic().register(fixed, moving, device="cpu", outputVolume=out)
         seconds = time.perf_counter() - t0
-        self.assertTrue(node.IsA("vtkMRMLGridTransformNode"))
+        self.assertEqual(node.GetClassName(), "vtkMRMLTransformNode")
         self.assertIsNone(moving.GetParentTransformNode())
+        self.assertIsNotNone(out.GetDisplayNode())  # the warped volume can be shown
+        self.assertEqual(node.GetAttribute("DeepReg.Trusted"), "1")  # the sample pair passes the quality check
         for n in (fixed, moving):
             self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(n), before[n.GetID()]))
         res = mrml.last_result
@@ -739,16 +1115,12 @@ class DeepRegTest(ScriptedLoadableModuleTest):
         pts = pts + np.asarray(res.fixed.TransformContinuousIndexToPhysicalPoint(
             [s / 2.0 for s in res.fixed.GetSize()]))
         self.assertLess(np.abs(mrml.transform_node_map_points(node, pts) - res.map_points(pts)).max(), 0.1)
-        f = slicer.util.arrayFromVolume(fixed).astype(float).ravel()
-        w = slicer.util.arrayFromVolume(out).astype(float).ravel()
-        import SimpleITK as sitk
-        aff = sitk.GetArrayFromImage(res.warp_image(mrml.volume_node_to_image(moving), affine_only=True)).ravel()
-        self.assertGreater(np.corrcoef(f, w)[0, 1], np.corrcoef(f, aff)[0, 1])
         moving.SetAndObserveTransformNodeID(node.GetID())
         self.assertTrue(slicer.vtkSlicerTransformLogic().hardenTransform(moving))
         self.delayDisplay(f"Registered in {seconds:.1f} s")
 
     def test_DeepRegBadInput(self):
+        from DeepRegLib.errors import InputError
         fixed, moving = self._loadPair()
         n = slicer.mrmlScene.GetNumberOfNodes()
         with self.assertRaises(InputError):
@@ -758,37 +1130,44 @@ class DeepRegTest(ScriptedLoadableModuleTest):
         n = slicer.mrmlScene.GetNumberOfNodes()
         with self.assertRaises(InputError):
             DeepRegLogic().register(fixed, labels)
+        with self.assertRaises(InputError):  # skip-affine without an initial transform
+            DeepRegLogic().register(fixed, moving, skip_affine_stage=True)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), n)
 
-    def _waitForJob(self, widget, timeout=300.0):
+    def _waitFor(self, busy, timeout=300.0):
         t0 = time.perf_counter()
-        while widget._job is not None and (widget._job.running or widget._job.worker_alive):
+        while busy():
             slicer.app.processEvents()
             time.sleep(0.02)
             self.assertLess(time.perf_counter() - t0, timeout)
         slicer.app.processEvents()
+
+    def _waitForJob(self, widget, timeout=300.0):
+        self._waitFor(lambda: widget._job is not None and (widget._job.running or widget._job.worker_alive), timeout)
         widget._onTimer()
 
     def test_DeepRegWidget(self):
-        self.delayDisplay("Panel workflow (worker thread, cancel, labels)")
+        self.delayDisplay("Panel workflow (worker thread, cancel)")
         fixed, moving = self._loadPair()
         slicer.util.selectModule("DeepReg")
         widget = slicer.util.getModuleWidget("DeepReg")
         p = widget._parameterNode
         p.fixedVolume, p.movingVolume, p.device, p.mode = fixed, moving, "CPU", "Deformable"
         self.assertEqual(widget.ui.modeComboBox.currentText, "Deformable")  # bound through the parameter node
-        widget.ui.modelComboBox.setCurrentIndex(0)
-        self.assertEqual(p.model, widget.ui.modelComboBox.currentText)
+        widget.ui.modelComboBox.setCurrentIndex(0)  # the first entry is the default model
+        self.assertEqual(p.model, DEFAULT_MODEL)
         self.assertTrue(widget.ui.registerButton.enabled)
-        # cancel: the scene is left as it was
+        self.assertFalse(widget.ui.progressBar.visible)  # no "0%" while idle
+        # cancel (the same button): the scene is left as it was
         n = slicer.mrmlScene.GetNumberOfNodes()
         widget.ui.registerButton.click()
-        self.assertTrue(widget.ui.cancelButton.enabled)
-        widget.ui.cancelButton.click()
+        self.assertEqual(widget.ui.registerButton.text, "Cancel")
+        widget.ui.registerButton.click()
         self._waitForJob(widget)
         self.assertEqual(widget._job.state, "cancelled")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), n)
         self.assertIsNone(moving.GetParentTransformNode())
+        self.assertEqual(widget.ui.registerButton.text, "Register")
         # a full run
         widget.ui.registerButton.click()
         self._waitForJob(widget)
@@ -796,12 +1175,51 @@ class DeepRegTest(ScriptedLoadableModuleTest):
         self.assertIsNotNone(p.resultTransform)
         self.assertEqual(moving.GetParentTransformNode().GetID(), p.resultTransform.GetID())
         self.assertIn("DeepReg", p.resultTransform.GetName())
-        widget.ui.flickerButton.checked = True
+        widget.onShowBeforePressed()
         self.assertIsNone(moving.GetParentTransformNode())
-        widget.ui.flickerButton.checked = False
+        widget.onShowBeforeReleased()
         self.assertEqual(moving.GetParentTransformNode().GetID(), p.resultTransform.GetID())
         self.assertIn("Done", widget.ui.statusLabel.text)
+        self.assertIn("no problem found", widget.ui.qualityLabel.text)
         self.assertIn(DEFAULT_MODEL, widget.ui.logTextEdit.toPlainText())
         p.movingVolume = fixed
         self.assertFalse(widget.ui.registerButton.enabled)
         self.delayDisplay("Test passed")
+
+    def test_DeepRegQualityFlag(self):
+        """A moving volume whose header is mirrored: the affine stage must mirror it back, which the check flags."""
+        import numpy as np
+        from DeepRegLib import mrml
+        self.delayDisplay("Quality flag on a mirrored header")
+        fixed, moving = self._loadPair()
+        m = vtk.vtkMatrix4x4()
+        moving.GetIJKToRASMatrix(m)
+        flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+        moving.SetIJKToRASMatrix(mrml.numpy_to_vtk_matrix(flip @ mrml.vtk_to_numpy_matrix(m)))
+        node = DeepRegLogic().register(fixed, moving, device="cpu", mode="affine")
+        verdict = mrml.last_quality
+        self.assertIsNotNone(verdict)
+        self.assertEqual(node.GetAttribute("DeepReg.Trusted"), "1" if verdict.trusted else "0")
+        self.assertIn("quality", node.GetAttribute("DeepReg.Quality"))
+
+    def test_DeepRegBatch(self):
+        """Two pairs through the Batch section's logic (a separate process), summary into a table node."""
+        import tempfile
+        self.delayDisplay("Batch of two pairs in a separate process")
+        base = sampleDataDir()
+        a = base / "OASIS-TRT-20-17" / "t1weighted_brain.nii.gz"
+        b = base / "OASIS-TRT-20-18" / "t1weighted_brain.nii.gz"
+        folder = tempfile.mkdtemp()
+        csv_path = os.path.join(folder, "pairs.csv")
+        with open(csv_path, "w") as fh:
+            fh.write(f"fixed,moving,id\n{a},{b},p1\n{b},{a},p2\n")
+        batch = DeepRegLogic().startBatch(os.path.join(folder, "out"), pairsCsv=csv_path, workers=1, device="cpu")
+        def running():
+            batch.poll()
+            return batch.running
+
+        self._waitFor(running, timeout=600)
+        self.assertEqual(batch.state, "done", "\n".join(batch.log))
+        table = DeepRegLogic.loadBatchSummary(batch)
+        self.assertEqual(table.GetNumberOfRows(), 2)
+        self.assertEqual(sorted(r["id"] for r in batch.pairs), ["p1", "p2"])

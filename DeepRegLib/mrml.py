@@ -12,7 +12,7 @@ This is the only engine module that imports Slicer (``slicer`` / MRML / vtk); it
   (no MRML), :func:`apply_outputs` (new nodes; chosen existing nodes are filled only once every
   output exists).  :func:`register_nodes` runs the three in the caller's thread.
 * Result transform nodes map fixed world RAS points to moving *local* RAS points (their *transform
-  from parent*, the resampling direction, like ITK): a ``vtkMRMLGridTransformNode`` holding the
+  from parent*, the resampling direction, like ITK): a ``vtkMRMLTransformNode`` holding the
   engine's mapping ``T(p) = A(p + u(p))`` as the VTK objects Slicer builds when it reads the
   engine's ``.h5`` (a ``vtkGeneralTransform``: the cubic B-spline ``u`` then the linear ``A``, see
   :func:`grid_transform_from_result`; deformable modes), or a ``vtkMRMLLinearTransformNode``
@@ -46,7 +46,7 @@ from .errors import DeepRegError, InputError
 from .imageio import validate_image
 from .slicer_geometry import (FLIP, FLIP3, GRID_MARGIN_VOXELS, affine_ras_matrix, geometry_from_ijk_to_ras,  # noqa: F401
                               image_from_array, image_ijk_to_ras)
-from .worker import Cancelled, RegistrationOutputs, RegistrationRequest, SyncContext, compute
+from .worker import LINEAR_MODES, Cancelled, RegistrationOutputs, RegistrationRequest, SyncContext, compute
 
 log = logging.getLogger("DeepRegLib")
 
@@ -54,7 +54,12 @@ ATTR_PREFIX = "DeepReg."
 ATTR_RESULT = ATTR_PREFIX + "Result"
 ATTR_INITIAL = ATTR_PREFIX + "InitialTransform"   # node ID of the initial transform (moving's previous parent)
 ATTR_PREVIOUS_PARENT = ATTR_PREFIX + "PreviousParent"
-MODES = ("affine", "deformable")
+MODES = ("affine", "rigid", "deformable")
+#: The class of a new deformable result node.  Slicer reads a B-spline + linear ``.h5`` back (File > Add Data,
+#: ``vtkSlicerTransformLogic::AddTransform``) as a plain ``vtkMRMLTransformNode`` (no specialised class for a
+#: composite); storing it in that class from the start, it reloads as itself and the panel's output selector
+#: (``vtkMRMLTransformNode``) offers it again.
+DEFORMABLE_NODE_CLASS = "vtkMRMLTransformNode"
 
 #: Raised to stop a registration (alias of the engine's cancellation error); the scene is left unchanged.
 RegistrationCancelled = Cancelled
@@ -522,6 +527,19 @@ def initial_transform_of(moving_node, explicit=None):
     return transform_to_world(parent), parent
 
 
+def check_output_transform(node, mode: str) -> None:
+    """Raise :class:`InputError` unless ``node`` can hold a ``mode`` result: a linear node (or a plain
+    ``vtkMRMLTransformNode``) for a linear result, any transform node but a linear one for a deformable one."""
+    linear_node = node.IsA("vtkMRMLLinearTransformNode")
+    if mode in LINEAR_MODES and not (linear_node or node.GetClassName() == "vtkMRMLTransformNode"):
+        raise InputError(f"the output transform '{node.GetName()}' is a {node.GetClassName()}; the {mode} result "
+                         "needs a vtkMRMLLinearTransformNode (choose 'Create new transform' or a linear transform)")
+    if mode not in LINEAR_MODES and linear_node:
+        raise InputError(f"the output transform '{node.GetName()}' is a vtkMRMLLinearTransformNode; the deformable "
+                         f"result needs a non-linear one, e.g. a {DEFORMABLE_NODE_CLASS} (choose 'Create new "
+                         "transform' or a transform that is not linear)")
+
+
 def gather_inputs(fixed_node, moving_node, *, model: Optional[str] = None, device: str = "auto",
                   mode: str = "deformable", refine: Optional[bool] = None, initial_transform=None,
                   skip_affine_stage: bool = False, fixed_mask=None, moving_mask=None, moving_labels=None,
@@ -541,19 +559,20 @@ def gather_inputs(fixed_node, moving_node, *, model: Optional[str] = None, devic
     if output_volume is not None and output_volume in (fixed_node, moving_node):
         raise InputError("the output volume must not be one of the input volumes")
     if output_transform is not None:
-        want = "vtkMRMLLinearTransformNode" if mode == "affine" else "vtkMRMLGridTransformNode"
-        if not output_transform.IsA(want):
-            raise InputError(f"the output transform '{output_transform.GetName()}' is a "
-                             f"{output_transform.GetClassName()}; the {mode} result needs a {want} "
-                             "(choose 'Create new transform' or a node of that kind)")
+        check_output_transform(output_transform, mode)
     fixed = volume_node_to_image(fixed_node, "fixed")
     initial_ras, initial_node = initial_transform_of(moving_node, initial_transform)
+    if skip_affine_stage and initial_node is None:
+        raise InputError("'skip the affine stage' keeps the initial transform as the affine, but there is no initial "
+                         "transform (none chosen and no linear transform above the moving volume): untick it, or "
+                         "choose an initial transform")
     check_scalar_volume_node(moving_node, "moving")
     moving = volume_node_to_image(moving_node, "moving", ijk_to_ras_matrix=initial_ras @ ijk_to_ras(moving_node))
     req = RegistrationRequest(fixed=fixed, moving=moving, model=model, device=device, mode=mode, refine=refine,
                               initial_ras=initial_ras, skip_affine_stage=skip_affine_stage,
-                              warped_volume=output_volume is not None, jacobian=jacobian and mode != "affine",
-                              affine_part=affine_part and mode != "affine")
+                              warped_volume=output_volume is not None,
+                              jacobian=jacobian and mode not in LINEAR_MODES,
+                              affine_part=affine_part and mode not in LINEAR_MODES)
     if fixed_mask is not None:
         req.fixed_mask = mask_to_image(fixed_mask, fixed, transform_to_world(fixed_mask.GetParentTransformNode(),
                                                                               "fixed mask's transform"), "fixed mask")
@@ -588,6 +607,7 @@ class ResultNodes:
     warped_labels: object = None
     jacobian: object = None
     outputs: Optional[RegistrationOutputs] = None
+    quality: object = None  # DeepRegLib.quality.QualityVerdict (None when it could not be computed)
 
 
 def _labels_on_fixed(info: NodeInputs, outputs: RegistrationOutputs, scene, fixed_name: str):
@@ -638,17 +658,17 @@ def apply_outputs(scene, info: NodeInputs, outputs: RegistrationOutputs, *, set_
     extra = {"Mode": outputs.mode, "Refined": int(outputs.refined), "Refinement": outputs.refinement,
              "InitialTransformName": info.initial_node.GetName() if info.initial_node is not None else ""}
     # build (no scene change)
-    if outputs.mode == "affine" or res.displacement is None:
+    if outputs.mode in LINEAR_MODES or res.displacement is None:
         tnode_new = slicer.vtkMRMLLinearTransformNode()
         tnode_new.SetMatrixTransformFromParent(numpy_to_vtk_matrix(affine_ras_matrix(res)))
         tname = names["affine"]
     else:
-        tnode_new = slicer.vtkMRMLGridTransformNode()
+        tnode_new = getattr(slicer, DEFORMABLE_NODE_CLASS)()
         tnode_new.SetAndObserveTransformFromParent(
             grid_transform_from_result(res))
         tname = names["transform"]
     affine_new = None
-    if outputs.mode != "affine" and res.displacement is not None and outputs.affine_part:
+    if outputs.mode not in LINEAR_MODES and res.displacement is not None and outputs.affine_part:
         affine_new = slicer.vtkMRMLLinearTransformNode()
         affine_new.SetMatrixTransformFromParent(numpy_to_vtk_matrix(affine_ras_matrix(res)))
     labels_new, label_color = (None, None)
@@ -664,7 +684,7 @@ def apply_outputs(scene, info: NodeInputs, outputs: RegistrationOutputs, *, set_
 
     # commit 1: add the new nodes (removed again on any error)
     added = []
-    out = ResultNodes(outputs=outputs)
+    out = ResultNodes(outputs=outputs, quality=getattr(outputs, "quality", None))
     target = info.output_transform if info.output_transform is not None else tnode_new
     try:
         if info.output_transform is None:
@@ -701,6 +721,7 @@ def apply_outputs(scene, info: NodeInputs, outputs: RegistrationOutputs, *, set_
         target.EndModify(was)
     out.transform = target
     _record(target, res, fixed_node, moving_node, extra)
+    record_quality(target, out.quality)
     target.SetAttribute(ATTR_INITIAL, info.initial_node.GetID() if info.initial_node is not None else "")
     prev = info.previous_parent
     if prev is not None and is_deepreg_result(prev):  # a re-run: keep what was under the previous result
@@ -719,11 +740,37 @@ def apply_outputs(scene, info: NodeInputs, outputs: RegistrationOutputs, *, set_
             vol.SetName(unique_name(scene, names["volume"]))
         vol.SetIJKToRASMatrix(vol_matrix)
         vol.SetAndObserveImageData(vol_data)
+        if vol.GetDisplayNode() is None:  # e.g. made by the selector's "Create new Volume": else it is not shown
+            vol.CreateDefaultDisplayNodes()
         vol.SetAttribute(ATTR_PREFIX + "Transform", target.GetID())
         out.warped_volume = vol
     if set_moving_parent:
         moving_node.SetAndObserveTransformNodeID(target.GetID())
     return out
+
+
+def record_quality(node, verdict) -> None:
+    """The quality verdict on the result node (``DeepReg.Quality``: its summary; ``DeepReg.Trusted``: 1/0)."""
+    if verdict is None:
+        node.RemoveAttribute(ATTR_PREFIX + "Quality")
+        node.RemoveAttribute(ATTR_PREFIX + "Trusted")
+        return
+    node.SetAttribute(ATTR_PREFIX + "Quality", verdict.summary())
+    node.SetAttribute(ATTR_PREFIX + "Trusted", "1" if verdict.trusted else "0")
+
+
+def load_table(scene, path, name: str = "table", node=None):
+    """A CSV file (e.g. a batch's ``summary.csv``) read into a (new or given) ``vtkMRMLTableNode``."""
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLTableNode", unique_name(scene, name))
+    storage = node.GetStorageNode()
+    if storage is None:
+        storage = scene.AddNewNodeByClass("vtkMRMLTableStorageNode")
+        node.SetAndObserveStorageNodeID(storage.GetID())
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node):
+        raise InputError(f"cannot read the table {path}")
+    return node
 
 
 # ----------------------------------------------------------------------------- one call (caller's thread)
@@ -757,8 +804,8 @@ def register_nodes_full(scene, fixed_node, moving_node, model: Optional[str] = N
     res = outputs.result
     res.timings["mrml"] = time.perf_counter() - t0 - outputs.timings.get("job", 0.0)
     nodes.transform.SetAttribute(ATTR_PREFIX + "Timings", json.dumps({k: round(v, 4) for k, v in res.timings.items()}))
-    global last_result, last_outputs
-    last_result, last_outputs = res, outputs
+    global last_result, last_outputs, last_quality
+    last_result, last_outputs, last_quality = res, outputs, outputs.quality
     return nodes
 
 
@@ -767,8 +814,8 @@ def register_nodes(scene, fixed_node, moving_node, model: Optional[str] = None, 
                    output_transform=None, name: Optional[str] = None, jacobian: bool = False, **options):
     """Register ``moving_node`` to ``fixed_node``; returns the result transform node (fixed -> moving).
 
-    A ``vtkMRMLGridTransformNode`` (deformable, the default) or ``vtkMRMLLinearTransformNode``
-    (``mode="affine"``); see :func:`register_nodes_full` for every output.
+    A ``vtkMRMLTransformNode`` (deformable, the default; see :data:`DEFORMABLE_NODE_CLASS`) or a
+    ``vtkMRMLLinearTransformNode`` (``mode="affine"`` or ``"rigid"``); see :func:`register_nodes_full` for every output.
     """
     return register_nodes_full(scene, fixed_node, moving_node, model=model, device=device,
                                output_volume=output_volume, progress=progress, set_moving_parent=set_moving_parent,
@@ -778,3 +825,4 @@ def register_nodes(scene, fixed_node, moving_node, model: Optional[str] = None, 
 #: The engine result (fixed world -> moving local) and outputs of the last :func:`register_nodes` call.
 last_result = None
 last_outputs = None
+last_quality = None

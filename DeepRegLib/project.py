@@ -1,13 +1,19 @@
-"""Where this project lives: the one place for its homepage, help, icon and screenshot URLs.
+"""Where this project lives: its repository, homepage, help, icon and screenshot URLs.
 
-``CMakeLists.txt`` reads the ``*_URL`` lines below (``file(STRINGS ...)``) for the extension's
-metadata, and the Slicer module uses them for its help link, so the two cannot disagree.  Every
-URL points at a file in this repository (checked by ``Testing/test_slicer_ui.py``).  Keep each
-value a plain string literal on one line: CMake parses this file.
+MAINTAINER: these URLs point at github.com/SlicerDeepReg/SlicerDeepReg, an organisation and
+repository that DO NOT EXIST YET. When the repository is published, set the real owner/name here,
+in the top-level ``CMakeLists.txt`` (literal strings: the Extensions Index reads them there) and in
+``docs/DeepReg.json`` (``scm_url``); ``Testing/test_slicer_index.py`` checks that the three agree
+and that each raw URL names a file of this repository.
 """
 
+PUBLISHED = False  # set to True once the URLs below resolve (the module then stops saying they may not)
 REPOSITORY_URL = "https://github.com/SlicerDeepReg/SlicerDeepReg"
-HOMEPAGE_URL = "https://github.com/SlicerDeepReg/SlicerDeepReg#readme"
-HELP_URL = "https://github.com/SlicerDeepReg/SlicerDeepReg/blob/main/README.md#3d-slicer-module"
+HOMEPAGE_URL = "https://github.com/SlicerDeepReg/SlicerDeepReg/blob/main/docs/slicer.md"
+HELP_URL = "https://github.com/SlicerDeepReg/SlicerDeepReg/blob/main/docs/slicer.md"
 ICON_URL = "https://raw.githubusercontent.com/SlicerDeepReg/SlicerDeepReg/main/DeepReg/Resources/Icons/DeepReg.png"
-SCREENSHOT_URL = "https://raw.githubusercontent.com/SlicerDeepReg/SlicerDeepReg/main/docs/screenshot-overlay.png"
+SCREENSHOT_URLS = (
+    "https://raw.githubusercontent.com/SlicerDeepReg/SlicerDeepReg/main/docs/screenshot-panel.png",
+    "https://raw.githubusercontent.com/SlicerDeepReg/SlicerDeepReg/main/docs/screenshot-overlay.png",
+)
+SCREENSHOT_URL = SCREENSHOT_URLS[0]

@@ -16,10 +16,12 @@ images are SimpleITK (LPS mm); ``initial`` matrices are RAS 4x4 as Slicer stores
 from __future__ import annotations
 
 import queue
+import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -293,7 +295,7 @@ class RegistrationRequest:
     moving: sitk.Image
     model: Optional[str] = None
     device: str = "auto"
-    mode: str = "deformable"  # "affine" | "deformable"
+    mode: str = "deformable"  # "affine" | "rigid" | "deformable"
     refine: Optional[bool] = None  # None: the model card's default refinement; True: full Refine; False: none
     initial_ras: np.ndarray = field(default_factory=lambda: np.eye(4))
     skip_affine_stage: bool = False  # use the initial transform as the affine as it is
@@ -326,6 +328,11 @@ class RegistrationOutputs:
     refine_cancelled: bool = False
     refinement: str = "none"  # what was asked: "none", "model default" (the card's few steps), "full", "custom"
     affine_part: bool = False  # the caller asked for the affine part as its own node
+    quality: Any = None  # DeepRegLib.quality.QualityVerdict of the engine result (None if it could not be computed)
+
+
+#: Engine modes whose result is a linear transform alone.
+LINEAR_MODES = ("affine", "rigid")
 
 
 def parse_version(text: str) -> tuple:
@@ -352,10 +359,43 @@ def check_torch_version(version: str, requirement: str = TORCH_REQUIREMENT) -> N
             "restart Slicer.")
 
 
+#: torch releases built against NumPy 1.x only (NumPy 2 support came with torch 2.3)
+TORCH_FIRST_NUMPY2 = (2, 3)
+
+
+def numpy_torch_problem(numpy_version: Optional[str] = None, torch_version: Optional[str] = None) -> Optional[str]:
+    """Why ``import torch`` would fail or misbehave with the installed NumPy (a message with the fix), else None.
+
+    Reads the versions without importing torch (``importlib.metadata``): a torch built for NumPy 1.x
+    (torch < 2.3) imported next to NumPy 2 prints "A module that was compiled using NumPy 1.x cannot be run
+    in NumPy 2.x" and then fails on the first tensor <-> array conversion.
+    """
+    from importlib import metadata
+    if numpy_version is None:
+        import numpy
+        numpy_version = numpy.__version__
+    if torch_version is None:
+        try:
+            torch_version = metadata.version("torch")
+        except metadata.PackageNotFoundError:
+            return None  # not installed: said elsewhere
+    np_v, t_v = parse_version(numpy_version), parse_version(torch_version)
+    if np_v[:1] >= (2,) and t_v[:2] < TORCH_FIRST_NUMPY2:
+        return (f"PyTorch {torch_version} was built for NumPy 1.x, but NumPy {numpy_version} is installed; importing "
+                f"it would fail. Fix: update PyTorch (PyTorch Utils module: Install PyTorch with the version "
+                f"requirement 'torch{TORCH_REQUIREMENT}', or slicer.util.pip_install('torch{TORCH_REQUIREMENT}')), "
+                f"or install NumPy 1.x (slicer.util.pip_install('numpy<2')), then restart Slicer.")
+    return None
+
+
 def import_torch(ctx: Optional[JobContext] = None):
-    """Import torch (the first import takes seconds) and check its version."""
+    """Import torch (the first import takes seconds) after checking it fits NumPy, and check its version."""
     if ctx is not None:
         ctx.progress("importing PyTorch", 0.0)
+    if "torch" not in sys.modules:
+        problem = numpy_torch_problem()
+        if problem:
+            raise DeepRegError(problem)
     import torch
     check_torch_version(torch.__version__)
     if ctx is not None:
@@ -387,7 +427,7 @@ def compose_initial(result, initial_ras: np.ndarray):
 
 
 def _stages(req: RegistrationRequest) -> List[str]:
-    engine = "register+refine" if (req.refine is True and req.mode != "affine") else "register"
+    engine = "register+refine" if (req.refine is True and req.mode not in LINEAR_MODES) else "register"
     return ["importing PyTorch", "loading model", engine, "outputs"]
 
 
@@ -409,13 +449,13 @@ def compute(req: RegistrationRequest, ctx: Optional[JobContext] = None) -> Regis
     ctx.progress("loading model", 0.0)
     bundle = load_bundle(req.model)
     device = inference.resolve_device(req.device)
-    if req.mode != "affine":
+    if req.mode not in LINEAR_MODES:
         inference._network(bundle, device)  # the first load of the weights, cached for register()
     note(f"model {bundle.name} ({bundle.card.get('description', '')}) on {device}; "
          f"loaded in {time.perf_counter() - t0:.2f} s (with the torch import)")
     ctx.progress("loading model", 1.0)
 
-    kwargs: Dict[str, Any] = dict(mode=req.mode, refine=req.refine if req.mode != "affine" else False,
+    kwargs: Dict[str, Any] = dict(mode=req.mode, refine=req.refine if req.mode not in LINEAR_MODES else False,
                                   fixed_mask=req.fixed_mask, moving_mask=req.moving_mask, cancel=ctx.engine_cancel)
     if req.skip_affine_stage:
         kwargs["initial_affine"] = sitk.AffineTransform(3)  # the initial transform, already folded in, as is
@@ -449,12 +489,29 @@ def compute(req: RegistrationRequest, ctx: Optional[JobContext] = None) -> Regis
         ctx.progress("outputs", 0.3 + 0.5 * (len(out.warped_labels) / max(1, len(req.moving_labels))))
     if req.jacobian and result.displacement is not None:
         out.jacobian = np.asarray(result.jacobian_determinant(), dtype=np.float32)
+    out.quality = assess_quality(result_w, req, note)
     out.timings = dict(result_w.timings)
     out.timings["outputs"] = time.perf_counter() - t1
     out.timings["job"] = time.perf_counter() - t0
     note(f"outputs computed in {out.timings['outputs']:.2f} s; whole job {out.timings['job']:.2f} s")
     ctx.progress("done", 1.0)
     return out
+
+
+def assess_quality(result_w, req: RegistrationRequest, note: Callable[[str], None] = lambda line: None):
+    """The quality verdict (:func:`DeepRegLib.quality.assess`) of the engine's result on the registered pair,
+    or None when it cannot be computed (said in the log); a verdict never stops the registration."""
+    try:
+        from .quality import assess
+    except ImportError:  # an engine without the quality check
+        return None
+    try:
+        verdict = assess(result_w, req.fixed, req.moving)
+    except Exception as exc:  # noqa: BLE001 - the registration itself succeeded
+        note(f"quality check failed: {exc}")
+        return None
+    note(verdict.summary())
+    return verdict
 
 
 class EngineProgress:
@@ -475,3 +532,162 @@ class EngineProgress:
 def run_job(req: RegistrationRequest) -> Job:
     """Start :func:`compute` for ``req`` in a worker thread; poll the returned :class:`Job`."""
     return Job(lambda ctx: compute(req, ctx)).start()
+
+
+# ----------------------------------------------------------------------------- batch in a separate process
+#: one line per pair of ``deepreg batch`` on a pipe (DeepRegLib.batch.ProgressBar): "... 3/10  ok 2 ...  <id>: ok"
+_BATCH_COUNT = re.compile(r"\] (\d+)/(\d+)\s")
+_BATCH_PAIR = re.compile(r"\s\s(\S+): (ok|failed|skipped)(?: \((.*)\))?\s*$")
+
+
+def batch_command(output_dir: str, *, pairs_csv: Optional[str] = None, fixed: Optional[str] = None,
+                  moving_list: Optional[str] = None, fixed_labels: Optional[str] = None, model: Optional[str] = None,
+                  device: str = "auto", workers: int = 1, refine: Optional[bool] = None, warped: bool = False,
+                  python: Optional[str] = None) -> List[str]:
+    """The ``deepreg batch`` command line for a CSV of pairs or an atlas + a list of moving images."""
+    if bool(pairs_csv) == bool(fixed and moving_list):
+        raise DeepRegError("give either a CSV of pairs, or an atlas (fixed image) and a list of moving images")
+    cmd = [python or sys.executable, "-m", "DeepRegLib.cli", "batch", "--output-dir", str(output_dir),
+           "--device", "cuda" if device == "gpu" else device, "--workers", str(max(1, int(workers)))]
+    if pairs_csv:
+        cmd += ["--pairs", str(pairs_csv)]
+    else:
+        cmd += ["--fixed", str(fixed), "--moving-list", str(moving_list)]
+        if fixed_labels:
+            cmd += ["--fixed-labels", str(fixed_labels)]
+    if model:
+        cmd += ["--model", model]
+    if refine is True:
+        cmd.append("--refine")
+    elif refine is False:
+        cmd.append("--network-only")
+    if warped:
+        cmd.append("--warped")
+    return cmd
+
+
+def write_moving_list(path: str, moving: Sequence[str]) -> str:
+    """A ``--moving-list`` file (one image per line) for the atlas form."""
+    with open(path, "w") as fh:
+        fh.write("".join(f"{m}\n" for m in moving))
+    return path
+
+
+class BatchProcess:
+    """``deepreg batch`` in its own process (not in Slicer's Python): the panel polls it like a :class:`Job`.
+
+    :meth:`poll` returns :class:`Event` s: ``"log"`` (each output line), ``"progress"`` (``fraction`` of the
+    pairs finished, ``stage`` ``"done/total"``, ``value`` ``{"id", "status", "message"}`` of the pair that
+    finished), then one of ``"done"`` (``value``: the exit status; 1 when a pair failed), ``"failed"``
+    (``value``: the exit status, no summary written) or ``"cancelled"``.  :meth:`cancel` ends the whole
+    process group (the batch's Dask workers too); pairs finished before are kept (a re-run skips them).
+    """
+
+    def __init__(self, command: List[str], output_dir: str, env: Optional[dict] = None) -> None:
+        self.command, self.output_dir = list(command), str(output_dir)
+        self.env = env
+        self._queue: "queue.Queue[Event]" = queue.Queue()
+        self._proc = None
+        self._t0 = 0.0
+        self.state = "new"
+        self.pairs: List[dict] = []
+        self.log: List[str] = []
+        self.fraction = 0.0
+        self.returncode: Optional[int] = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._t0 if self._t0 else 0.0
+
+    @property
+    def summary_csv(self) -> str:
+        import os
+        return os.path.join(self.output_dir, "summary.csv")
+
+    def start(self) -> "BatchProcess":
+        import os
+        import subprocess
+        kwargs: Dict[str, Any] = {}
+        if os.name == "posix":
+            kwargs["start_new_session"] = True  # its own process group: cancel ends the Dask workers too
+        else:
+            kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+        self._t0 = time.perf_counter()
+        self._proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, text=True, bufsize=1, env=self.env, **kwargs)
+        self.state = "running"
+        threading.Thread(target=self._read, name="DeepReg batch output", daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:  # blocks without the GIL
+            self._queue.put(Event("log", self.elapsed, message=line.rstrip("\n")))
+        rc = self._proc.wait()
+        self._queue.put(Event("exit", self.elapsed, value=rc))
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def cancel(self) -> None:
+        """End the batch now (its process group); pairs already finished stay on disk."""
+        if self._proc is None or self.state != "running":
+            return
+        self.state = "cancelled"
+        _end_process_group(self._proc)
+        self._queue.put(Event("cancelled", self.elapsed))
+
+    def poll(self) -> List[Event]:
+        events: List[Event] = []
+        while True:
+            try:
+                ev = self._queue.get_nowait()
+            except queue.Empty:
+                return events
+            if ev.kind == "log":
+                self.log.append(ev.message)
+                events.append(ev)
+                m, p = _BATCH_COUNT.search(ev.message), _BATCH_PAIR.search(ev.message)
+                if m and p:
+                    done, total = int(m.group(1)), int(m.group(2))
+                    self.fraction = done / max(1, total)
+                    rec = {"id": p.group(1), "status": p.group(2), "message": p.group(3) or ""}
+                    self.pairs.append(rec)
+                    events.append(Event("progress", ev.elapsed, stage=f"{done}/{total}", fraction=self.fraction,
+                                        value=rec))
+            elif ev.kind == "exit":
+                self.returncode = ev.value
+                if self.state == "running":
+                    import os
+                    self.state = "done" if os.path.isfile(self.summary_csv) else "failed"
+                    events.append(Event(self.state, ev.elapsed, value=ev.value))
+            elif ev.kind == "cancelled":
+                events.append(ev)
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the process ended (tests, console); True when it did."""
+        import subprocess
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+
+def _end_process_group(proc, grace: float = 3.0) -> None:
+    import os
+    import signal
+    import subprocess
+    try:
+        if os.name == "posix":
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.CTRL_BREAK_EVENT)
+        proc.wait(grace)
+    except (ProcessLookupError, OSError, subprocess.TimeoutExpired):
+        pass
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL) if os.name == "posix" else proc.kill()
+        except (ProcessLookupError, OSError):
+            pass

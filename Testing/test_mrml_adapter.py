@@ -100,6 +100,22 @@ def dice_mean(a: np.ndarray, b: np.ndarray, labels) -> float:
     return float(np.nanmean(list(dice_scores(a, b, labels).values())))
 
 
+def _deepreg_module():
+    """DeepReg.py imported with the headless stand-ins (kept installed for this module's tests)."""
+    import tempfile
+    import slicer_standins
+    if "DeepReg" not in sys.modules or not hasattr(sys.modules["DeepReg"], "DeepRegLogic"):
+        slicer_standins.load_deepreg(Path(tempfile.mkdtemp()))
+    return sys.modules["DeepReg"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _standins_removed_after_module():
+    yield
+    import slicer_standins
+    slicer_standins.uninstall()
+
+
 @pytest.fixture()
 def scene():
     return slicer.vtkMRMLScene()
@@ -291,9 +307,8 @@ def brain_run():
     sums = {"fixed": checksum(f), "moving": checksum(m)}
     out = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "warped")
     stages = []
-    # through the Slicer module's Logic (a thin wrapper of mrml.register_nodes; importable headless)
-    sys.path.insert(0, str(REPO / "DeepReg"))
-    import DeepReg
+    # through the Slicer module's Logic (a thin wrapper of mrml.register_nodes; imported with the test stand-ins)
+    DeepReg = _deepreg_module()
     node = DeepReg.DeepRegLogic().register(f, m, model=None, device="cpu", outputVolume=out,
                                            progress=lambda s, x: stages.append((s, x)), jacobian=True)
     return dict(scene=scene, fixed=f, moving=m, node=node, out=out, sums=sums, stages=stages,
@@ -304,7 +319,9 @@ def test_brain_inputs_unchanged_and_node_recorded(brain_run):
     r = brain_run
     assert checksum(r["fixed"]) == r["sums"]["fixed"] and checksum(r["moving"]) == r["sums"]["moving"]
     node = r["node"]
-    assert node.IsA("vtkMRMLGridTransformNode")
+    assert node.GetClassName() == mrml.DEFORMABLE_NODE_CLASS == "vtkMRMLTransformNode"
+    assert r["out"].GetDisplayNode() is not None  # defect 4: the warped volume can be shown
+    assert node.GetAttribute("DeepReg.Trusted") == "1" and "no problem found" in node.GetAttribute("DeepReg.Quality")
     assert node.GetNodeReference(node.GetFixedNodeReferenceRole()) is r["fixed"]
     assert node.GetNodeReference(node.GetMovingNodeReferenceRole()) is r["moving"]
     assert node.GetAttribute("DeepReg.Model") == DEFAULT_MODEL and node.GetAttribute("DeepReg.Time")
@@ -398,8 +415,7 @@ def test_prostate_pair_through_the_slicer_logic_with_its_model(model):
     scene = slicer.vtkMRMLScene()
     f, m = load_volume(scene, p["fixed"], "us25"), load_volume(scene, p["moving"], "mr25")
     sums = {"fixed": checksum(f), "moving": checksum(m)}
-    sys.path.insert(0, str(REPO / "DeepReg"))
-    import DeepReg
+    DeepReg = _deepreg_module()
     assert model in mrml.list_model_cards()  # what the panel's model list offers
     node = DeepReg.DeepRegLogic().register(f, m, model=model, device="cpu")
     res = mrml.last_result

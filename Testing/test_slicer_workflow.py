@@ -374,9 +374,16 @@ def test_output_transform_kind_must_match_mode():
     fnode = node_from_image(scene, fixed, "fixed")
     mnode = node_from_image(scene, moving, "moving")
     lin = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "lin")
-    with pytest.raises(InputError, match="vtkMRMLGridTransformNode"):
+    with pytest.raises(InputError, match="needs a non-linear one"):
         mrml.gather_inputs(fnode, mnode, output_transform=lin)
     mrml.gather_inputs(fnode, mnode, output_transform=lin, mode="affine")
+    mrml.gather_inputs(fnode, mnode, output_transform=lin, mode="rigid")
+    grid = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "grid")
+    with pytest.raises(InputError, match="needs a vtkMRMLLinearTransformNode"):
+        mrml.gather_inputs(fnode, mnode, output_transform=grid, mode="affine")
+    for cls in ("vtkMRMLGridTransformNode", "vtkMRMLTransformNode", "vtkMRMLBSplineTransformNode"):
+        mrml.gather_inputs(fnode, mnode, output_transform=scene.AddNewNodeByClass(cls))  # deformable: any non-linear
+    mrml.gather_inputs(fnode, mnode, output_transform=scene.AddNewNodeByClass("vtkMRMLTransformNode"), mode="affine")
 
 
 def test_bad_model_card_is_skipped_and_reported(tmp_path, monkeypatch):
@@ -393,10 +400,10 @@ def test_bad_model_card_is_skipped_and_reported(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- the module's Logic, headless
 @pytest.fixture(scope="module")
-def logic_module():
-    sys.path.insert(0, str(REPO / "DeepReg"))
-    import DeepReg
-    return DeepReg
+def logic_module(tmp_path_factory):
+    import slicer_standins
+    yield slicer_standins.load_deepreg(tmp_path_factory.mktemp("slicer"))
+    slicer_standins.uninstall()
 
 
 def _scene_state(scene):
@@ -412,7 +419,7 @@ def test_logic_worker_job_on_real_mrml(logic_module, label_runs):
     sums = (checksum(f), checksum(m), checksum(lab))
     logic = DeepReg.DeepRegLogic()
     req, info = logic.prepare(f, m, device="cpu", movingLabels=lab, jacobian=True, affinePart=True)
-    assert logic.domainWarnings(req, DeepReg.MODEL_CARDS[DeepReg.MODEL_NAMES[0]]) == []
+    assert logic.domainWarnings(req, DeepReg.modelCards()[0][DeepReg.DEFAULT_MODEL]) == []
     before = _scene_state(scene)
     job = logic.startJob(req)
     stages = []
@@ -461,15 +468,20 @@ def test_logic_cancelled_job_leaves_the_scene_as_it_was(logic_module):
     assert m.GetParentTransformNode() is None
 
 
-def test_logic_licence_accepted_once(logic_module, tmp_path):
+def test_logic_licence_accepted_once(logic_module, tmp_path, monkeypatch):
     DeepReg = logic_module
-    card = DeepReg.MODEL_CARDS[DeepReg.MODEL_NAMES[0]]
+    card = DeepReg.modelCards()[0][DeepReg.DEFAULT_MODEL]
     lines = []
     store = tmp_path / "licences.json"
+    # testing mode (ask=False): accepted for the run, never written into the user's record (defect 6)
     assert DeepReg.DeepRegLogic.ensureLicenceAccepted(card, ask=False, log=lines.append, storePath=store)
-    assert len(lines) == 1 and "accepted (testing mode)" in lines[0]
-    assert DeepReg.DeepRegLogic.ensureLicenceAccepted(card, ask=False, log=lines.append, storePath=store)
-    assert len(lines) == 1  # not asked again
+    assert len(lines) == 1 and "testing mode; not recorded" in lines[0] and not store.exists()
+    # asked (a user clicking Accept): recorded once, not asked again
+    asked = []
+    monkeypatch.setattr(DeepReg, "_askLicence", lambda text: asked.append(text) or True)
+    assert DeepReg.DeepRegLogic.ensureLicenceAccepted(card, ask=True, log=lines.append, storePath=store)
+    assert DeepReg.DeepRegLogic.ensureLicenceAccepted(card, ask=True, log=lines.append, storePath=store)
+    assert len(asked) == 1 and store.exists() and len(lines) == 2
 
 
 def test_logic_torch_check_never_installs(logic_module, monkeypatch):
