@@ -16,12 +16,14 @@ Outputs: ``OUT/pairs/<id>/...`` and the summary files of :mod:`DeepRegLib.batch_
 from __future__ import annotations
 
 import csv
+import io
+import math
 import os
 import re
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
 
@@ -29,6 +31,7 @@ from .batch_summary import write_summary
 from .batch_task import (ModelPreload, Pair, TaskConfig, completed_record, process_pair, refine_key,
                          started_attempts)
 from .errors import DeepRegError, InputError
+from .safeio import check_folder_writable, check_input_file
 
 COLUMNS = ("fixed", "moving", "moving_labels", "fixed_labels", "id")
 __all__ = ["Pair", "BatchConfig", "BatchReport", "read_pairs_csv", "atlas_pairs", "run_batch"]
@@ -95,8 +98,19 @@ def _short_names(paths: Sequence[str]) -> Dict[str, str]:
 
 
 def _resolve(path: str, base: Path) -> str:
+    """``path`` made absolute (relative to ``base``): a pair is then the same wherever the command runs."""
     p = Path(os.path.expanduser(path.strip()))
-    return str(p if p.is_absolute() else (base / p))
+    return os.path.abspath(p if p.is_absolute() else (base / p))
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")  # -sig: a spreadsheet's byte-order mark
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} {path} is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                         "save it as UTF-8 (in a spreadsheet: CSV UTF-8)") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
 def _finish_pairs(rows: List[dict]) -> List[Pair]:
@@ -119,30 +133,28 @@ def read_pairs_csv(path: str | os.PathLike) -> List[Pair]:
 
     Relative paths are relative to the CSV's folder.  Empty label cells mean no labels.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"pairs file not found: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's byte-order mark
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in ("fixed", "moving") if c not in header]
-        if missing:
-            raise InputError(f"{path}: the header must name the columns fixed and moving "
-                             f"(optional: moving_labels, fixed_labels, id); missing {missing}, found {header}")
-        unknown = [h for h in header if h not in COLUMNS]
-        if unknown:
-            raise InputError(f"{path}: unknown columns {unknown}; allowed: {list(COLUMNS)}")
-        rows = []
-        for n, raw in enumerate(reader, start=2):
-            r = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
-            if not any(r.values()):
-                continue
-            if not r.get("fixed") or not r.get("moving"):
-                raise InputError(f"{path}, line {n}: fixed and moving are required")
-            for k in ("fixed", "moving", "moving_labels", "fixed_labels"):
-                if r.get(k):
-                    r[k] = _resolve(r[k], path.parent)
-            rows.append(r)
+    path = Path(check_input_file(path, "--pairs", kind="pairs file")).absolute()
+    text = _read_text(path, "pairs file")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in ("fixed", "moving") if c not in header]
+    if missing:
+        raise InputError(f"{path}: the header must name the columns fixed and moving "
+                         f"(optional: moving_labels, fixed_labels, id); missing {missing}, found {header}")
+    unknown = [h for h in header if h not in COLUMNS]
+    if unknown:
+        raise InputError(f"{path}: unknown columns {unknown}; allowed: {list(COLUMNS)}")
+    rows = []
+    for n, raw in enumerate(reader, start=2):
+        r = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        if not any(r.values()):
+            continue
+        if not r.get("fixed") or not r.get("moving"):
+            raise InputError(f"{path}, line {n}: fixed and moving are required")
+        for k in ("fixed", "moving", "moving_labels", "fixed_labels"):
+            if r.get(k):
+                r[k] = _resolve(r[k], path.parent)
+        rows.append(r)
     if not rows:
         raise InputError(f"{path} lists no pairs")
     return _finish_pairs(rows)
@@ -156,20 +168,18 @@ def atlas_pairs(fixed: str | os.PathLike, moving_list: str | os.PathLike,
     label map; blank lines and lines starting with ``#`` are ignored; relative paths are relative
     to the list's folder.
     """
-    lst = Path(moving_list)
-    if not lst.is_file():
-        raise InputError(f"moving list not found: {lst}")
+    lst = Path(check_input_file(moving_list, "--moving-list", kind="moving list")).absolute()
     rows = []
-    for line in lst.read_text().splitlines():
+    for line in _read_text(lst, "moving list").splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         cells = [c.strip() for c in re.split(r"[,\t]", line) if c.strip()]
         if len(cells) > 2:
             raise InputError(f"{lst}: expected 'moving[,moving_labels]' per line, got {line!r}")
-        rows.append({"fixed": os.fspath(fixed), "moving": _resolve(cells[0], lst.parent),
+        rows.append({"fixed": os.path.abspath(fixed), "moving": _resolve(cells[0], lst.parent),
                      "moving_labels": _resolve(cells[1], lst.parent) if len(cells) > 1 else None,
-                     "fixed_labels": os.fspath(fixed_labels) if fixed_labels else None})
+                     "fixed_labels": os.path.abspath(fixed_labels) if fixed_labels else None})
     if not rows:
         raise InputError(f"{lst} lists no moving images")
     return _finish_pairs(rows)
@@ -280,6 +290,15 @@ def _lost_pair_message(exc: BaseException, started: int) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def check_config(cfg: BatchConfig) -> None:
+    """:class:`InputError` for settings that no pair could use (checked before any work)."""
+    if cfg.threads_per_worker < 1 or (cfg.workers is not None and cfg.workers < 1):
+        raise InputError(f"workers and threads per worker must be >= 1, got {cfg.workers}, {cfg.threads_per_worker}")
+    spacing = cfg.folding_spacing_mm
+    if not isinstance(spacing, (int, float)) or not math.isfinite(spacing) or spacing <= 0:
+        raise InputError(f"the folding check's grid spacing must be a positive number of mm, got {spacing}")
+
+
 def run_batch(pairs: Sequence[Pair], output_dir: str | os.PathLike, config: Optional[BatchConfig] = None, *,
               client=None, progress: bool = True,
               on_record: Optional[Callable[[dict], None]] = None) -> BatchReport:
@@ -296,15 +315,18 @@ def run_batch(pairs: Sequence[Pair], output_dir: str | os.PathLike, config: Opti
     ids = [p.id for p in pairs]
     if len(set(ids)) != len(ids):
         raise InputError("pair ids must be distinct")
-    if cfg.threads_per_worker < 1 or (cfg.workers is not None and cfg.workers < 1):
-        raise InputError(f"workers and threads per worker must be >= 1, got {cfg.workers}, {cfg.threads_per_worker}")
+    check_config(cfg)
     from .bundles import load_bundle, split_reference, with_task
     from .refine import card_refinement
     bundle = load_bundle(cfg.model)  # an unknown model or task fails here, before any worker starts
+    bundle.check_weights_file()      # so does a truncated or malicious weights file
     name, task = split_reference(cfg.model) if cfg.model else (None, None)
     model = with_task(str(Path(name).resolve()), task) if name and Path(name).is_dir() else bundle.name
-    out = Path(output_dir).resolve()
+    out = Path(check_folder_writable(output_dir, "output folder")).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    # absolute paths: workers may run elsewhere, and the pair's identity (resume) must not depend on the cwd
+    pairs = [replace(p, **{k: os.path.abspath(v) for k in ("fixed", "moving", "moving_labels", "fixed_labels")
+                           if (v := getattr(p, k))}) for p in pairs]
     refine = cfg.refine if cfg.refine is not None else (card_refinement(bundle.card) or False)
     tcfg = TaskConfig(str(out), model, cfg.device, refine, cfg.write_warped,
                       cfg.write_warped_labels, max(1, cfg.threads_per_worker), float(cfg.folding_spacing_mm))

@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .safeio import atomic_text, atomic_write
+
 CSV_NAME, JSON_NAME, PNG_NAME = "summary.csv", "summary.json", "summary_dice_time.png"
 FIRST_COLUMNS = ["id", "status", "trusted", "message", "quality_flags", "fixed", "moving", "moving_labels",
                  "fixed_labels", "dice_all", "dice_subcortical", "dice_cortical", "folding_percent", "sdlogj",
@@ -37,12 +39,12 @@ def write_csv(records: Sequence[dict], path: Path) -> None:
     columns = list(FIRST_COLUMNS)
     for r in rows:
         columns += [k for k in r if k not in columns]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns, restval="")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=columns, restval="")
+            w.writeheader()
+            w.writerows(rows)
+    atomic_write(path, write)  # a unique temporary name: two runs writing at once do not collide
 
 
 def describe(values: Sequence[float]) -> Optional[Dict[str, float]]:
@@ -94,10 +96,10 @@ def plot_dice_time(records: Sequence[dict], path: Path) -> Optional[str]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp))
+    finally:
+        plt.close(fig)
     return str(path)
 
 
@@ -108,13 +110,11 @@ def write_summary(records: Sequence[dict], output_dir: Path, run: dict) -> Dict[
     summary = aggregates(records, run)
     png = plot_dice_time(records, output_dir / PNG_NAME)
     summary["files"] = {"csv": CSV_NAME, "json": JSON_NAME, "png": PNG_NAME if png else None}
-    tmp = output_dir / (JSON_NAME + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, output_dir / JSON_NAME)
+    atomic_text(output_dir / JSON_NAME, json.dumps(summary, indent=2))
     return summary
 
 
 def read_csv(path: str | os.PathLike) -> List[dict]:
     """Rows of a ``summary.csv`` as dictionaries of strings (for tests and tools)."""
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))

@@ -14,13 +14,14 @@ import math
 import os
 import socket
 import time
-import uuid
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from .errors import DeepRegError
+from .safeio import TMP_MARK as _TMP_MARK
+from .safeio import atomic_text, atomic_write
 
 try:  # the plugin base class; batch needs the `batch` extra (dask[distributed])
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -30,7 +31,6 @@ except ImportError:  # pragma: no cover - without dask only the task function it
 RESULT = "result.json"
 ATTEMPTS = ".attempts"
 OUTPUT_NAMES = {"transform": "transform.h5", "warped": "warped.nii.gz", "warped_labels": "warped_labels.nii.gz"}
-_TMP_MARK = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,42 @@ def pair_dir(output_dir: str | os.PathLike, pair_id: str) -> Path:
     return Path(output_dir) / "pairs" / pair_id
 
 
+def file_stamp(path: Optional[str]) -> Optional[dict]:
+    """A file's identity for resuming: its resolved absolute path, size and modification time (ns)."""
+    if not path:
+        return None
+    real = os.path.realpath(os.path.expanduser(path))
+    try:
+        st = os.stat(real)
+    except OSError:
+        return {"path": real, "missing": True}
+    return {"path": real, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+_MODEL_FILES: Dict[tuple, tuple] = {}
+
+
+def model_stamp(model: str) -> dict:
+    """The model's identity for resuming: its name and the stamps of its card and weights files."""
+    key = (model, os.environ.get("DEEPREG_MODELS_PATH", ""))
+    if key not in _MODEL_FILES:  # finding the bundle reads every card: once per process and model
+        from .bundles import CARD_FILE, load_bundle
+        try:
+            b = load_bundle(model)
+            _MODEL_FILES[key] = (str(b.path / CARD_FILE), str(b.weights_path))
+        except DeepRegError:
+            _MODEL_FILES[key] = ()
+    return {"name": model, "files": [file_stamp(f) for f in _MODEL_FILES[key]]}
+
+
 def signature(pair: Pair, cfg: TaskConfig) -> dict:
-    """What makes two runs of a pair the same work: inputs, model, refinement and requested outputs."""
-    return {"fixed": pair.fixed, "moving": pair.moving, "moving_labels": pair.moving_labels,
-            "fixed_labels": pair.fixed_labels, "model": cfg.model, "refine": refine_key(cfg.refine),
+    """What makes two runs of a pair the same work: every input file (resolved path, size, modification
+    time), the model (its name, card and weights files), device, refinement and requested outputs.
+    The same relative names in another folder, or an input replaced at the same path, are other work;
+    the same files named differently are the same work."""
+    return {"fixed": file_stamp(pair.fixed), "moving": file_stamp(pair.moving),
+            "moving_labels": file_stamp(pair.moving_labels), "fixed_labels": file_stamp(pair.fixed_labels),
+            "model": model_stamp(cfg.model), "device": cfg.device, "refine": refine_key(cfg.refine),
             "warped": bool(cfg.write_warped),
             "warped_labels": bool(cfg.write_warped_labels and pair.moving_labels),
             "folding_spacing_mm": cfg.folding_spacing_mm if (pair.moving_labels or pair.fixed_labels) else None}
@@ -124,25 +156,8 @@ class ModelPreload(WorkerPlugin):
             network(load_bundle(self.model), dev)
 
 
-def _atomic(path: Path, write: Callable[[str], object]) -> int:
-    """``write(tmp)`` to a temporary name with the same extension, then rename onto ``path``; bytes."""
-    name = path.name
-    stem, ext = (name[:-7], ".nii.gz") if name.endswith(".nii.gz") else (path.stem, path.suffix)
-    tmp = path.with_name(f"{stem}{_TMP_MARK}{uuid.uuid4().hex[:8]}{ext}")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path.stat().st_size
-
-
 def _write_json(path: Path, obj: dict) -> None:
-    def dump(tmp: str) -> None:
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=1, allow_nan=True)
-    _atomic(path, dump)
+    atomic_text(path, json.dumps(obj, indent=1, allow_nan=True))
 
 
 def _start_attempt(d: Path, run_id: str) -> int:
@@ -228,9 +243,9 @@ def process_pair(pair: Pair, cfg: TaskConfig, run_id: str) -> Dict[str, object]:
 def _register_and_write(pair: Pair, cfg: TaskConfig, d: Path) -> dict:
     import SimpleITK as sitk
 
-    from .imageio import as_image, read_image, write_image
+    from .imageio import as_image, check_same_grid, read_image, write_image
     from .inference import register
-    from .metrics import dice_summary
+    from .metrics import dice_summary, read_label_map
     from .qa import transform_folding
 
     set_threads(cfg.threads)
@@ -243,7 +258,7 @@ def _register_and_write(pair: Pair, cfg: TaskConfig, d: Path) -> dict:
     out["refined"] = bool(res.refined)
 
     def save(key: str, write: Callable[[str], object]) -> None:
-        out["output_bytes"][key] = _atomic(d / OUTPUT_NAMES[key], write)
+        out["output_bytes"][key] = atomic_write(d / OUTPUT_NAMES[key], write)
         out[key] = str(Path("pairs") / pair.id / OUTPUT_NAMES[key])
 
     save("transform", res.write_transform)  # the same writer as `deepreg register`
@@ -256,15 +271,13 @@ def _register_and_write(pair: Pair, cfg: TaskConfig, d: Path) -> dict:
         if cfg.write_warped_labels:
             save("warped_labels", lambda p: write_image(warped_labels, p))
         if pair.fixed_labels:
-            fixed_labels = read_image(pair.fixed_labels, sitk.sitkInt32)
-            if fixed_labels.GetSize() != warped_labels.GetSize():
-                raise DeepRegError(f"fixed_labels {pair.fixed_labels} has size {fixed_labels.GetSize()}, "
-                                   f"the fixed image {warped_labels.GetSize()}: label maps must be on their image's grid")
+            fixed_labels = read_label_map(pair.fixed_labels, "fixed_labels")
+            check_same_grid(fixed_labels, warped_labels, f"fixed_labels {pair.fixed_labels} and the fixed image")
             dice = dice_summary(fixed_labels, warped_labels)
             out.update({f"dice_{k}": _finite(v) for k, v in dice.items()})
     if pair.moving_labels or pair.fixed_labels:
         # inside the fixed brain: its label map, as `deepreg evaluate --transform`, else its non-zero voxels
-        brain = read_image(pair.fixed_labels, sitk.sitkInt32) if pair.fixed_labels else res.fixed != 0
+        brain = read_image(pair.fixed_labels, sitk.sitkInt32, "fixed_labels") if pair.fixed_labels else res.fixed != 0
         fold = transform_folding(res.transform(), res.fixed, spacing=cfg.folding_spacing_mm, mask=brain)
         out.update({k: _finite(v) for k, v in fold.items()})
     return out

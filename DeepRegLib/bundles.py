@@ -18,11 +18,13 @@ import copy
 import json
 import os
 import re
+import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
-from .errors import DeepRegError, ModelNotFoundError
+from .errors import DeepRegError, InputError, ModelNotFoundError, ModelWarning
 from .pipeline import InputSpec
 from .taskspec import FIELD_KEY
 
@@ -191,17 +193,138 @@ class ModelBundle:
                 txt += " (" + "; ".join(parts) + ")"
         return txt
 
-    def network(self, device: str = "cpu") -> "RecursiveCascade | LowResolution":
-        import torch
+    @property
+    def weights_path(self) -> Path:
+        """The card's weights file, which must lie inside the bundle folder (a card is data, not a licence
+        to read any file: ``"weights": "../../x"`` is refused)."""
+        return confined_weights(self.path, self.card, self.name)
 
-        from .models import build_network
-        net = build_network(self.architecture, self.cascades, **self.card["architecture"].get("kwargs", {}))
-        weights = self.path / self.card["weights"]
-        if not weights.exists():
+    def check_weights_file(self) -> None:
+        """A cheap check, without torch, that the weights file is a complete torch archive (every CRC
+        right) whose pickle names no Python object outside torch (a payload that would run code):
+        :class:`DeepRegError` otherwise. :meth:`load_state` remains the gate (``weights_only=True``)."""
+        import zipfile
+        weights = self.weights_path
+        if not weights.is_file():
             raise DeepRegError(f"model {self.name}: weights file missing: {weights}")
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        net.load_state_dict({k: v.float() for k, v in state.items()})
+        try:
+            with zipfile.ZipFile(weights) as z:
+                damaged = z.testzip()
+                pickles = [n for n in z.namelist() if n.endswith("data.pkl")]
+                data = z.read(pickles[0]) if len(pickles) == 1 and damaged is None else None
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
+            raise DeepRegError(f"model {self.name}: weights file {weights} is not a readable torch file "
+                               f"(truncated or damaged?): {exc}") from None
+        if damaged is not None or data is None:
+            raise DeepRegError(f"model {self.name}: weights file {weights} is damaged"
+                               + (f" (bad checksum of {damaged})" if damaged else " (not one torch state dict)"))
+        try:
+            unsafe = [f"{m}.{n}" for m, n in pickle_globals(data) if not _safe_global(m, n)]
+        except Exception as exc:  # pickletools raises ValueError and others on a malformed stream
+            raise DeepRegError(f"model {self.name}: weights file {weights} is damaged ({exc})") from None
+        if unsafe:
+            raise DeepRegError(f"model {self.name}: refusing to load {weights}: it names Python objects that are "
+                               f"not tensors ({', '.join(sorted(set(unsafe))[:3])}): a pickle that could run code")
+
+    def load_state(self) -> dict:
+        """The weights as a state dict (``torch.load(weights_only=True)``: tensors only, never code).
+
+        A missing, truncated or non-torch file, or one that holds anything but tensors (a pickled
+        object: code would run if it were unpickled freely), raises :class:`DeepRegError` saying so."""
+        import pickle
+        import zipfile
+
+        import torch
+        weights = self.weights_path
+        if not weights.is_file():
+            raise DeepRegError(f"model {self.name}: weights file missing: {weights}")
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+                raise DeepRegError(f"model {self.name}: refusing to load {weights}: it holds Python objects, "
+                                   "not only tensors (a pickle that could run code); use weights from a trusted "
+                                   "source") from None
+            raise DeepRegError(f"model {self.name}: weights file {weights} is damaged ({first})") from None
+        except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError,
+                ImportError, TypeError, IndexError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DeepRegError(f"model {self.name}: weights file {weights} is not a readable torch file "
+                               f"(truncated or damaged?): {first[:200]}") from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise DeepRegError(f"model {self.name}: weights file {weights} does not hold a state dict of tensors")
+        return state
+
+    def network(self, device: str = "cpu") -> "RecursiveCascade | LowResolution":
+        from .models import build_network
+        state = self.load_state()
+        net = build_network(self.architecture, self.cascades, **self.card["architecture"].get("kwargs", {}))
+        try:
+            net.load_state_dict({k: v.float() for k, v in state.items()})
+        except RuntimeError as exc:
+            raise DeepRegError(f"model {self.name}: the weights do not fit the card's architecture: "
+                               f"{str(exc).strip().splitlines()[0][:200]}") from None
         return net.to(device).eval()
+
+
+_SAFE_BUILTINS = {"set", "frozenset", "bytearray", "slice", "complex"}
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def _safe_global(module: str, name: str) -> bool:
+    return (module == "torch" or module.startswith("torch.") or (module, name) == ("collections", "OrderedDict")
+            or (module, name) == ("_codecs", "encode") or (module in ("builtins", "__builtin__") and name in _SAFE_BUILTINS))
+
+
+def pickle_globals(data: bytes) -> List[Tuple[str, str]]:
+    """``(module, name)`` of every global a pickle stream imports (GLOBAL, INST, STACK_GLOBAL), read with
+    :mod:`pickletools` (nothing is executed). A STACK_GLOBAL whose strings cannot be followed is
+    reported as ``('?', '?')``."""
+    import pickletools
+    out, strings, memo, pushed = [], [], {}, None  # pushed: the string the previous opcode put on the stack
+    for op, arg, _ in pickletools.genops(data):
+        top, pushed = pushed, None
+        if op.name in ("GLOBAL", "INST"):
+            module, _, name = str(arg).partition(" ")
+            out.append((module, name))
+        elif op.name in _STRING_OPS:
+            pushed = arg if isinstance(arg, str) else str(arg)
+        elif op.name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
+            memo[len(memo) if op.name == "MEMOIZE" else arg] = top
+        elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+            pushed = memo.get(arg) or "?"
+        elif op.name == "STACK_GLOBAL":
+            out.append((strings[-2], strings[-1]) if len(strings) >= 2 else ("?", "?"))
+        if pushed is not None:
+            strings.append(pushed)
+    return out
+
+
+def confined_weights(folder: Path, card: dict, name: str = "model") -> Path:
+    """``folder / card["weights"]``, resolved; :class:`DeepRegError` unless it lies inside ``folder``."""
+    rel = card.get("weights") if isinstance(card, dict) else None
+    if not isinstance(rel, str) or not rel:
+        raise DeepRegError(f"model {name}: its card names no weights file")
+    root = Path(folder).resolve()
+    path = (root / rel).resolve()
+    if path != root and root not in path.parents:
+        raise DeepRegError(f"model {name}: its card's weights path {rel!r} points outside the bundle folder "
+                           f"{root}; refusing it")
+    return path
+
+
+def check_card(folder: Path, card) -> None:
+    """:class:`DeepRegError` unless ``card`` (read from ``folder``) has what a bundle needs."""
+    where = Path(folder) / CARD_FILE
+    if not isinstance(card, dict):
+        raise DeepRegError(f"invalid model card {where}: not a JSON object")
+    if not isinstance(card.get("input"), dict):
+        raise DeepRegError(f"invalid model card {where}: no 'input' section")
+    arch = card.get("architecture")
+    if not isinstance(arch, dict) or "name" not in arch:
+        raise DeepRegError(f"invalid model card {where}: no 'architecture' section")
+    confined_weights(folder, card, Path(folder).name)
 
 
 def update_card(bundle: ModelBundle, updates: dict) -> Path:
@@ -222,35 +345,50 @@ def _read_card(folder: Path) -> Optional[dict]:
     if not card.is_file():
         return None
     try:
-        return json.loads(card.read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(card.read_bytes().decode("utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DeepRegError(f"invalid model card {card}: {exc}") from None
+    except OSError as exc:
+        raise DeepRegError(f"unreadable model card {card}: {exc.strerror or exc}") from None
+    check_card(folder, data)
+    return data
+
+
+def _scan(problems: List[str]) -> Dict[str, ModelBundle]:
+    found: Dict[str, ModelBundle] = {}
+    for d in model_dirs():
+        try:
+            subs = sorted(d.iterdir()) if d.is_dir() else []
+        except OSError as exc:
+            problems.append(f"skipped the models folder {d}: {exc.strerror or exc}")
+            continue
+        for sub in subs:
+            try:
+                card = _read_card(sub) if sub.is_dir() else None
+            except DeepRegError as exc:
+                problems.append(f"skipped model {sub.name}: {exc}")
+                continue
+            if card is not None and sub.name not in found:
+                found[sub.name] = ModelBundle(sub.name, sub, card)
+    return found
 
 
 def list_models(problems: Optional[List[str]] = None, task_views: bool = False) -> Dict[str, ModelBundle]:
     """Every bundle found (first folder wins on a name clash), by name; with ``task_views`` also each
     multi-task bundle's other tasks, as ``NAME:TASK`` (what the Slicer panel lists).
 
-    With ``problems`` (a list), a bad card (invalid JSON, not an object, no ``input`` section) is
-    skipped and described there, so that one broken folder in ``$DEEPREG_MODELS_PATH`` does not hide
-    every other model; without it the first bad card raises :class:`DeepRegError`.
+    A bad bundle (invalid JSON, not an object, no ``input`` or ``architecture`` section, a weights path
+    outside its folder) is skipped, so that one broken folder in ``$DEEPREG_MODELS_PATH`` hides no
+    other model: described in ``problems`` when a list is given, else in a
+    :class:`~DeepRegLib.errors.ModelWarning`.
     """
-    found: Dict[str, ModelBundle] = {}
-    for d in model_dirs():
-        if not d.is_dir():
-            continue
-        for sub in sorted(d.iterdir()):
-            try:
-                card = _read_card(sub) if sub.is_dir() else None
-                if problems is not None and card is not None and not (isinstance(card, dict) and isinstance(card.get("input"), dict)):
-                    raise DeepRegError(f"invalid model card {sub / CARD_FILE}: no 'input' section")
-            except DeepRegError as exc:
-                if problems is None:
-                    raise
-                problems.append(f"skipped model {sub.name}: {exc}")
-                continue
-            if card is not None and sub.name not in found:
-                found[sub.name] = ModelBundle(sub.name, sub, card)
+    found_problems: List[str] = []
+    found = _scan(found_problems)
+    if problems is not None:
+        problems.extend(found_problems)
+    else:
+        for p in found_problems:
+            warnings.warn(p, ModelWarning, stacklevel=2)
     if task_views:
         for name, b in list(found.items()):
             for t in b.tasks[1:]:
@@ -271,15 +409,23 @@ def with_task(model: Optional[str], task: Optional[str]) -> Optional[str]:
 def load_bundle(name: Optional[str] = None, task: Optional[str] = None) -> ModelBundle:
     """The bundle called ``name`` (default :data:`DEFAULT_MODEL`), or a bundle folder path, set up for
     ``task`` (None: the task ``NAME:TASK`` names, else the model's default task)."""
-    name, task = split_reference(with_task(name, task) or DEFAULT_MODEL)
+    if name is not None and not isinstance(name, (str, os.PathLike)):
+        raise InputError(f"model must be a model name or a bundle folder (a string), not {type(name).__name__}")
+    if task is not None and not isinstance(task, str):
+        raise InputError(f"task must be a task name (a string), not {type(task).__name__}")
+    name, task = split_reference(with_task(os.fspath(name) if name is not None else None, task) or DEFAULT_MODEL)
     p = Path(name)
     if p.is_dir():
         card = _read_card(p)
         if card is None:
             raise ModelNotFoundError(f"{p} has no {CARD_FILE}")
         return ModelBundle(p.name, p, card).for_task(task)
-    models = list_models()
+    problems: List[str] = []
+    models = _scan(problems)
     if name not in models:
+        broken = [q for q in problems if q.startswith(f"skipped model {name}:")]
+        if broken:
+            raise DeepRegError(f"model {name!r} cannot be used: {broken[0][len('skipped model '):]}")
         avail = ", ".join(sorted(models)) or "none (is Resources/models present?)"
         raise ModelNotFoundError(f"unknown model {name!r}; available models: {avail}")
     return models[name].for_task(task)

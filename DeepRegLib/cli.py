@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from typing import List, Optional
 
 _T0 = time.perf_counter()
@@ -34,30 +35,54 @@ def _notices(model, fixed, moving) -> None:
         _eprint(f"[deepreg] warning: {w}")
 
 
+def _check_outputs(outputs: dict, inputs: dict) -> None:
+    """Every output location checked before any work: never an input, writable, a known file type."""
+    from .safeio import check_distinct_outputs, check_output_path
+    for flag, (path, kind) in outputs.items():
+        if path:
+            check_output_path(path, inputs, flag, kind)
+    check_distinct_outputs({flag: path for flag, (path, _) in outputs.items()})
+
+
 def cmd_register(a: argparse.Namespace) -> int:
-    from .bundles import with_task
-    from .inference import register
+    from .bundles import load_bundle, with_task
     from .imageio import as_image, write_image
+    from .safeio import StagedOutputs
     if bool(a.moving_labels) != bool(a.output_warped_labels):
         raise_input("--moving-labels and --output-warped-labels must be given together")
     if a.mode == "affine" and a.refine:
         raise_input("--refine needs --mode deformable")
-    a.fixed, a.moving = as_image(a.fixed, "fixed"), as_image(a.moving, "moving")
+    inputs = {"--fixed image": a.fixed, "--moving image": a.moving, "--moving-labels": a.moving_labels,
+              "--fixed-mask": a.fixed_mask, "--moving-mask": a.moving_mask}
+    _check_outputs({"--output-transform": (a.output_transform, "transform"),
+                    "--output-warped": (a.output_warped, "image"),
+                    "--output-warped-labels": (a.output_warped_labels, "image")}, inputs)
     model = with_task(a.model, a.task)
-    _notices(model, a.fixed, a.moving)
-    res = register(a.fixed, a.moving, model=model, device=a.device, progress=_progress, mode=a.mode,
-                   refine=a.refine, fixed_mask=a.fixed_mask, moving_mask=a.moving_mask)
+    load_bundle(model).check_weights_file()  # a missing, damaged or malicious weights file: now, not later
+    fixed, moving = as_image(a.fixed, "fixed"), as_image(a.moving, "moving")
+    labels = as_image(a.moving_labels, "moving labels", pixel_type=None) if a.moving_labels else None
+    masks = {k: as_image(p, k.replace("_", " "), pixel_type=None) if p else None
+             for k, p in (("fixed_mask", a.fixed_mask), ("moving_mask", a.moving_mask))}
+    from .inference import register, resolve_device
+    resolve_device(a.device)  # an unavailable CUDA: now
+    _notices(model, fixed, moving)
+    res = register(fixed, moving, model=model, device=a.device, progress=_progress, mode=a.mode,
+                   refine=a.refine, **masks)
     for line in res.log:
         _eprint(f"[deepreg] {line}")
-    res.write_transform(a.output_transform)
+    with StagedOutputs() as out:  # all outputs appear together, each complete, or none
+        out.stage(a.output_transform, res.write_transform)
+        if a.output_warped:
+            out.stage(a.output_warped, lambda p: write_image(res.warp_image(moving), p))
+        if labels is not None:
+            out.stage(a.output_warped_labels, lambda p: write_image(res.warp_labels(labels), p))
+        out.commit()
     _eprint(f"[deepreg] wrote transform (fixed -> moving, ITK/LPS): {a.output_transform}")
     if a.output_warped:
-        write_image(res.warp_image(a.moving), a.output_warped)
         _eprint(f"[deepreg] wrote warped image: {a.output_warped}")
-    if a.moving_labels:
-        write_image(res.warp_labels(a.moving_labels), a.output_warped_labels)
+    if labels is not None:
         _eprint(f"[deepreg] wrote warped labels: {a.output_warped_labels}")
-    report_quality(res, a.fixed, a.moving)
+    report_quality(res, fixed, moving)
     timings = {k: round(v, 3) for k, v in res.timings.items()}
     _eprint(f"[deepreg] timings (s): {json.dumps(timings)}; wall {time.perf_counter() - _T0:.2f} s; "
             f"model {res.model} on {res.device}")
@@ -75,12 +100,16 @@ def report_quality(res, fixed, moving) -> None:
 
 def cmd_warp(a: argparse.Namespace) -> int:
     import SimpleITK as sitk
-    from .imageio import as_image, write_image
-    if not os.path.exists(a.transform):
-        raise_input(f"transform file not found: {a.transform}")
-    ref = as_image(a.reference, "reference")
-    img = sitk.ReadImage(a.input) if os.path.exists(a.input) else raise_input(f"image file not found: {a.input}")
-    t = sitk.ReadTransform(a.transform)
+    from .imageio import read_image, write_image
+    from .safeio import check_input_file
+    from .transforms import read_transform
+    inputs = {"--input image": a.input, "--reference image": a.reference, "--transform": a.transform}
+    for flag, path in inputs.items():
+        check_input_file(path, flag.split()[0])
+    _check_outputs({"--output": (a.output, "image")}, inputs)
+    t = read_transform(a.transform, "transform")
+    ref = read_image(a.reference, None, "reference")
+    img = read_image(a.input, None, "input")
     interp = sitk.sitkNearestNeighbor if a.labels else sitk.sitkLinear
     out = sitk.Resample(img, ref, t, interp, 0.0, img.GetPixelID())
     write_image(out, a.output)
@@ -91,24 +120,27 @@ def cmd_warp(a: argparse.Namespace) -> int:
 def cmd_evaluate(a: argparse.Namespace) -> int:
     import numpy as np
     import SimpleITK as sitk
-    from .imageio import read_image
-    from .metrics import dice_scores, hd95, summarise_dice
-    f = read_image(a.fixed_labels, sitk.sitkInt32)
-    w = read_image(a.warped_labels, sitk.sitkInt32)
-    if f.GetSize() != w.GetSize():
-        raise_input(f"label maps differ in size: {f.GetSize()} vs {w.GetSize()} (resample onto the fixed grid first)")
+    from .imageio import check_same_grid
+    from .metrics import dice_scores, hd95, read_label_map, summarise_dice
+    from .safeio import atomic_text
+    from .transforms import read_transform
+    inputs = {"--fixed-labels": a.fixed_labels, "--warped-labels": a.warped_labels, "--transform": a.transform}
+    _check_outputs({"--output": (a.output, None)}, inputs)
+    f = read_label_map(a.fixed_labels, "fixed labels")
+    w = read_label_map(a.warped_labels, "warped labels")
+    check_same_grid(f, w, "the fixed and warped label maps")
+    t = read_transform(a.transform, "transform") if a.transform else None
     d = dice_scores(f, w)
     out = {"dice": summarise_dice(d), "dice_per_label": {str(k): round(v, 4) for k, v in d.items()}}
     if a.hd95:
         h = hd95(f, w)
         out["hd95_mm"] = float(np.nanmean(list(h.values()))) if h else float("nan")
-    if a.transform:
+    if t is not None:
         from .qa import transform_folding
-        out.update(transform_folding(sitk.ReadTransform(a.transform), f, mask=f))  # inside the labelled brain
+        out.update(transform_folding(t, f, mask=f))  # inside the labelled brain
     text = json.dumps(out, indent=2)
     if a.output:
-        with open(a.output, "w") as fh:
-            fh.write(text)
+        atomic_text(a.output, text)
     print(text)
     return 0
 
@@ -136,6 +168,8 @@ def cmd_models(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
+    from .safeio import check_folder_writable
+    check_folder_writable(a.output_dir, "--output-dir")
     if getattr(a, "task", "brain") == "prostate":
         from .demo_prostate import run_prostate_demo
         run_prostate_demo(a.output_dir, model=a.model, device=a.device, progress=_progress)
@@ -151,7 +185,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 def cmd_batch(a: argparse.Namespace) -> int:
     """Register many pairs on Dask; exit status 1 when any pair failed."""
-    from .batch import BatchConfig, atlas_pairs, read_pairs_csv, run_batch
+    from .batch import BatchConfig, atlas_pairs, check_config, read_pairs_csv, run_batch
     from .bundles import with_task
     if bool(a.pairs) == bool(a.moving_list):
         raise_input("give either --pairs pairs.csv or --fixed ATLAS --moving-list subjects.txt")
@@ -159,11 +193,14 @@ def cmd_batch(a: argparse.Namespace) -> int:
         raise_input("--moving-list needs --fixed ATLAS")
     if a.pairs and (a.fixed or a.fixed_labels):
         raise_input("--fixed/--fixed-labels go with --moving-list; with --pairs, put them in the CSV")
+    from .safeio import check_folder_writable
+    check_folder_writable(a.output_dir, "--output-dir")
     pairs = read_pairs_csv(a.pairs) if a.pairs else atlas_pairs(a.fixed, a.moving_list, a.fixed_labels)
     cfg = BatchConfig(model=with_task(a.model, a.task), device=a.device, refine=a.refine, write_warped=a.warped,
                       write_warped_labels=a.warped_labels, workers=a.workers,
                       threads_per_worker=a.threads_per_worker, scheduler=a.scheduler,
                       folding_spacing_mm=a.folding_spacing)
+    check_config(cfg)  # e.g. --folding-spacing 0: before any pair is registered
     try:
         rep = run_batch(pairs, a.output_dir, cfg, progress=not a.no_progress)
     except KeyboardInterrupt:
@@ -233,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="Dice / HD95 / folding between a fixed and a warped label map")
     e.add_argument("--fixed-labels", required=True)
     e.add_argument("--warped-labels", required=True, help="label map already on the fixed grid")
-    e.add_argument("--transform", help="optional transform file: report % folding and SDlogJ")
+    e.add_argument("--transform", help="optional transform file: report %% folding and SDlogJ")
     e.add_argument("--hd95", action="store_true", help="also compute mean HD95 (mm; slower)")
     e.add_argument("--output", help="also write the JSON here")
     e.set_defaults(func=cmd_evaluate)
@@ -280,17 +317,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    from .errors import DeepRegWarning
+    if issubclass(category, DeepRegWarning):
+        _eprint(f"deepreg: warning: {message}")
+    else:
+        _eprint(warnings.formatwarning(message, category, filename, lineno, line).rstrip())
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command. Bad input or an unusable file location: ``deepreg: error: ...`` (one line) and
+    exit status 2, raised before any long work; the engine's warnings as ``deepreg: warning: ...``."""
     args = build_parser().parse_args(argv)
-    from .errors import DeepRegError
-    try:
-        return int(args.func(args) or 0)
-    except DeepRegError as exc:
-        _eprint(f"deepreg: error: {exc}")
-        return 2
-    except MemoryError:
-        _eprint("deepreg: error: out of memory")
-        return 3
+    from .errors import DeepRegError, DeepRegWarning
+    from .safeio import describe_os_error
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DeepRegWarning)
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.func(args) or 0)
+        except DeepRegError as exc:
+            _eprint("deepreg: error: " + " ".join(str(exc).split()))
+            return 2
+        except OSError as exc:  # a file that cannot be read or written (disk full, permissions, ...)
+            _eprint(f"deepreg: error: {describe_os_error(exc)}")
+            return 2
+        except MemoryError:
+            _eprint("deepreg: error: out of memory")
+            return 3
 
 
 #: one-shot commands whose process may end without the interpreter's teardown once their outputs are written

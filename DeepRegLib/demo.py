@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from .errors import InputError
 from .imageio import read_image, write_image
 from .metrics import dice_summary
+from .safeio import atomic_text, atomic_write, check_folder_writable
 from .visualize import overlay_panel, write_png
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "Resources" / "SampleData"
@@ -33,7 +34,7 @@ def run_demo(output_dir: str, model: Optional[str] = None, device: str = "auto",
     for p in (*f.values(), *m.values()):
         if not p.exists():
             raise InputError(f"sample data missing: {p}")
-    out = Path(output_dir)
+    out = Path(check_folder_writable(output_dir, "demo output folder"))
     out.mkdir(parents=True, exist_ok=True)
     fixed, moving = read_image(f["image"]), read_image(m["image"])
     fl, ml = sitk.ReadImage(str(f["labels"])), sitk.ReadImage(str(m["labels"]))
@@ -58,9 +59,10 @@ def run_demo(output_dir: str, model: Optional[str] = None, device: str = "auto",
                     "checkerboard_png": str(out / "checkerboard.png"), "difference_png": str(out / "difference.png")},
     }
     rows = [("unregistered", identity), ("affine", affine_only), ("deepreg", warped)]
-    write_png(overlay_panel(fixed, rows, "checkerboard"), str(out / "checkerboard.png"))
-    write_png(overlay_panel(fixed, rows, "difference"), str(out / "difference.png"))
-    (out / "demo.json").write_text(json.dumps(report, indent=2))
+    for kind in ("checkerboard", "difference"):
+        panel = overlay_panel(fixed, rows, kind)
+        atomic_write(out / f"{kind}.png", lambda tmp: write_png(panel, tmp))
+    atomic_text(out / "demo.json", json.dumps(report, indent=2))
     d0, d1, d2 = report["dice_unregistered"], report["dice_affine"], report["dice_deformable"]
     print(f"DeepReg demo: {SAMPLE_MOVING} -> {SAMPLE_FIXED} with model {res.model} on {res.device}")
     refined = (f", refinement {res.timings['refine']:.2f} s ({res.refinement})" if "refine" in res.timings else "")

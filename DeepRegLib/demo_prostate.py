@@ -27,6 +27,7 @@ from .affine import affine_register
 from .bundles import list_models, load_bundle, with_task
 from .errors import InputError
 from .imageio import write_image
+from .safeio import atomic_text, atomic_write, check_folder_writable
 from .taskspec import builtin_task
 from .visualize import overlay_panel, write_png
 
@@ -108,7 +109,7 @@ def run_prostate_demo(output_dir: str, model: Optional[str] = None, device: str 
     for f in p.values():
         if not f.exists():
             raise InputError(f"sample data missing: {f}")
-    out = Path(output_dir)
+    out = Path(check_folder_writable(output_dir, "demo output folder"))
     out.mkdir(parents=True, exist_ok=True)
     fixed, moving, fch, mch = load_case(p)
     spec = builtin_task("prostate")
@@ -145,10 +146,11 @@ def run_prostate_demo(output_dir: str, model: Optional[str] = None, device: str 
         rows.append(("deepreg", res.warp_image(moving)))
     tr.write_transform(final, out / "transform.h5")
     write_image(sitk.Resample(moving, fixed, final, sitk.sitkLinear, 0.0), out / "warped.nii.gz")
-    write_png(overlay_panel(fixed, rows, "checkerboard"), str(out / "checkerboard.png"))
+    panel = overlay_panel(fixed, rows, "checkerboard")
+    atomic_write(out / "checkerboard.png", lambda tmp: write_png(panel, tmp))
     report["outputs"] = {"transform": str(out / "transform.h5"), "warped": str(out / "warped.nii.gz"),
                          "checkerboard_png": str(out / "checkerboard.png")}
-    (out / "demo.json").write_text(json.dumps(report, indent=2))
+    atomic_text(out / "demo.json", json.dumps(report, indent=2))
     print(f"DeepReg demo, task prostate: MR (moving) -> transrectal US (fixed), sample {SAMPLE}")
     if "note" in report:
         print(f"  NOTE: {report['note']}")

@@ -18,3 +18,15 @@ class ModelNotFoundError(DeepRegError, KeyError):
 
 class Cancelled(DeepRegError):
     """The caller's ``cancel()`` returned True: the registration was stopped (nothing was produced)."""
+
+
+class DeepRegWarning(UserWarning):
+    """Base class of the engine's warnings (the CLI prints them as ``deepreg: warning: ...``)."""
+
+
+class InputWarning(DeepRegWarning):
+    """Input that is usable but suspicious (extreme voxel values that were clipped, ...)."""
+
+
+class ModelWarning(DeepRegWarning):
+    """A model bundle that was skipped (a broken card in ``$DEEPREG_MODELS_PATH``, ...)."""

@@ -62,11 +62,9 @@ class LicenceStore:
             return {}
 
     def _save(self, data: dict) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-            os.replace(tmp, self.path)
+        from .safeio import atomic_text
+        try:  # a unique temporary name: two processes saving at once do not collide
+            atomic_text(self.path, json.dumps(data, indent=1, sort_keys=True))
         except OSError:  # a read-only home: ask/print again next time rather than fail
             pass
 

@@ -6,7 +6,35 @@ from typing import Dict, Iterable, Optional, Sequence, Union
 import numpy as np
 import SimpleITK as sitk
 
+from .errors import InputError
+
 LabelMap = Union[np.ndarray, sitk.Image]
+
+
+def check_labels(arr: np.ndarray, name: str = "label map") -> None:
+    """:class:`InputError` unless ``arr`` holds whole, non-negative label numbers (0 = background)."""
+    if arr.size == 0:
+        raise InputError(f"{name} is empty")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)):
+            raise InputError(f"{name} contains NaN or infinite values: not a label map")
+        if not np.array_equal(arr, np.round(arr)):
+            raise InputError(f"{name} has non-integer values: not a label map (resample label maps with "
+                             "nearest neighbour, e.g. deepreg warp --labels)")
+    if arr.dtype.kind in "iuf" and float(arr.min()) < 0:
+        raise InputError(f"{name} has negative labels (minimum {arr.min():g}); labels must be >= 0 (0 = background)")
+    if arr.dtype.kind not in "iufb":
+        raise InputError(f"{name} must hold whole label numbers, not {arr.dtype}")
+
+
+def read_label_map(path, name: str = "label map") -> sitk.Image:
+    """A 3D label map file as an Int32 image, checked by :func:`check_labels`."""
+    from .imageio import read_image
+    img = read_image(path, None, name)
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{name} must be a scalar label map; it has {img.GetNumberOfComponentsPerPixel()} components")
+    check_labels(sitk.GetArrayViewFromImage(img), f"{name} {path}")
+    return sitk.Cast(img, sitk.sitkInt32)
 
 
 def _as_array(labels: LabelMap) -> np.ndarray:
@@ -26,7 +54,10 @@ def dice_scores(fixed_labels: LabelMap, warped_labels: LabelMap,
     a = _as_array(fixed_labels).ravel()
     b = _as_array(warped_labels).ravel()
     if a.shape != b.shape:
-        raise ValueError(f"label maps differ in size: {a.shape} vs {b.shape}")
+        raise InputError(f"label maps differ in size: {a.shape} vs {b.shape}")
+    for arr, name in ((a, "fixed label map"), (b, "warped label map")):
+        if arr.size and arr.dtype.kind in "if" and float(arr.min()) < 0:
+            raise InputError(f"{name} has negative labels (minimum {arr.min():g}); labels must be >= 0")
     labs = _labels(a, b, labels)
     if not labs:
         return {}

@@ -191,11 +191,32 @@ def to_sitk(affine: sitk.Transform, displacement: Optional[np.ndarray], grid: Op
 
 
 def write_transform(transform: sitk.Transform, path: str | os.PathLike) -> str:
-    """Write an ITK transform file (``.h5``/``.tfm``/``.txt``); creates the parent folder."""
+    """Write an ITK transform file (``.h5``/``.tfm``/``.txt``); creates the parent folder. Atomic: written
+    under a temporary name in the same folder and renamed, so an interrupted write leaves any previous
+    file intact (:func:`DeepRegLib.safeio.atomic_write`)."""
+    from .errors import InputError
+    from .safeio import atomic_write
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    sitk.WriteTransform(transform, path)
+    try:
+        atomic_write(path, lambda tmp: sitk.WriteTransform(transform, tmp))
+    except RuntimeError as exc:
+        raise InputError(f"cannot write the transform {path}: {str(exc).strip().splitlines()[-1]}") from None
     return path
+
+
+def read_transform(path: str | os.PathLike, name: str = "transform") -> sitk.Transform:
+    """Read a 3D ITK transform file; :class:`~DeepRegLib.errors.InputError` if it is missing or unreadable."""
+    from .errors import InputError
+    from .safeio import check_input_file
+    path = check_input_file(path, name, kind="transform file")
+    try:
+        t = sitk.ReadTransform(path)
+    except RuntimeError as exc:
+        raise InputError(f"cannot read the {name} {path}: not an ITK transform file "
+                         f"({str(exc).strip().splitlines()[-1][:200]})") from None
+    if t.GetDimension() != 3:
+        raise InputError(f"the {name} {path} is {t.GetDimension()}D; a 3D transform is needed")
+    return t
 
 
 def affine_matrix(affine: sitk.Transform) -> np.ndarray:
