@@ -380,14 +380,10 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onReload(self) -> None:
-        """Reload DeepRegLib too (Slicer's "Reload" re-reads this file only), then the module."""
-        import importlib
-        for name in sorted((n for n in sys.modules if n == "DeepRegLib" or n.startswith("DeepRegLib.")),
-                           key=lambda n: -n.count(".")):
-            try:
-                importlib.reload(sys.modules[name])
-            except Exception as exc:  # noqa: BLE001 - a module that cannot be reloaded alone: keep it
-                log.warning("DeepReg: could not reload %s: %s", name, exc)
+        """Reload DeepRegLib too (Slicer's "Reload" re-reads this file only): its modules are dropped from
+        ``sys.modules`` and imported afresh on first use; a run in progress keeps the old ones."""
+        for name in [n for n in sys.modules if n == "DeepRegLib" or n.startswith("DeepRegLib.")]:
+            del sys.modules[name]
         _modelCache.clear()
         ScriptedLoadableModuleWidget.onReload(self)
 
@@ -455,10 +451,11 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _syncModel(self) -> None:
         p = self._parameterNode
         name = self.currentModel()
-        if p.model and p.model != name:
-            self._appendLog(f"warning: the scene names the model '{p.model}', which this version does not have; "
-                            f"using '{name}'")
-            p.model = name  # (re-enters through the Modified observer)
+        if p.model != name:
+            if p.model:
+                self._appendLog(f"warning: the scene names the model '{p.model}', which this version does not have; "
+                                f"using '{name}'")
+            p.model = name  # "" (the default) made explicit; re-enters through the Modified observer
             return
         combo = self.ui.modelComboBox
         index = self._modelNames.index(name)

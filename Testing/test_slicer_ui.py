@@ -261,25 +261,7 @@ def test_parameter_node_types_have_gui_connectors(ui_widgets):
             raise AssertionError(f"no connector known for {cls}")
 
 
-# ----------------------------------------------------------------------------- metadata
-def test_urls_in_one_place_pointing_at_this_repository():
-    from DeepRegLib import project
-    urls = {k: v for k, v in vars(project).items() if k.endswith("_URL")}
-    assert set(urls) >= {"REPOSITORY_URL", "HOMEPAGE_URL", "HELP_URL", "ICON_URL", "SCREENSHOT_URL"}
-    repo = urls["REPOSITORY_URL"]
-    owner_name = repo.split("github.com/")[1]
-    for k, v in urls.items():
-        assert owner_name in v, (k, v)
-    for key in ("ICON_URL", "SCREENSHOT_URL"):  # raw file URLs: the file must be in this repository
-        rel = urls[key].split(f"{owner_name}/main/")[1]
-        assert (REPO / rel).is_file(), rel
-    assert (REPO / urls["HELP_URL"].split("/blob/main/")[1].split("#")[0]).is_file()
-    assert "## 3D Slicer module" in (REPO / "README.md").read_text()  # the help anchor
-    code = MODULE.read_text()
-    assert "project.HELP_URL" in code and "http" not in code.replace("project.HELP_URL", "")
-    assert (REPO / "docs" / "screenshot-overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
+# ----------------------------------------------------------------------------- metadata (URLs: test_slicer_index.py)
 def test_no_reference_to_the_unrelated_tensorflow_project():
     import subprocess
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
@@ -292,24 +274,3 @@ def test_no_reference_to_the_unrelated_tensorflow_project():
 def test_license_file_is_apache_2():
     text = (REPO / "LICENSE.txt").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
-
-
-def test_cmake_reads_the_urls_from_project_py(tmp_path):
-    """Run the metadata block of CMakeLists.txt with cmake -P and compare with DeepRegLib/project.py."""
-    import shutil
-    import subprocess
-    from DeepRegLib import project
-    if shutil.which("cmake") is None:
-        pytest.skip("cmake is not installed")
-    top = (REPO / "CMakeLists.txt").read_text()
-    block = top[top.index("file(STRINGS"):top.index("set(EXTENSION_DEPENDS")]
-    script = tmp_path / "meta.cmake"
-    script.write_text(f'set(CMAKE_CURRENT_SOURCE_DIR "{REPO}")\n' + block + "\n".join(
-        f'message(STATUS "{v}=${{{v}}}")' for v in ("EXTENSION_HOMEPAGE", "EXTENSION_ICONURL",
-                                                    "EXTENSION_SCREENSHOTURLS")))
-    out = subprocess.run(["cmake", "-P", str(script)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    text = out.stdout + out.stderr
-    assert f"EXTENSION_HOMEPAGE={project.HOMEPAGE_URL}" in text
-    assert f"EXTENSION_ICONURL={project.ICON_URL}" in text
-    assert f"EXTENSION_SCREENSHOTURLS={project.SCREENSHOT_URL}" in text
