@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import Cancelled, InputError
+from .preprocess import foreground_box
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,18 @@ class AffineConfig:
     metric: str = "correlation"  # 'correlation' (one modality) | 'mattes' (Mattes mutual information, multimodal)
     histogram_bins: int = 32  # 'mattes' only
     initialisation: str = "moments"  # 'moments' (centres of mass) | 'geometry' (image centres)
+    # precision (issue 24): a last level on a finer grid, started from the coarse result
+    fine_spacing: float = 0.0  # mm; 0: none (the coarse levels are the result)
+    fine_iterations: int = 20
+    fine_sampling_fraction: float = 0.02  # of the fine voxels (foreground box), random (same seed); 1.0 = all
+    fine_learning_rate: float = 0.25  # mm of the regular-step optimiser's first step at the fine level
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.fine_spacing:  # cards and cache keys of models without a fine level stay as they were
+            for k in ("fine_spacing", "fine_iterations", "fine_sampling_fraction", "fine_learning_rate"):
+                del d[k]
+        return d
 
     @classmethod
     def from_card(cls, stage: Optional[dict]) -> "AffineConfig":
@@ -51,6 +61,25 @@ def _coarse(image: sitk.Image, spacing: float) -> sitk.Image:
     return sitk.BinShrink(image, factors) if max(factors) > 1 else image
 
 
+def _canonical(image: sitk.Image, spacing: float) -> sitk.Image:
+    """``image`` (float32) on an identity-direction grid of ``spacing`` mm over its foreground's physical box.
+
+    Block-averaged first (:func:`_coarse`, anti-aliasing), then resampled (linear) onto that grid, so that
+    the metric's domain and samples depend on the physical image only, not on its voxel grid: the same
+    brain stored permuted, flipped, oblique or anisotropic gives the same affine (issue 25: a 35 degree
+    oblique copy of the fixed image moved the result by 11 mm when the metric ran on the file's own grid).
+    """
+    lo, hi = foreground_box(image, fraction=0.0)
+    lo, hi = lo - 2 * spacing, hi + 2 * spacing
+    size = [int(np.ceil((h - l) / spacing)) + 1 for l, h in zip(lo, hi)]
+    ref = sitk.Image(size, sitk.sitkFloat32)
+    ref.SetOrigin(tuple(float(v) for v in lo))
+    ref.SetSpacing((float(spacing),) * 3)
+    src = sitk.Cast(_coarse(image, spacing), sitk.sitkFloat32)
+    background = float(sitk.GetArrayViewFromImage(src).min())
+    return sitk.Resample(src, ref, sitk.Transform(), sitk.sitkLinear, background, sitk.sitkFloat32)
+
+
 def _coarse_mask(mask: sitk.Image, coarse: sitk.Image, name: str) -> sitk.Image:
     """A binary UInt8 mask on ``coarse``'s grid: a coarse voxel is inside if any of its fine voxels is."""
     m = sitk.Cast(mask != 0, sitk.sitkFloat32)
@@ -61,44 +90,80 @@ def _coarse_mask(mask: sitk.Image, coarse: sitk.Image, name: str) -> sitk.Image:
     return out
 
 
+LINEAR_KINDS = ("affine", "rigid")
+
+
 def affine_register(fixed: sitk.Image, moving: sitk.Image, config: AffineConfig = AffineConfig(),
                     fixed_mask: Optional[sitk.Image] = None, moving_mask: Optional[sitk.Image] = None,
                     progress: Optional[Callable[[float], None]] = None,
-                    cancel: Optional[Callable[[], bool]] = None) -> sitk.AffineTransform:
-    """Affine transform mapping fixed physical points to moving physical points (LPS, mm).
+                    cancel: Optional[Callable[[], bool]] = None, kind: str = "affine") -> sitk.AffineTransform:
+    """Affine (or rigid) transform mapping fixed physical points to moving physical points (LPS, mm).
 
-    ``fixed_mask``/``moving_mask`` (non-zero = inside, physical space of their image) restrict the
-    metric.  ``progress(fraction)`` is called every few optimiser iterations; when ``cancel()``
-    returns True the optimiser is stopped and :class:`DeepRegLib.errors.Cancelled` raised.
+    Args:
+        fixed, moving: 3D scalar images, any geometry (direction, spacing) -- only physical space counts.
+        config: the levels: two at ``config.spacing`` mm (shrink factors, smoothing), then, when
+            ``config.fine_spacing`` > 0, one more at that spacing started from their result.
+        fixed_mask, moving_mask: non-zero = inside (physical space of their image); restrict the metric.
+        progress: ``progress(fraction)`` every few optimiser iterations.
+        cancel: polled every iteration; when it returns True the optimiser stops and
+            :class:`DeepRegLib.errors.Cancelled` is raised.
+        kind: ``'affine'`` (12 parameters) or ``'rigid'`` (6: rotation about the centre + translation;
+            for the same subject scanned twice, where a scaling or shear would be invented change).
+
+    Returns:
+        The mapping as a :class:`SimpleITK.AffineTransform` (a rigid one has an orthonormal matrix).
     """
-    f = sitk.Cast(_coarse(fixed, config.spacing), sitk.sitkFloat32)
-    m = sitk.Cast(_coarse(moving, config.spacing), sitk.sitkFloat32)
+    if kind not in LINEAR_KINDS:
+        raise InputError(f"unknown linear transform kind {kind!r}; expected one of {LINEAR_KINDS}")
+    f = _canonical(fixed, config.spacing)
+    m = _canonical(moving, config.spacing)
+    prototype = sitk.AffineTransform(3) if kind == "affine" else sitk.VersorRigid3DTransform()
     if config.iterations <= 0:  # initialisation only (e.g. centre alignment of a multimodal pair), full resolution
         return to_affine(sitk.CenteredTransformInitializer(sitk.Cast(fixed, sitk.sitkFloat32),
                                                            sitk.Cast(moving, sitk.sitkFloat32),
-                                                           sitk.AffineTransform(3), _initialiser(config)))
-    init = sitk.CenteredTransformInitializer(f, m, sitk.AffineTransform(3), _initialiser(config))
+                                                           prototype, _initialiser(config)))
+    init = sitk.CenteredTransformInitializer(f, m, prototype, _initialiser(config))
+    fine = config.fine_spacing > 0
+    levels = [(f, m, config.shrink_levels, config.smoothing_sigmas, config.iterations, config.learning_rate,
+               config.sampling_fraction, 0.0, 0.8 if fine else 1.0)]
+    if fine:
+        ff = _canonical(fixed, config.fine_spacing)
+        mf = _canonical(moving, config.fine_spacing)
+        levels.append((ff, mf, (1,), (0.0,), config.fine_iterations, config.fine_learning_rate,
+                       config.fine_sampling_fraction, 0.8, 1.0))
+    transform = init
+    for fl, ml, shrink, sigmas, iterations, lr, sampling, start, stop in levels:
+        transform = _run_level(fl, ml, transform, config, shrink, sigmas, iterations, lr, sampling, fixed_mask,
+                               moving_mask, None if progress is None else
+                               (lambda x, a=start, b=stop: progress(a + (b - a) * x)), cancel)
+    return to_affine(transform)
+
+
+def _run_level(f: sitk.Image, m: sitk.Image, initial: sitk.Transform, config: AffineConfig, shrink: tuple,
+               sigmas: tuple, iterations: int, learning_rate: float, sampling: float,
+               fixed_mask: Optional[sitk.Image], moving_mask: Optional[sitk.Image],
+               progress: Optional[Callable[[float], None]], cancel: Optional[Callable[[], bool]]) -> sitk.Transform:
+    """One ``ImageRegistrationMethod`` run (its own pyramid ``shrink``/``sigmas``) from ``initial``."""
     reg = sitk.ImageRegistrationMethod()
     _set_metric(reg, config)
-    if config.sampling_fraction >= 1.0:
+    if sampling >= 1.0:
         reg.SetMetricSamplingStrategy(reg.NONE)
     else:
         reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(config.sampling_fraction, config.sampling_seed)
+        reg.SetMetricSamplingPercentage(sampling, config.sampling_seed)
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(config.learning_rate, 1e-4, config.iterations,
-                                                 relaxationFactor=0.7)
+    reg.SetOptimizerAsRegularStepGradientDescent(learning_rate, 1e-4, iterations, relaxationFactor=0.7)
     reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel(list(config.shrink_levels))
-    reg.SetSmoothingSigmasPerLevel(list(config.smoothing_sigmas))
+    reg.SetShrinkFactorsPerLevel(list(shrink))
+    reg.SetSmoothingSigmasPerLevel(list(sigmas))
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
-    reg.SetInitialTransform(init, inPlace=False)
+    reg.SetInitialTransform(initial, inPlace=False)
     if fixed_mask is not None:
         reg.SetMetricFixedMask(_coarse_mask(fixed_mask, f, "fixed"))
     if moving_mask is not None:
         reg.SetMetricMovingMask(_coarse_mask(moving_mask, m, "moving"))
     state = {"cancelled": False, "n": 0}
-    levels = len(config.shrink_levels)
+    levels = len(shrink)
 
     def on_iteration() -> None:
         state["n"] += 1
@@ -107,7 +172,7 @@ def affine_register(fixed: sitk.Image, moving: sitk.Image, config: AffineConfig 
             reg.StopRegistration()
         elif progress is not None and state["n"] % 10 == 0:
             level = reg.GetCurrentLevel()
-            progress(min(1.0, (level + min(1.0, reg.GetOptimizerIteration() / config.iterations)) / levels))
+            progress(min(1.0, (level + min(1.0, reg.GetOptimizerIteration() / iterations)) / levels))
 
     if progress is not None or cancel is not None:
         reg.AddCommand(sitk.sitkIterationEvent, on_iteration)
@@ -116,7 +181,7 @@ def affine_register(fixed: sitk.Image, moving: sitk.Image, config: AffineConfig 
     result = reg.Execute(f, m)
     if state["cancelled"]:
         raise Cancelled("registration cancelled during the affine stage")
-    return to_affine(result)
+    return result
 
 
 def _initialiser(config: AffineConfig) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from . import transforms as tr
-from .affine import AffineConfig
+from .affine import LINEAR_KINDS, AffineConfig
 from .bundles import ModelBundle, load_bundle
 from .errors import Cancelled, InputError
 from .grid import Grid
@@ -25,7 +25,12 @@ from .imageio import ImageLike, as_image
 from .pipeline import prepare_pair
 from .refine import RefineConfig, card_refinement, refine_flow
 
-__all__ = ["register", "RegistrationResult", "RefineConfig", "Cancelled", "resolve_device"]
+__all__ = ["register", "RegistrationResult", "RefineConfig", "Cancelled", "resolve_device", "MODES"]
+
+#: what :func:`register` can return: a linear mapping alone ("affine", "rigid") or a deformable one
+MODES = ("affine", "rigid", "deformable")
+#: the last level (mm) of the linear stage when its result is the answer (affine-only and rigid modes)
+PRECISE_LINEAR_SPACING = 2.0
 
 log = logging.getLogger("DeepRegLib")
 Progress = Callable[[str, float], None]
@@ -44,7 +49,7 @@ class RegistrationResult:
     model: str
     device: str
     timings: Dict[str, float] = field(default_factory=dict)
-    mode: str = "deformable"          # "affine": displacement and grid are None
+    mode: str = "deformable"          # "affine" / "rigid": displacement and grid are None
     refined: bool = False             # the refinement ran to completion
     refine_cancelled: bool = False    # refinement was cancelled: this is the network's result
     refinement: str = "none"          # which refinement was asked for: "none", "model default", "full", "custom"
@@ -192,29 +197,36 @@ def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, d
     tasks (``universal``), which one (None: the one the name gives, else the model's default task):
     its grid, normalisation, affine stage and refinement are used.
 
-    Affine pre-alignment (SimpleITK, ~4 mm; ``affine_config=None`` = the model card's settings),
-    then, for ``mode="deformable"``, the bundled network on its LPS grid and a per-pair optimisation
+    Affine pre-alignment (SimpleITK, ~4 mm, and a last level at 2 mm where the card asks for it;
+    ``affine_config=None`` = the model card's settings); ``mode="affine"`` and ``mode="rigid"`` (6
+    parameters: the same subject scanned twice) stop there and always finish with that 2 mm level;
+    for ``mode="deformable"``, the bundled network on its LPS grid and a per-pair optimisation
     of the network's mapping: ``refine=None`` runs the model card's default refinement (a few cheap
     steps for models whose card has one, none otherwise), ``False`` none (the network alone), ``True``
     the full :class:`RefineConfig` (~10 s), or the given :class:`RefineConfig`.
     ``fixed_mask``/``moving_mask`` (non-zero = inside) restrict the similarity of the affine stage and
     of the refinement.  ``progress(stage, fraction)``: stages "loading", "affine", "network",
     "refine", "field", "done"; fraction is of the whole run, also reported within long stages.
+    The refinement starts from the better, by its own similarity, of the network's mapping and the
+    affine stage alone (no deformation), and keeps the best step: a pair that did not deform (an image
+    registered to itself) is not deformed, and the result is never worse than its start by the measure
+    it optimises (both are said in ``log``).
     ``cancel()`` is polled within stages: during refinement it stops the refinement and the
     network's result is returned (``refine_cancelled=True``); elsewhere it raises
     :class:`DeepRegLib.errors.Cancelled`.
     """
     lines: List[str] = []
 
-    if mode not in ("affine", "deformable"):
-        raise InputError(f"unknown mode {mode!r}; use 'affine' or 'deformable'")
+    if mode not in MODES:
+        raise InputError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    linear = mode in LINEAR_KINDS
     bundle = load_bundle(model, task)
     rcfg, refinement = resolve_refinement(refine, bundle)
-    if mode == "affine":
+    if linear:
         rcfg, refinement = None, "none"
     # overall fractions at which stages start
     marks = {"loading": 0.0, "affine": 0.05}
-    if mode == "affine":
+    if linear:
         marks.update(field=0.95, done=1.0)
     elif rcfg is None:
         marks.update(network=0.55, field=0.9, done=1.0)
@@ -243,6 +255,8 @@ def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, d
     m_mask = _mask(moving_mask, m_img, "moving mask")
     dev = resolve_device(device)
     acfg = affine_config if affine_config is not None else AffineConfig.from_card(bundle.card.get("affine_stage"))
+    if linear and affine_config is None and not acfg.fine_spacing:  # a linear result is the answer: make it precise
+        acfg = replace(acfg, fine_spacing=PRECISE_LINEAR_SPACING)
     note(bundle.task.describe())  # the model card defines the task: grid, normalisation, affine stage, modalities
     timings = {"load": time.perf_counter() - t0}
     note(f"loaded fixed {f_img.GetSize()} and moving {m_img.GetSize()}; model {bundle.name}, device {dev}"
@@ -250,15 +264,16 @@ def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, d
     _polled(cancel, "before the affine stage")
     report("affine")
     prep = prepare_pair(f_img, m_img, bundle.input_spec, acfg, initial_affine, f_mask, m_mask,
-                        progress=lambda x: report("affine", x), cancel=cancel)
+                        progress=lambda x: report("affine", x), cancel=cancel, kind="rigid" if mode == "rigid" else "affine")
     timings.update(prep.timings)
-    note(f"affine stage: {timings['affine']:.2f} s" + (" (given initial affine)" if initial_affine is not None else ""))
-    if mode == "affine":
+    note(f"{'rigid' if mode == 'rigid' else 'affine'} stage: {timings['affine']:.2f} s"
+         + (" (given initial affine)" if initial_affine is not None else ""))
+    if linear:
         report("field")
         timings["total"] = time.perf_counter() - t0
-        note(f"done (affine only): {timings['total']:.2f} s")
+        note(f"done ({mode} only): {timings['total']:.2f} s")
         report("done")
-        return RegistrationResult(f_img, prep.affine, None, None, bundle.name, dev, timings, mode="affine", log=lines)
+        return RegistrationResult(f_img, prep.affine, None, None, bundle.name, dev, timings, mode=mode, log=lines)
     _polled(cancel, "before the network")
     report("network")
     t1 = time.perf_counter()
@@ -273,6 +288,8 @@ def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, d
         t2 = time.perf_counter()
         out = _refine(prep, flow, used, rcfg, lambda x: report("refine", x), cancel)
         timings["refine"] = time.perf_counter() - t2
+        if out.start_note:
+            note(out.start_note)
         if out.cancelled:
             refine_cancelled = True
             note(f"refinement cancelled after {out.steps} steps: the network's result is kept")
@@ -280,6 +297,9 @@ def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, d
             flow, refined = out.flow, True
             note(f"refinement ({refinement}): {out.steps} steps, loss {out.losses[0]:.4f} -> {min(out.losses):.4f}, "
                  f"{timings['refine']:.2f} s on {used}")
+            if out.stalled:
+                note(f"refinement: no step improved on its start (loss {out.losses[0]:.4f}); "
+                     "its start is the result")
     report("field")
     t3 = time.perf_counter()
     # the field as written: tapered inside the grid, or continued beyond it (the card's task)

@@ -65,16 +65,16 @@ def prepare_pair(fixed: sitk.Image, moving: sitk.Image, spec: InputSpec,
                  affine: Optional[sitk.Transform] = None,
                  fixed_mask: Optional[sitk.Image] = None, moving_mask: Optional[sitk.Image] = None,
                  progress: Optional[Callable[[float], None]] = None,
-                 cancel: Optional[Callable[[], bool]] = None) -> PreparedPair:
+                 cancel: Optional[Callable[[], bool]] = None, kind: str = "affine") -> PreparedPair:
     """Affinely align ``moving`` to ``fixed`` (unless ``affine`` is given) and sample both on the network grid.
 
     Masks (non-zero = inside, in their image's physical space) restrict the affine metric and are
     sampled onto the grid (nearest neighbour) for refinement.  ``progress``/``cancel``: see
-    :func:`DeepRegLib.affine.affine_register`.
+    :func:`DeepRegLib.affine.affine_register`; ``kind``: 'affine' or 'rigid' (its transform kind).
     """
     t0 = time.perf_counter()
     if affine is None:
-        affine = affine_register(fixed, moving, affine_config, fixed_mask, moving_mask, progress, cancel)
+        affine = affine_register(fixed, moving, affine_config, fixed_mask, moving_mask, progress, cancel, kind)
     t1 = time.perf_counter()
     grid = network_grid(fixed, spec.spacing, spec.size, spec.placement)
     f = resample_to_grid(fixed, grid)

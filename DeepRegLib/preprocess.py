@@ -44,19 +44,43 @@ class Normalisation:
         return np.clip((array.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def foreground_centre(image: sitk.Image, fraction: float = 0.05) -> np.ndarray:
-    """LPS centre (mm) of the bounding box of voxels brighter than ``fraction`` of the robust range."""
+def foreground_box(image: sitk.Image, fraction: float = 0.05, step: int = 2) -> Tuple[np.ndarray, np.ndarray]:
+    """(min, max) LPS corners (mm) of the physical, axis-aligned box of the centres of the voxels brighter
+    than ``fraction`` of the robust range.
+
+    The box is of the voxels' physical positions, not of their index box, so the same physical image on any
+    voxel grid gives the same box: exact for axis-aligned grids (permuted, flipped, anisotropic: the
+    corners of the index box); for oblique grids from every ``step``-th foreground voxel per axis, widened
+    by half the skipped distance.
+    """
     arr = sitk.GetArrayViewFromImage(image)
     lo = float(arr.min())
     hi = float(np.percentile(arr[:: 2, :: 2, :: 2], 99.5))
     mask = arr > lo + fraction * (hi - lo)
     if not mask.any():
         raise InputError("image has no foreground")
-    idx = [np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0] for ax in range(3)]
-    lower = [idx[2][0], idx[1][0], idx[0][0]]  # (i, j, k) from array axes (k, j, i)
-    upper = [idx[2][-1], idx[1][-1], idx[0][-1]]
-    corners = index_box_corners_to_physical(image, lower, upper)
-    return (corners.min(0) + corners.max(0)) / 2.0
+    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    if np.allclose(np.abs(direction), np.round(np.abs(direction)), atol=1e-6):
+        idx = [np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0] for ax in range(3)]
+        lower = [idx[2][0], idx[1][0], idx[0][0]]  # (i, j, k) from array axes (k, j, i)
+        upper = [idx[2][-1], idx[1][-1], idx[0][-1]]
+        corners = index_box_corners_to_physical(image, lower, upper)
+        return corners.min(0), corners.max(0)
+    sub = mask[::step, ::step, ::step]
+    if not sub.any():
+        sub, step = mask, 1
+    k, j, i = np.nonzero(sub)
+    idx3 = np.stack([i, j, k], 1).astype(float) * step
+    pts = np.asarray(image.GetOrigin(), float) + idx3 @ (direction * np.asarray(image.GetSpacing(), float)).T
+    margin = float(max(image.GetSpacing())) * (step - 1) / 2.0
+    return pts.min(0) - margin, pts.max(0) + margin
+
+
+def foreground_centre(image: sitk.Image, fraction: float = 0.05) -> np.ndarray:
+    """LPS centre (mm) of the physical bounding box of voxels brighter than ``fraction`` of the robust range
+    (:func:`foreground_box`: the same on any voxel grid of the same physical image)."""
+    lo, hi = foreground_box(image, fraction)
+    return (lo + hi) / 2.0
 
 
 def network_grid(fixed: sitk.Image, spacing: float, size: Tuple[int, int, int],

@@ -64,6 +64,8 @@ class RefineConfig:
     control_factor: int = 1          # velocity on a grid this many times coarser, trilinearly upsampled (1: every voxel)
     coarse_steps: int = 0            # steps first on the pair average-pooled x2 (velocity every coarse voxel), 0: none
     similarity: str = "ncc"          # 'ncc': local NCC (one modality) | 'mind': MIND-SSC descriptors | 'mi': mutual information
+    warmup_steps: int = 0            # Adam's step size ramps up linearly over this many first steps (0: none)
+    identity_start: bool = True      # start from no deformation when that matches better than the network's flow
 
     def __post_init__(self) -> None:
         if self.similarity not in SIMILARITIES:
@@ -107,6 +109,9 @@ class RefineOutcome:
     losses: List[float]
     cancelled: bool
     seconds: float
+    started_from_identity: bool = False  # the affine stage alone matched better than the network's flow
+    stalled: bool = False            # no step lowered the loss below its start: the start is the result
+    start_note: str = ""             # a line for the log when the start was not the network's flow
 
 
 def local_ncc(fixed: torch.Tensor, moving: torch.Tensor, window: int,
@@ -157,8 +162,10 @@ class Adam:
     ``torch._dynamo`` (~1 s on 2 cores), which would double a first few-step refinement (the CLI's).
     """
 
-    def __init__(self, param: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(self, param: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                 warmup: int = 0) -> None:
         self.param, self.lr, (self.beta1, self.beta2), self.eps = param, lr, betas, eps
+        self.warmup = warmup  # the step size ramps up linearly over this many first steps
         self.exp_avg = torch.zeros_like(param)
         self.exp_avg_sq = torch.zeros_like(param)
         self.t = 0
@@ -169,7 +176,8 @@ class Adam:
         self.t += 1
         self.exp_avg.lerp_(g, 1 - self.beta1)
         self.exp_avg_sq.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
-        step_size = self.lr / (1 - self.beta1 ** self.t)
+        ramp = min(1.0, self.t / (self.warmup + 1)) if self.warmup else 1.0
+        step_size = ramp * self.lr / (1 - self.beta1 ** self.t)
         denom = (self.exp_avg_sq.sqrt() / (1 - self.beta2 ** self.t) ** 0.5).add_(self.eps)
         self.param.addcdiv_(self.exp_avg, denom, value=-step_size)
 
@@ -203,11 +211,23 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
     flow = network_flow = flow.detach()
+    from_identity, start_note = False, ""
+    if config.identity_start:
+        with torch.no_grad():
+            zero = torch.zeros_like(flow)
+            at_network = similarity_loss(fixed, moving, flow, spacing, config, mask, moving_mask)
+            at_identity = similarity_loss(fixed, moving, zero, spacing, config, mask, moving_mask)
+        if at_identity <= at_network:
+            flow, from_identity = zero, True
+            start_note = (f"refinement starts from the affine stage alone: it matches better than the network's "
+                          f"deformation (loss {at_identity:.4f} vs {at_network:.4f})")
     total_steps = config.coarse_steps + config.max_steps
     losses: List[float] = []
     report = None if progress is None else (lambda done: progress(done / total_steps))
     levels = [(2, replace(config, max_steps=config.coarse_steps, control_factor=1))] if config.coarse_steps else []
+    improved = False  # did any level lower its loss below its own start?
     for factor, level in levels + [(1, config)]:
+        first = len(losses)
         with torch.no_grad():
             start = warp(moving, flow)  # moving o A o (id + u), resampled once per level
             weight = _weight(mask, moving_mask, flow)
@@ -215,11 +235,26 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
         phi, cancelled = _optimise(small(fixed), small(start), factor * spacing, level, small(weight), losses,
                                    report, cancel)
         if cancelled:
-            return RefineOutcome(network_flow, len(losses), losses, True, time.perf_counter() - t0)
+            return RefineOutcome(network_flow, len(losses), losses, True, time.perf_counter() - t0,
+                                 from_identity, False, start_note)
+        improved = improved or (len(losses) > first and min(losses[first:]) < losses[first])
         if phi is not None:  # None: no finite loss (NaN), the flow is kept
             with torch.no_grad():
                 flow = compose(flow, phi if factor == 1 else upsample_flow(phi, factor, flow.shape[2:]))
-    return RefineOutcome(flow, len(losses), losses, False, time.perf_counter() - t0)
+    stalled = bool(losses) and not improved
+    return RefineOutcome(flow, len(losses), losses, False, time.perf_counter() - t0, from_identity, stalled,
+                         start_note)
+
+
+def similarity_loss(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, spacing: float,
+                    config: RefineConfig, mask: Optional[torch.Tensor] = None,
+                    moving_mask: Optional[torch.Tensor] = None) -> float:
+    """``1 - similarity`` of ``fixed`` and ``moving`` warped by the voxel ``flow`` ``(1, 3, z, y, x)``: the
+    refinement's loss at a zero velocity (its first step's loss), on a grid of ``spacing`` mm."""
+    with torch.no_grad():
+        weight = _weight(mask, moving_mask, flow)
+        sim = _SIMILARITY[config.similarity](fixed, weight, config.ncc_window_mm / spacing)
+        return float(1.0 - sim(sim.prepare(warp(moving, flow))))
 
 
 def _weight(mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor], flow: torch.Tensor):
@@ -245,7 +280,7 @@ def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: 
     shape = tuple(start.shape[2:])
     control = tuple(-(-n // config.control_factor) for n in shape)
     v_param = torch.zeros((1, 3) + control, dtype=start.dtype, device=start.device, requires_grad=True)
-    opt = Adam(v_param, lr=config.learning_rate)
+    opt = Adam(v_param, lr=config.learning_rate, warmup=config.warmup_steps)
     velocity = (lambda p: p) if control == shape else (
         lambda p: F.interpolate(p, size=shape, mode="trilinear", align_corners=True))
     best, best_v, since = float("inf"), None, 0

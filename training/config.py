@@ -34,6 +34,11 @@ class DataConfig:
     same_anatomy: float = 0.0  # with rerender: share of training pairs whose moving image is rendered from the fixed label map (then warp_fixed deforms the fixed one)
     affine: Dict[str, Any] = field(default_factory=dict)  # DeepRegLib.affine.AffineConfig overrides
     cache_dir: str = "training/cache"
+    # same-subject pairs with an exactly known answer (training/data/same_subject.py), 'mindboggle' task:
+    same_subject: float = 0.0  # share of training steps whose pair is one brain under a known motion (0: none)
+    same_subject_params: Dict[str, Any] = field(default_factory=dict)  # SameSubjectConfig overrides
+    ixi_share: float = 0.0  # share of training steps drawn from the IXI brains (training/data/ixi.py) instead
+    ixi_limit: int = 0  # use only the first N IXI subjects of each split (0: all; smoke runs)
 
 
 @dataclass
@@ -64,6 +69,7 @@ class LossConfig:
     gradient_penalty: float = 10.0  # ALDK / WGAN-GP lambda (critic side)
     attention: float = 0.0  # CRD: attention-map distillation from the feature-shifted teacher (dimensionless)
     fst_flow: float = 0.0  # CRD: first cascade's flow vs the feature-shifted teacher's flow, mm^2
+    known_flow: float = 0.0  # pairs with a known answer (same-subject): mean end-point error to it, mm
 
 
 @dataclass
@@ -143,6 +149,7 @@ class LoopConfig:
     device: str = "auto"  # 'auto' (cuda when available) | 'cpu' | 'cuda'
     amp: bool = True  # automatic mixed precision on cuda only
     threads: int = 2
+    select: str = "dice"  # validation key that picks best.pt ('dice' | 'dice_precise': Dice - 0.05 * known-answer error mm)
 
 
 @dataclass

@@ -139,6 +139,14 @@ def flow_distillation_loss(student: torch.Tensor, teacher: torch.Tensor,
     return (to_mm(student, spacing) - to_mm(teacher.detach(), spacing)).pow(2).sum(1).mean()
 
 
+def endpoint_error(flow: torch.Tensor, target: torch.Tensor,
+                   spacing: Optional[Sequence[float] | torch.Tensor] = None) -> torch.Tensor:
+    """Mean end-point error ``|flow - target|`` in mm (a robust supervised flow loss: large known
+    deformations do not drown the small ones, as their squared error would)."""
+    d = to_mm(flow, spacing) - to_mm(target.detach(), spacing)
+    return (d.pow(2).sum(1) + 1e-6).sqrt().mean()
+
+
 # ----------------------------------------------------------------------------- adversarial (ALDK)
 def gradient_penalty(critic, teacher_flow: torch.Tensor, student_flow: torch.Tensor,
                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -184,7 +192,8 @@ class CompositeLoss:
     def __call__(self, batch: Dict[str, torch.Tensor], flow: torch.Tensor, flows: Sequence[torch.Tensor],
                  teacher_flow: Optional[torch.Tensor] = None, weights: Optional[Dict[str, float]] = None
                  ) -> Dict[str, torch.Tensor]:
-        w = {"sim": 1.0, "smooth": self.cfg.smooth, "dice": self.cfg.dice, "distill": self.cfg.distill}
+        w = {"sim": 1.0, "smooth": self.cfg.smooth, "dice": self.cfg.dice, "distill": self.cfg.distill,
+             "known": getattr(self.cfg, "known_flow", 0.0)}
         w.update(batch.get("loss_weights") or {})  # the task's own weights (multi-task data, training/continual.py)
         w.update(weights or {})
         spacing = batch.get("spacing")
@@ -201,5 +210,7 @@ class CompositeLoss:
                                            sigmas=tuple(batch.get("dice_sigmas") or self.cfg.dice_sigmas) or (0.0,))
         if w["distill"] and teacher_flow is not None:
             terms["distill"] = flow_distillation_loss(flow, teacher_flow, spacing)
+        if w["known"] and batch.get("known_flow") is not None:  # a pair whose answer is known exactly
+            terms["known"] = endpoint_error(flow, batch["known_flow"], spacing)
         total = sum(w[k] * v for k, v in terms.items())
         return {"total": total, **terms}

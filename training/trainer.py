@@ -144,6 +144,17 @@ class Trainer:
             self.train_data = load_split(cfg.data, "train")
             self.val_data = load_split(cfg.data, "val") if self.dist.main else None
         self.shard = np.arange(self.dist.rank, len(self.train_data), self.dist.world)
+        # precision training (issue 24): more brains (IXI) and same-subject pairs with a known answer
+        self.ixi_train = self.ixi_val = None
+        if cfg.data.ixi_share > 0 and self.continual is None:
+            from .data.registry import load_ixi
+            self.ixi_train = load_ixi(cfg.data, "train")
+            self.ixi_val = load_ixi(cfg.data, "val") if self.dist.main else None
+            self.ixi_shard = np.arange(self.dist.rank, len(self.ixi_train), self.dist.world)
+        self.known_val = None
+        if cfg.data.same_subject > 0 and self.continual is None and self.dist.main:
+            from .data.same_subject import validation_pairs
+            self.known_val = validation_pairs([d for d in (self.val_data, self.ixi_val) if d is not None])
         self.model = build_model(cfg.model).to(self.device)
         self.input_transforms: List[Callable[[torch.Tensor], torch.Tensor]] = []
         self.step = 0
@@ -168,7 +179,7 @@ class Trainer:
         self._rng_states: Optional[list] = None
         from .curricula import curriculum_callbacks
         self.callbacks = [*curriculum_callbacks(cfg.curriculum), CSVLogger(cfg.loop.log_every),
-                          Validate(cfg.loop.val_every), TimeLimit(cfg.loop.minutes), *(callbacks or [])]
+                          Validate(cfg.loop.val_every, cfg.loop.select), TimeLimit(cfg.loop.minutes), *(callbacks or [])]
         if self.continual is not None:
             from .continual import TaskBoundary
             self.callbacks.insert(0, TaskBoundary())  # the task's row before a time limit can stop the run
@@ -218,18 +229,33 @@ class Trainer:
     def next_batch(self) -> Dict[str, torch.Tensor]:
         if self.continual is not None:
             return self.continual.next_batch(self)
-        idx = self.shard[self.sampler.integers(len(self.shard), size=self.cfg.loop.batch_size)]
+        data, shard = self.train_data, self.shard
+        if self.ixi_train is not None and self.sampler.random() < self.cfg.data.ixi_share:
+            data, shard = self.ixi_train, self.ixi_shard
+        idx = shard[self.sampler.integers(len(shard), size=self.cfg.loop.batch_size)]
         flips = (self.sampler.random(len(idx)) < 0.5) if self.cfg.data.flip_lr else None
-        batch = make_batch(self.train_data, idx.tolist(), self.device, flips)
-        batch = augment_moving(batch, self.sampler, self.cfg.data.augment_affine)
-        batch = augment_fixed_warp(batch, self.sampler, self.cfg.data.warp_fixed)
+        batch = make_batch(data, idx.tolist(), self.device, flips)
+        if self.cfg.data.same_subject > 0 and self.sampler.random() < self.cfg.data.same_subject:
+            from .data.same_subject import SameSubjectConfig, same_subject_batch
+            from .data.tasks import normalisation_of
+            params = SameSubjectConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                          for k, v in self.cfg.data.same_subject_params.items()})
+            batch = same_subject_batch(batch, self.sampler, params, normalisation_of(self.cfg.data))
+        else:
+            batch = augment_moving(batch, self.sampler, self.cfg.data.augment_affine)
+            batch = augment_fixed_warp(batch, self.sampler, self.cfg.data.warp_fixed)
         batch["label_encoding"] = task_info(self.cfg.data.task).label_encoding
         return batch
 
     def validate(self) -> Dict[str, float]:
         if self.continual is not None:
             return self.continual.validate(self)
-        return evaluate_grid(self.model, self.val_data, self.device)
+        out = evaluate_grid(self.model, self.val_data, self.device)
+        if self.known_val is not None:
+            from .evaluate import evaluate_known
+            out.update(evaluate_known(self.model, self.known_val, self.device))
+            out["dice_precise"] = out.get("dice", 0.0) - 0.05 * out["known_error_mm"]
+        return out
 
     # ------------------------------------------------------------------ checkpoints
     def _local_rng(self) -> dict:

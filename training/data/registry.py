@@ -50,6 +50,13 @@ SYNTHETIC_VARIANTS = {"synthetic": (0, 2.0, False), "synthetic_inverted": (10, 2
                       "synthetic_large": (20, 3.5, False)}
 
 
+def load_ixi(data_cfg, split: str) -> PairSet:
+    """IXI inter-subject pairs of ``split`` on ``data_cfg``'s grid (training/data/ixi.py)."""
+    from . import ixi
+    spec, affine = task_input(data_cfg)
+    return ixi.load(split, spec, affine, _cache_dir(data_cfg), limit=data_cfg.ixi_limit)
+
+
 def _cache_dir(data_cfg) -> Path:
     d = Path(data_cfg.cache_dir)
     return d if d.is_absolute() else cache.REPO / d

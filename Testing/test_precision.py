@@ -1,0 +1,94 @@
+"""Precision with known answers (issue 24): an image registered to itself is not moved, a rigid motion
+is recovered by the rigid stage, the refinement never ends above its start and says when it stalls.
+
+Accuracy at scale is measured by ``benchmarks/bench_precision.py``; these are the seconds-long checks.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from DeepRegLib import known_motion as km
+from DeepRegLib.affine import AffineConfig, affine_register
+from DeepRegLib.inference import register
+from DeepRegLib.refine import RefineConfig, refine_flow, similarity_loss
+
+
+@pytest.fixture(scope="module")
+def brain(sample_pair) -> sitk.Image:
+    return sitk.ReadImage(str(sample_pair["fixed"]["image"]), sitk.sitkFloat32)
+
+
+@pytest.fixture(scope="module")
+def points(brain) -> np.ndarray:
+    return km.brain_points(brain, step=6)
+
+
+def test_identical_images_give_the_identity(brain, points):
+    res = register(brain, brain, device="cpu")
+    moved = np.linalg.norm(res.map_points(points) - points, axis=1)
+    assert moved.max() <= 0.1, f"an image registered to itself moved by up to {moved.max():.3f} mm"
+    assert any("starts from the affine stage alone" in line for line in res.log), res.log
+
+
+def test_rigid_mode_recovers_a_translated_copy(brain, points):
+    truth = km.rigid_motion((0.0, 0.0, 0.0), (3.5, -2.25, 4.0), km.centre_of(brain))
+    pair = km.make_pair(brain, truth, seed=1, noise=0.0, intensity_scale=1.0, bias=0.0)
+    res = register(pair.fixed, pair.moving, device="cpu", mode="rigid")
+    assert res.displacement is None and res.mode == "rigid"
+    err = km.mapping_error(res.map_points(points), truth, points)
+    assert err["max"] <= 0.2, err
+    m = np.asarray(res.affine.GetMatrix()).reshape(3, 3)
+    assert np.allclose(m @ m.T, np.eye(3), atol=1e-6), "a rigid result must have an orthonormal matrix"
+
+
+def test_rigid_stage_is_more_precise_than_the_coarse_affine(brain, points):
+    """The last 2 mm level: a rotated and shifted copy with noise, intensity and bias changes."""
+    truth = km.rigid_motion((4.0, -3.0, 2.0), (3.0, -4.0, 2.0), km.centre_of(brain))
+    pair = km.make_pair(brain, truth, seed=2)
+    coarse = km.mapping_error(km.map_points(affine_register(pair.fixed, pair.moving, AffineConfig()), points),
+                              truth, points)
+    fine = km.mapping_error(km.map_points(affine_register(pair.fixed, pair.moving, AffineConfig(fine_spacing=2.0),
+                                                         kind="rigid"), points), truth, points)
+    assert fine["mean"] <= 0.15, fine
+    assert fine["mean"] < coarse["mean"], (fine, coarse)
+
+
+def _blobs(shift: float = 0.0) -> torch.Tensor:
+    z, y, x = torch.meshgrid(*(torch.arange(24, dtype=torch.float32),) * 3, indexing="ij")
+    img = torch.zeros(24, 24, 24)
+    for cz, cy, cx, r in ((8, 9, 10, 4.0), (15, 14, 12, 5.0), (12, 16, 17, 3.0)):
+        img += torch.exp(-((z - cz) ** 2 + (y - cy - shift) ** 2 + (x - cx) ** 2) / (2 * r * r))
+    return img[None, None]
+
+
+def test_refinement_never_ends_above_its_start():
+    fixed, moving = _blobs(), _blobs(1.5)
+    start = torch.zeros(1, 3, 24, 24, 24)
+    cfg = RefineConfig(max_steps=8, learning_rate=2.0, ncc_window_mm=10.0, identity_start=False)
+    out = refine_flow(fixed, moving, start, 2.0, cfg)
+    before = similarity_loss(fixed, moving, start, 2.0, cfg)
+    after = similarity_loss(fixed, moving, out.flow, 2.0, cfg)
+    assert after <= before + 1e-6, (before, after)
+    assert min(out.losses) <= out.losses[0]
+    # a wildly large step size makes every step worse: the start must come back unchanged
+    wild = refine_flow(fixed, moving, start, 2.0, RefineConfig(max_steps=4, learning_rate=500.0, identity_start=False))
+    assert similarity_loss(fixed, moving, wild.flow, 2.0, cfg) <= before + 1e-6
+
+
+def test_a_stalled_refinement_is_reported(brain):
+    res = register(brain, brain, device="cpu", refine=RefineConfig(max_steps=3, control_factor=2))
+    assert any("no step improved" in line for line in res.log), res.log
+    assert res.displacement is not None and np.abs(res.displacement).max() <= 0.1
+
+
+def test_identity_start_chooses_the_better_start():
+    """Started from a wrong flow on identical images, the refinement starts from no deformation instead."""
+    img = _blobs()
+    wrong = torch.zeros(1, 3, 24, 24, 24)
+    wrong[:, 1] = 2.0
+    out = refine_flow(img, img, wrong, 2.0, RefineConfig(max_steps=2))
+    assert out.started_from_identity and "affine stage alone" in out.start_note
+    assert float(out.flow.abs().max()) <= 0.05
