@@ -33,6 +33,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from .checkpoints import load_checkpoint
+
 from DeepRegLib import transforms as tr
 from DeepRegLib.affine import AffineConfig
 from DeepRegLib.inference import RegistrationResult
@@ -60,7 +62,7 @@ def load_run(run: Path):
     so that a bundled model gets a row from the same code as the runs."""
     if run.is_dir() and (run / "card.json").exists():
         return _load_bundle(run)
-    ck = torch.load(run / "best.pt" if run.is_dir() else run, map_location="cpu", weights_only=False)
+    ck = load_checkpoint(run / "best.pt" if run.is_dir() else run)
     cfg = from_dict(ck["config"])
     net = build_model(cfg.model)
     net.load_state_dict(ck["modules"]["model"])
@@ -104,7 +106,8 @@ sys.path.insert(0, {str(REPO)!r})
 from training.benchmark_models import _status_mb
 from training.networks import build_model
 torch.set_num_threads(2)
-obj = torch.load({str(path)!r}, weights_only=False)
+from training.checkpoints import load_checkpoint
+obj = load_checkpoint({str(path)!r})
 net = build_model(obj["model"]).eval()
 net.load_state_dict(obj["state"])
 del obj

@@ -21,6 +21,7 @@ import torch
 from DeepRegLib.bundles import CARD_FILE, KINDS, REFINEMENT_KEY, TASK_SETTINGS_KEY, load_bundle
 from DeepRegLib.models import ARCHITECTURES, count_parameters
 
+from .checkpoints import load_checkpoint
 from .config import from_dict
 from .curricula import describe as describe_curriculum
 from .data import mindboggle
@@ -72,7 +73,7 @@ def _teacher_checkpoint_summary(path: str) -> dict:
     p = p / "best.pt" if p.is_dir() else p
     if not p.exists():
         return {"checkpoint": path, "note": "checkpoint not present at export time"}
-    ck = torch.load(p, map_location="cpu", weights_only=False)
+    ck = load_checkpoint(p)
     cfg = from_dict(ck["config"])
     net = build_model(cfg.model)
     return {"checkpoint": path, "experiment": cfg.name, "description": cfg.description,
@@ -141,6 +142,22 @@ def _data_licence(cfg) -> str:
     return "; ".join(sorted({TASK_INFO[t].licence for t in (list(cfg.continual.tasks) or [cfg.data.task])}))
 
 
+def _with_precision_data(cfg, task: dict) -> dict:
+    """``task`` (data description and licence) with what a precision run adds: IXI brains and the
+    same-subject pairs with a known answer (``training/data/ixi.py``, ``same_subject.py``)."""
+    task = dict(task)
+    if getattr(cfg.data, "ixi_share", 0.0) > 0:
+        from .data import ixi
+        task["data"] = (f"{task['data']}; {ixi.DESCRIPTION}: {len(ixi.split('train'))} training brains "
+                        f"({ixi.PAIRS_PER_SUBJECT} partners each), {cfg.data.ixi_share:.0%} of the steps")
+        task["licence"] = f"{task['licence']}; {ixi.LICENCE}"
+    if getattr(cfg.data, "same_subject", 0.0) > 0:
+        task["data"] = (f"{task['data']}; same-subject pairs with an exactly known flow (identical images, residual "
+                        f"rigid motion, smooth deformations; contrast, bias field and noise changes), "
+                        f"{cfg.data.same_subject:.0%} of the steps (training/data/same_subject.py)")
+    return task
+
+
 def _init_licence(init: str) -> Optional[str]:
     """The licence of the weights a run started from (``model.init``): a bundle's card licence, or that of
     the data a run checkpoint was trained on; None when there was no start or it cannot be read."""
@@ -153,7 +170,7 @@ def _init_licence(init: str) -> Optional[str]:
     p = p / "best.pt" if p.is_dir() else p
     if not p.exists():
         return None
-    cfg = from_dict(torch.load(p, map_location="cpu", weights_only=False)["config"])
+    cfg = from_dict(load_checkpoint(p)["config"])
     return "; ".join(x for x in (_data_licence(cfg), _init_licence(cfg.model.init)) if x) or None
 
 
@@ -213,7 +230,7 @@ def _keep_measured(old: dict, new: dict, same_weights: bool) -> dict:
 
 def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Optional[str] = None,
            all_tasks: bool = False) -> Path:
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ck = load_checkpoint(checkpoint)
     cfg = from_dict(ck["config"])
     if cfg.model.architecture not in ARCHITECTURES:
         raise ValueError(f"{cfg.model.architecture!r} is a training-only network; only {ARCHITECTURES} can be bundled")
@@ -222,6 +239,7 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
     task_card = _task_card(cfg, ck, task, all_tasks)
     task = TASKS.get(cfg.data.task) or {"data": task_card["trained_on"], "licence": task_card["licence"],
                                         "expects": task_card["input"].get("expects", "")}
+    task = _with_precision_data(cfg, task)
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     weights_path = folder / "weights.pt"
@@ -236,7 +254,8 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
         old = {k: v for k, v in old.items() if k not in ("accuracy", "speed")}
         print(f"[export] {name}: new weights; its accuracy and speed are cleared until measured again "
               f"(python benchmarks/bench_register.py --model {name} --update-card ...)")
-    best = next((h for h in ck["history"] if h.get("dice") == ck["best_score"]), None)
+    select = getattr(cfg.loop, "select", "dice")
+    best = next((h for h in ck["history"] if h.get(select) == ck["best_score"]), None)
     teacher = _teacher_summary(cfg.strategy.teacher, cfg.strategy.teacher_refine) if cfg.strategy.teacher else None
     card = {
         "name": name,
@@ -269,7 +288,11 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
             "steps": ck["step"], "train_minutes": round(ck["train_seconds"] / 60.0, 1),
             "selection": (f"the final weights (step {ck['step']}); validation every {cfg.loop.val_every} steps"
                           if cfg.continual.tasks else
-                          f"best mean label Dice on the validation pairs (network grid), every {cfg.loop.val_every} steps"),
+                          f"best mean label Dice on the validation pairs (network grid), every {cfg.loop.val_every} steps"
+                          if select == "dice" else
+                          f"best '{select}' on validation (network grid: label Dice of the validation pairs minus "
+                          f"0.05 x the mean error in mm on known-answer pairs of the validation brains), every "
+                          f"{cfg.loop.val_every} steps"),
             "best_validation_grid": best,
             "affine_only_validation_grid": _affine_only(cfg, ck),
             "initialised_from": ck["extra"].get("init"),

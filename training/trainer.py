@@ -24,6 +24,7 @@ import torch
 
 from DeepRegLib.models import LowResolution
 
+from .checkpoints import load_checkpoint
 from . import distributed as ddp
 from .augment import augment_fixed_warp, augment_moving
 from .callbacks import CSVLogger, TimeLimit, Validate
@@ -215,7 +216,7 @@ class Trainer:
         if p.is_dir():  # a run folder (best.pt) or a bundle folder, built as the network it holds
             state = load_trained(p).state_dict()
         else:
-            obj = torch.load(p, map_location="cpu", weights_only=False)
+            obj = load_checkpoint(p)
             state = obj["modules"]["model"] if isinstance(obj, dict) and "modules" in obj else obj
         target = init_target(self.model, state)
         state, partial = cascade_state(target, state)
@@ -288,7 +289,7 @@ class Trainer:
         return path
 
     def load(self, path: Path) -> None:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = load_checkpoint(path)
         saved = from_dict(ck["config"])
         diff = _config_differences(to_dict(saved), to_dict(self.cfg))
         if diff:

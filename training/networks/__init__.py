@@ -6,6 +6,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..checkpoints import load_checkpoint
+
 from DeepRegLib.models import ARCHITECTURES, RecursiveCascade, build_network
 
 from .discriminator import FlowDiscriminator
@@ -52,7 +54,7 @@ def load_trained(path: str | Path) -> nn.Module:
         from DeepRegLib.bundles import load_bundle
         return load_bundle(str(p)).network()
     from ..config import from_dict
-    ck = torch.load(p / "best.pt" if p.is_dir() else p, map_location="cpu", weights_only=False)
+    ck = load_checkpoint(p / "best.pt" if p.is_dir() else p)
     net = build_model(from_dict(ck["config"]).model)
     net.load_state_dict(ck["modules"]["model"])
     return net
