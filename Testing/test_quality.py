@@ -81,6 +81,7 @@ def test_displacement_threshold_is_configurable(pair):
     (np.diag([0.4, 1.0, 1.0]), "scales"),
     (np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1.0]]), "rotates by 90"),  # a permuted direction matrix
     (np.diag([-1.0, 1.0, 1.0]), "mirrors"),
+    (np.diag([0.8, 1.0, 1.2]), "stretches one axis 1.50 times"),  # within 0.6-1.6, but not a head's shape
 ])
 def test_implausible_affine_says_check_the_header(pair, matrix, words):
     f, m = pair
@@ -124,3 +125,23 @@ def test_assess_is_cheap_on_a_network_sized_grid():
     finally:
         torch.set_num_threads(threads[0])
         sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads[1])
+
+
+def test_real_pair_upright_is_trusted_and_a_rotated_header_is_flagged(sample_pair):
+    """The sample brains at 2 mm: registered as they are, the verdict finds nothing wrong; with the
+    moving image's direction matrix rotated by 90 degrees (a wrong header of a brain that is physically
+    upright) the result is flagged and the flag says to check the header."""
+    from DeepRegLib.inference import register
+    f, m = (sitk.BinShrink(sitk.ReadImage(str(sample_pair[k]["image"]), sitk.sitkFloat32), [2, 2, 2])
+            for k in ("fixed", "moving"))
+    res = register(f, m, device="cpu", refine=False)
+    good = assess(res, f, m)
+    assert good.trusted, good.flags
+    assert good.similarity_after > good.similarity_before
+    bad_header = sitk.Image(m)
+    d = np.asarray(m.GetDirection()).reshape(3, 3) @ np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1.0]])
+    bad_header.SetDirection(tuple(d.ravel()))
+    res = register(f, bad_header, device="cpu", refine=False)
+    bad = assess(res, f, bad_header)
+    assert not bad.trusted
+    assert any("check the header" in s for s in bad.flags), bad.flags
