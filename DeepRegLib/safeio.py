@@ -182,6 +182,14 @@ def _nearest_existing(folder: str) -> str:
     return d
 
 
+def _name_max(folder: str) -> int:
+    """The longest file name (bytes) the file system of ``folder`` takes (255 where it cannot say)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
 def check_folder_writable(folder: PathLike, what: str = "output folder") -> str:
     """``folder`` (absolute) if it is, or can be created as, a writable folder; else :class:`InputError`."""
     folder = os.path.abspath(os.fspath(folder))
@@ -190,10 +198,7 @@ def check_folder_writable(folder: PathLike, what: str = "output folder") -> str:
         raise InputError(f"{what} {folder} cannot be created: {anc} is a file, not a folder")
     if not os.access(anc, os.W_OK | os.X_OK):
         raise InputError(f"{what} {folder} is not writable: permission denied on {anc}")
-    try:
-        name_max = os.pathconf(anc, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        name_max = 255
+    name_max = _name_max(anc)
     rest = os.path.relpath(folder, anc)
     for part in ([] if rest == "." else rest.split(os.sep)):
         if len(os.fsencode(part)) > name_max:
@@ -224,10 +229,7 @@ def check_output_path(path: PathLike, inputs: Optional[Mapping[str, Optional[Pat
         if not name.lower().endswith(exts):
             raise InputError(f"{what} {p}: unknown {kind} file type; use one of {', '.join(exts)}")
     folder = check_folder_writable(os.path.dirname(os.path.abspath(p)), f"folder of the {what}")
-    try:
-        name_max = os.pathconf(_nearest_existing(folder), "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        name_max = 255
+    name_max = _name_max(_nearest_existing(folder))
     if len(os.fsencode(name)) + _TMP_EXTRA > name_max:
         raise InputError(f"{what} {p}: the file name is too long ({len(os.fsencode(name))} bytes; at most "
                          f"{name_max - _TMP_EXTRA} here)")
