@@ -233,7 +233,7 @@ def validate_image(image: sitk.Image, name: str = "image") -> None:
         raise InputError(f"{name} is empty: every voxel has the value {float(arr.min()):g}")
 
 
-def robust_range(arr: np.ndarray, samples: int = 1 << 20) -> tuple:
+def robust_range(arr: np.ndarray, samples: int = 1 << 18) -> tuple:
     """The 0.1th and 99.9th percentiles of ``arr`` (of an even subsample of at most ``samples`` voxels)."""
     flat = arr.reshape(-1)
     step = max(1, flat.size // samples)
