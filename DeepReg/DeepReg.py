@@ -1004,8 +1004,13 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
         to poll; :meth:`loadBatchSummary` reads its summary into a table node."""
         from DeepRegLib import worker
         from DeepRegLib.errors import InputError
+        from DeepRegLib.errors import DeepRegError
         if not outputDir:
             raise InputError("choose an output folder for the batch")
+        if importlib.util.find_spec("distributed") is None:  # deepreg batch runs on Dask
+            raise DeepRegError("The batch needs Dask, which is not installed in Slicer's Python. Install it once from "
+                               "the Python console: slicer.util.pip_install('dask[distributed]'), then run the "
+                               "batch again.")
         moving_list = None
         if not pairsCsv:
             if not (atlas and movingDir):

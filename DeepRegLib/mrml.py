@@ -178,9 +178,11 @@ def volume_node_to_image(node, name: str = "volume", ignore_deepreg_parent: bool
     """
     check_scalar_volume_node(node, name)
     m = ijk_to_ras_matrix if ijk_to_ras_matrix is not None else world_ijk_to_ras(node, name, ignore_deepreg_parent)
-    img = image_from_array(node_array(node).astype(np.float32), m)
-    if validate:
-        validate_image(img, f"{name} '{node.GetName()}'")
+    arr = node_array(node).astype(np.float32)
+    img = image_from_array(arr, m)
+    if validate:  # the header's geometry: an affine initial transform may shear the placed image's direction
+        validate_image(img if ijk_to_ras_matrix is None else image_from_array(arr, ijk_to_ras(node)),
+                       f"{name} '{node.GetName()}'")
     return img
 
 
@@ -527,6 +529,33 @@ def initial_transform_of(moving_node, explicit=None):
     return transform_to_world(parent), parent
 
 
+def place_moving(node, initial_ras: np.ndarray, name: str = "moving", max_growth: float = 4.0) -> sitk.Image:
+    """The moving image where the initial transform ``I`` (moving local RAS -> world RAS) puts it.
+
+    A rigid ``I`` is folded into the image geometry exactly (no resampling).  An ``I`` with scaling or
+    shear would give a direction matrix that is not a rotation, which images may not have: the image is
+    then resampled (linear) through ``I`` onto an axis-aligned grid covering it, at its finest spacing
+    (coarser if that grid would hold more than ``max_growth`` times its voxels).
+    """
+    from .worker import affine_from_matrix
+    m = np.asarray(initial_ras, dtype=float) @ ijk_to_ras(node)
+    _, spacing, direction = geometry_from_ijk_to_ras(m)
+    if np.allclose(direction.T @ direction, np.eye(3), atol=1e-6):
+        return volume_node_to_image(node, name, ijk_to_ras_matrix=m)
+    local = volume_node_to_image(node, name, ijk_to_ras_matrix=ijk_to_ras(node))
+    size = np.asarray(local.GetSize())
+    corners = np.array([[i, j, k, 1.0] for i in (0, size[0] - 1) for j in (0, size[1] - 1) for k in (0, size[2] - 1)])
+    pts = (FLIP @ m @ corners.T).T[:, :3]  # placed corners, LPS
+    lo, hi = pts.min(0), pts.max(0)
+    sp = float(min(spacing))
+    sp = max(sp, float((np.prod(hi - lo) / (max_growth * np.prod(size))) ** (1.0 / 3.0)))
+    ref = sitk.Image([int(np.ceil((h - l) / sp)) + 1 for l, h in zip(lo, hi)], sitk.sitkFloat32)
+    ref.SetSpacing((sp, sp, sp))
+    ref.SetOrigin(tuple(float(v) for v in lo))
+    to_local = affine_from_matrix(FLIP @ np.linalg.inv(initial_ras) @ FLIP)  # placed world LPS -> local LPS
+    return sitk.Resample(local, ref, to_local, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+
+
 def check_output_transform(node, mode: str) -> None:
     """Raise :class:`InputError` unless ``node`` can hold a ``mode`` result: a linear node (or a plain
     ``vtkMRMLTransformNode``) for a linear result, any transform node but a linear one for a deformable one."""
@@ -567,7 +596,7 @@ def gather_inputs(fixed_node, moving_node, *, model: Optional[str] = None, devic
                          "transform (none chosen and no linear transform above the moving volume): untick it, or "
                          "choose an initial transform")
     check_scalar_volume_node(moving_node, "moving")
-    moving = volume_node_to_image(moving_node, "moving", ijk_to_ras_matrix=initial_ras @ ijk_to_ras(moving_node))
+    moving = place_moving(moving_node, initial_ras)
     req = RegistrationRequest(fixed=fixed, moving=moving, model=model, device=device, mode=mode, refine=refine,
                               initial_ras=initial_ras, skip_affine_stage=skip_affine_stage,
                               warped_volume=output_volume is not None,

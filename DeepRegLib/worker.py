@@ -31,7 +31,7 @@ from .errors import DeepRegError
 from .errors import Cancelled  # noqa: F401  (re-exported: the engine's cancellation error)
 
 #: PyTorch version the engine needs; keep equal to the ``torch`` requirement in pyproject.toml.
-TORCH_REQUIREMENT = ">=2.1"
+TORCH_REQUIREMENT = ">=2.6"
 
 #: Share of the progress bar per job stage (the bar moves within each stage).  "register" is the
 #: engine's run, whose own progress (fraction of its run, reported within its stages) fills it.

@@ -104,3 +104,26 @@ def test_mrb_round_trip(tmp_path):
     scene2.SetDataIOManager(dio)
     assert scene2.ReadFromMRB(mrb)
     _check_reloaded(scene2, node, pts, before, result)
+
+
+def test_deformable_result_class_survives_a_scene_round_trip(tmp_path):
+    """The class a deformable result is written in (mrml.DEFORMABLE_NODE_CLASS) reloads as itself, same mapping."""
+    fixed, moving, result, *_ = build(CASES["oblique"])
+    scene = slicer.vtkMRMLScene()
+    node = getattr(slicer, mrml.DEFORMABLE_NODE_CLASS)()
+    node.SetName("result")
+    node.SetAndObserveTransformFromParent(mrml.grid_transform_from_result(result))
+    scene.AddNode(node)
+    node.AddDefaultStorageNode()
+    node.GetStorageNode().SetFileName(str(tmp_path / "result.h5"))
+    assert node.GetStorageNode().WriteData(node)
+    pts = physical_points(fixed)[::4, ::4, ::4].reshape(-1, 3)
+    before = mrml.transform_node_map_points(node, pts)
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+    scene2 = slicer.vtkMRMLScene()
+    scene2.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene2.Connect()
+    back = scene2.GetFirstNodeByName("result")
+    assert back.GetClassName() == mrml.DEFORMABLE_NODE_CLASS
+    assert np.abs(mrml.transform_node_map_points(back, pts) - before).max() < RELOAD_TOL_MM

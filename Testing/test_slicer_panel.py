@@ -508,6 +508,13 @@ def test_batch_atlas_and_folder_form(DeepReg, tmp_path):
     assert Path(cmd[cmd.index("--moving-list") + 1]).parent == Path(DeepReg.workDir())  # removable stored content
 
 
+def test_batch_without_dask_says_how_to_install_it(DeepReg, tmp_path, monkeypatch):
+    real = DeepReg.importlib.util.find_spec
+    monkeypatch.setattr(DeepReg.importlib.util, "find_spec", lambda name, *a: None if name == "distributed" else real(name, *a))
+    with pytest.raises(DeepRegError, match=r"pip_install\('dask\[distributed\]'\)"):
+        DeepReg.DeepRegLogic().startBatch(str(tmp_path / "out"), pairsCsv=str(tmp_path / "pairs.csv"))
+
+
 def test_batch_progress_lines_are_parsed():
     """The lines of deepreg batch's progress bar on a pipe (DeepRegLib.batch.ProgressBar) give per-pair progress."""
     from DeepRegLib.batch import ProgressBar

@@ -520,3 +520,32 @@ def test_console_registration_warns_about_the_domain():
     nodes = mrml.register_nodes_full(scene, f, slab, device="cpu", mode="affine", log_line=lines.append)
     assert nodes.transform is not None
     assert any("domain warning: the moving image looks like a 2D-like slab" in line for line in lines), lines
+
+
+def test_affine_initial_transform_places_the_moving_image_by_resampling():
+    """An initial transform with scaling and shear cannot be folded into an image direction (it must be a
+    rotation): the moving image is resampled through it, and a world point samples the voxel I^-1 sends it to."""
+    fixed, moving, *_ = build(CASES["translation"])
+    scene = slicer.vtkMRMLScene()
+    fnode = node_from_image(scene, fixed, "fixed")
+    mnode = node_from_image(scene, moving, "moving")
+    A = rigid_ras(5.0)
+    A[:3, :3] = A[:3, :3] @ np.array([[1.1, 0.05, 0.0], [0.0, 0.95, 0.02], [0.0, 0.0, 1.05]])
+    init = linear_node(scene, A, "affine prealignment")
+    req, info = mrml.gather_inputs(fnode, mnode, initial_transform=init)
+    d = np.asarray(req.moving.GetDirection()).reshape(3, 3)
+    assert np.allclose(d.T @ d, np.eye(3)) and info.initial_node is init and np.allclose(req.initial_ras, A)
+    local = mrml.volume_node_to_image(mnode)
+    centre = np.asarray(req.moving.TransformContinuousIndexToPhysicalPoint([s / 2 for s in req.moving.GetSize()]))
+    for offset in ([0, 0, 0], [3.0, -2.0, 1.5], [-4.0, 2.5, -3.0]):
+        p_world = centre + offset
+        p_local = (FLIP @ np.linalg.inv(A) @ FLIP @ np.r_[p_world, 1.0])[:3]
+        want = sitk.Resample(local, _one_voxel(p_local), sitk.Transform(), sitk.sitkLinear)[0, 0, 0]
+        got = sitk.Resample(req.moving, _one_voxel(p_world), sitk.Transform(), sitk.sitkLinear)[0, 0, 0]
+        assert abs(got - want) < 0.02 * (abs(want) + 1e-3) + 1e-4, (offset, got, want)
+
+
+def _one_voxel(point) -> sitk.Image:
+    ref = sitk.Image([1, 1, 1], sitk.sitkFloat32)
+    ref.SetOrigin(tuple(float(v) for v in point))
+    return ref

@@ -103,11 +103,11 @@ def test_progress_plan_is_monotone_and_spans_the_job():
 # ----------------------------------------------------------------------------- PyTorch requirement
 def test_torch_version_check_and_requirement_matches_pyproject():
     worker.check_torch_version("2.13.0+cpu")
-    worker.check_torch_version("2.1.0")
-    with pytest.raises(DeepRegError, match=r"PyTorch 1\.13\.1 .*torch>=2\.1.*another extension"):
+    worker.check_torch_version("2.6.0")
+    with pytest.raises(DeepRegError, match=r"PyTorch 1\.13\.1 .*torch>=2\.6.*another extension"):
         worker.check_torch_version("1.13.1")
     with pytest.raises(DeepRegError):
-        worker.check_torch_version("2.0.1+cu117")
+        worker.check_torch_version("2.5.1+cu117")
     deps = re.search(r"dependencies = \[(.*?)\]", (REPO / "pyproject.toml").read_text(), re.S).group(1)
     torch_req = re.search(r'"torch([^"]*)"', deps).group(1)
     assert torch_req == worker.TORCH_REQUIREMENT, "keep worker.TORCH_REQUIREMENT equal to pyproject.toml"
