@@ -340,7 +340,10 @@ def update_card(bundle: ModelBundle, updates: dict) -> Path:
     return path
 
 
-def _read_card(folder: Path) -> Optional[dict]:
+def _read_card(folder: Path, check: bool = True) -> Optional[dict]:
+    """The card of a bundle folder (None without one); ``check``: also :func:`check_card` (listing skips a
+    bundle that fails it; a folder named explicitly is read as is, and its weights path is still confined
+    when the weights are loaded)."""
     card = folder / CARD_FILE
     if not card.is_file():
         return None
@@ -350,7 +353,8 @@ def _read_card(folder: Path) -> Optional[dict]:
         raise DeepRegError(f"invalid model card {card}: {exc}") from None
     except OSError as exc:
         raise DeepRegError(f"unreadable model card {card}: {exc.strerror or exc}") from None
-    check_card(folder, data)
+    if check:
+        check_card(folder, data)
     return data
 
 
@@ -416,7 +420,7 @@ def load_bundle(name: Optional[str] = None, task: Optional[str] = None) -> Model
     name, task = split_reference(with_task(os.fspath(name) if name is not None else None, task) or DEFAULT_MODEL)
     p = Path(name)
     if p.is_dir():
-        card = _read_card(p)
+        card = _read_card(p, check=False)
         if card is None:
             raise ModelNotFoundError(f"{p} has no {CARD_FILE}")
         return ModelBundle(p.name, p, card).for_task(task)

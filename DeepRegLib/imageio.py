@@ -223,9 +223,9 @@ def validate_image(image: sitk.Image, name: str = "image") -> None:
     if not all(math.isfinite(s) and s > 0 for s in spacing):
         raise InputError(f"{name} has the voxel size {spacing} mm; it must be positive: check the image header")
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    if not np.all(np.isfinite(direction)) or abs(abs(np.linalg.det(direction)) - 1.0) > 1e-3:
-        raise InputError(f"{name} has an invalid direction matrix {tuple(round(v, 4) for v in direction.ravel())}: "
-                         "check the image header")
+    if not np.all(np.isfinite(direction)) or not np.allclose(direction.T @ direction, np.eye(3), atol=1e-3):
+        raise InputError(f"{name} has an invalid direction matrix {tuple(round(float(v), 4) for v in direction.ravel())} "
+                         "(not a rotation or reflection: sheared or degenerate): check the image header")
     arr = sitk.GetArrayViewFromImage(image)
     if not np.all(np.isfinite(arr)):
         raise InputError(f"{name} contains NaN or infinite values")

@@ -475,8 +475,10 @@ def test_one_broken_bundle_does_not_break_the_others(tmp_path, monkeypatch, caps
 def test_weights_path_is_confined_to_the_bundle(inputs, monkeypatch):
     from DeepRegLib.bundles import list_models
     from DeepRegLib.errors import DeepRegError
-    with pytest.raises(DeepRegError, match="outside the bundle folder"):
-        load_bundle(str(inputs / "models" / "escape"))
+    escape = load_bundle(str(inputs / "models" / "escape"))  # a folder named explicitly: its card is read
+    for use in (lambda: escape.weights_path, escape.check_weights_file, escape.load_state, escape.network):
+        with pytest.raises(DeepRegError, match="outside the bundle folder"):
+            use()
     problems = []
     monkeypatch.setenv("DEEPREG_MODELS_PATH", str(inputs / "models"))
     models = list_models(problems)
@@ -529,3 +531,16 @@ def test_engine_parses_as_python_3_9():
                             for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
                             for a in [*fn.args.args, *fn.args.kwonlyargs] if a.annotation for n in ast.walk(a.annotation))
             assert not annotated or "from __future__ import annotations" in src, f"{f}: X | Y annotations need the future import"
+
+
+def test_sheared_or_degenerate_direction_is_refused():
+    from DeepRegLib.errors import InputError
+    from DeepRegLib.imageio import validate_image
+    for direction in ((1, 0.3, 0, 0, 1, 0, 0, 0, 1), (2, 0, 0, 0, 1, 0, 0, 0, 1.0)):  # sheared; not unit length
+        img = image(blobs(0))
+        img.SetDirection(direction)
+        with pytest.raises(InputError, match="invalid direction matrix"):
+            validate_image(img, "moving")
+    img = image(blobs(0))
+    img.SetDirection((0, -1, 0, 1, 0, 0, 0, 0, -1))  # any rotation or reflection is fine
+    validate_image(img, "moving")
