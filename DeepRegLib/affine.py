@@ -70,7 +70,8 @@ def _canonical(image: sitk.Image, spacing: float) -> sitk.Image:
     oblique copy of the fixed image moved the result by 11 mm when the metric ran on the file's own grid).
     """
     lo, hi = foreground_box(image, fraction=0.0)
-    lo, hi = lo - 2 * spacing, hi + 2 * spacing
+    # on the physical lattice of `spacing`: two grids of one brain coincide, and so do the metric's samples
+    lo, hi = np.floor(lo / spacing) * spacing - 2 * spacing, np.ceil(hi / spacing) * spacing + 2 * spacing
     size = [int(np.ceil((h - l) / spacing)) + 1 for l, h in zip(lo, hi)]
     ref = sitk.Image(size, sitk.sitkFloat32)
     ref.SetOrigin(tuple(float(v) for v in lo))

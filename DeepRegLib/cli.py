@@ -50,8 +50,8 @@ def cmd_register(a: argparse.Namespace) -> int:
     from .safeio import StagedOutputs
     if bool(a.moving_labels) != bool(a.output_warped_labels):
         raise_input("--moving-labels and --output-warped-labels must be given together")
-    if a.mode == "affine" and a.refine:
-        raise_input("--refine needs --mode deformable")
+    if a.mode != "deformable" and a.refine is not None:
+        raise_input(f"--refine and --network-only need --mode deformable, not --mode {a.mode}")
     inputs = {"--fixed image": a.fixed, "--moving image": a.moving, "--moving-labels": a.moving_labels,
               "--fixed-mask": a.fixed_mask, "--moving-mask": a.moving_mask}
     _check_outputs({"--output-transform": (a.output_transform, "transform"),
@@ -252,8 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_task_option(r)
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: CUDA if available, CPU fallback on out-of-memory")
-    r.add_argument("--mode", default="deformable", choices=["affine", "deformable"],
-                   help="affine: the affine stage only (a linear transform)")
+    r.add_argument("--mode", default="deformable", choices=["affine", "rigid", "deformable"],
+                   help="affine: the affine stage only (a linear transform); rigid: a rotation and a shift only "
+                        "(the same subject scanned twice); both end with a 2 mm level")
     add_refine_options(r)
     r.add_argument("--fixed-mask", help="optional mask on the fixed image (non-zero = inside): restricts the similarity")
     r.add_argument("--moving-mask", help="optional mask on the moving image (non-zero = inside)")

@@ -86,9 +86,14 @@ def foreground_centre(image: sitk.Image, fraction: float = 0.05) -> np.ndarray:
 def network_grid(fixed: sitk.Image, spacing: float, size: Tuple[int, int, int],
                  placement: str = "foreground") -> Grid:
     """The LPS-aligned network grid of ``size`` voxels, centred on the fixed foreground
-    (``placement='foreground'``) or on the centre of the fixed image's box (``'image_centre'``)."""
+    (``placement='foreground'``) or on the centre of the fixed image's box (``'image_centre'``).
+
+    A foreground-centred grid's centre is snapped to the physical lattice of ``spacing`` mm, so that the
+    same brain stored on another voxel grid (whose foreground box differs by a fraction of a voxel) is
+    sampled at the same points and the network sees the same input."""
     if placement == "foreground":
-        return centred_grid(foreground_centre(fixed), spacing, size)
+        centre = np.round(foreground_centre(fixed) / spacing) * spacing
+        return centred_grid(centre, spacing, size)
     if placement == "image_centre":
         lo, hi = physical_bounding_box(fixed)
         return centred_grid((lo + hi) / 2.0, spacing, size)

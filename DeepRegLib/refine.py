@@ -65,11 +65,21 @@ class RefineConfig:
     coarse_steps: int = 0            # steps first on the pair average-pooled x2 (velocity every coarse voxel), 0: none
     similarity: str = "ncc"          # 'ncc': local NCC (one modality) | 'mind': MIND-SSC descriptors | 'mi': mutual information
     warmup_steps: int = 0            # Adam's step size ramps up linearly over this many first steps (0: none)
+    optimizer: str = "adam"          # 'adam' | 'normalised': gradient steps scaled so the largest moves learning_rate mm
+    ncc_eps: float = 1e-5            # local NCC: cov^2 / (var_f * var_m + ncc_eps); window means of [0, 1] images, so
+    # a flat region's var_f * var_m (~1e-8) is far below 1e-5, and a warp that adds variance there raises the NCC
+    ncc_min_std: float = 0.0         # > 0: only windows whose fixed standard deviation exceeds this count; with a tiny
+    # ncc_eps the NCC is then at most 1 and highest for identical images (0: every window, the older measure)
     identity_start: bool = True      # start from no deformation when that matches better than the network's flow
+    identity_optimizer: str = "normalised"  # the optimizer of a refinement started from no deformation (an
+    # unchanged anatomy: only what the images ask for may move; see NormalisedDescent)
 
     def __post_init__(self) -> None:
         if self.similarity not in SIMILARITIES:
             raise InputError(f"refinement similarity {self.similarity!r} is not one of {SIMILARITIES}")
+        if self.optimizer not in OPTIMIZERS or self.identity_optimizer not in OPTIMIZERS:
+            raise InputError(f"refinement optimizers {self.optimizer!r}, {self.identity_optimizer!r}: expected one "
+                             f"of {OPTIMIZERS}")
         if (self.max_steps < 1 or self.control_factor < 1 or self.integration_steps < 0 or self.ncc_window_mm <= 0
                 or self.coarse_steps < 0):
             raise InputError(f"refinement settings out of range: max_steps {self.max_steps} and control_factor "
@@ -124,10 +134,13 @@ class LocalNCC:
     """:func:`local_ncc` against a fixed image whose local statistics are computed once."""
 
     def __init__(self, fixed: torch.Tensor, window: int, mask: Optional[torch.Tensor] = None,
-                 eps: float = 1e-5) -> None:
+                 eps: float = 1e-5, min_std: float = 0.0) -> None:
         self.fixed, self.window, self.mask, self.eps = fixed, window, mask, eps
         self.mf = _box(fixed, window)
         self.vf = (_box(fixed * fixed, window) - self.mf * self.mf).clamp_min(0)
+        if min_std > 0:  # only windows where the fixed image has structure count (see RefineConfig.ncc_min_std)
+            informative = (self.vf > min_std * min_std).to(fixed.dtype)
+            self.mask = informative if mask is None else mask * informative
 
     def prepare(self, moving: torch.Tensor) -> torch.Tensor:
         """What is warped each step: the moving image itself."""
@@ -148,11 +161,35 @@ class LocalNCC:
 #: the refinement's similarities by name: (fixed, weight, NCC window in voxels) -> an object with
 #: ``prepare(moving)`` (what is warped each step) and ``__call__(warped)`` (higher is better)
 _SIMILARITY = {
-    "ncc": lambda fixed, weight, window: LocalNCC(fixed, max(3, int(round(window)) | 1), weight),
-    "mind": lambda fixed, weight, window: MINDSimilarity(fixed, weight),
-    "mi": lambda fixed, weight, window: MutualInformation(fixed, weight),
+    "ncc": lambda fixed, weight, window, config: LocalNCC(fixed, max(3, int(round(window)) | 1), weight,
+                                                          config.ncc_eps, config.ncc_min_std),
+    "mind": lambda fixed, weight, window, config: MINDSimilarity(fixed, weight),
+    "mi": lambda fixed, weight, window, config: MutualInformation(fixed, weight),
 }
 SIMILARITIES = tuple(_SIMILARITY)
+OPTIMIZERS = ("adam", "normalised")
+#: loss changes below this are float32 rounding, not a better match (MIND's real gains are ~1e-4 per step)
+LOSS_TOLERANCE = 1e-6
+
+
+class NormalisedDescent:
+    """Gradient descent whose step is scaled so that the largest update vector is ``lr`` long (as ANTs
+    normalises its SyN updates): voxels move in proportion to their gradient, so flat or noisy regions,
+    whose gradients are small, stay where they are (Adam's first steps move every voxel by ``lr``,
+    whatever the size of its gradient, which invents sub-millimetre deformation on same-subject pairs).
+    ``param`` ``(1, 3, ...)`` holds vectors along dimension 1."""
+
+    def __init__(self, param: torch.Tensor, lr: float, warmup: int = 0) -> None:
+        self.param, self.lr, self.warmup, self.t = param, lr, warmup, 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        g = self.param.grad
+        self.t += 1
+        ramp = min(1.0, self.t / (self.warmup + 1)) if self.warmup else 1.0
+        largest = g.norm(dim=1).max()
+        if float(largest) > 0:
+            self.param.add_(g, alpha=-ramp * self.lr / float(largest))
 
 
 class Adam:
@@ -217,10 +254,11 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
             zero = torch.zeros_like(flow)
             at_network = similarity_loss(fixed, moving, flow, spacing, config, mask, moving_mask)
             at_identity = similarity_loss(fixed, moving, zero, spacing, config, mask, moving_mask)
-        if at_identity <= at_network:
+        if at_identity < at_network:  # strictly: a zero network flow (affine only) is not a new start
             flow, from_identity = zero, True
+            config = replace(config, optimizer=config.identity_optimizer)
             start_note = (f"refinement starts from the affine stage alone: it matches better than the network's "
-                          f"deformation (loss {at_identity:.4f} vs {at_network:.4f})")
+                          f"deformation (loss {at_identity:.4f} vs {at_network:.4f}); {config.optimizer} steps")
     total_steps = config.coarse_steps + config.max_steps
     losses: List[float] = []
     report = None if progress is None else (lambda done: progress(done / total_steps))
@@ -253,7 +291,7 @@ def similarity_loss(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tenso
     refinement's loss at a zero velocity (its first step's loss), on a grid of ``spacing`` mm."""
     with torch.no_grad():
         weight = _weight(mask, moving_mask, flow)
-        sim = _SIMILARITY[config.similarity](fixed, weight, config.ncc_window_mm / spacing)
+        sim = _SIMILARITY[config.similarity](fixed, weight, config.ncc_window_mm / spacing, config)
         return float(1.0 - sim(sim.prepare(warp(moving, flow))))
 
 
@@ -275,12 +313,13 @@ def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: 
     no loss was finite or when cancelled). Each step's loss is appended to ``losses``, which may hold an
     earlier level's: ``progress(steps done)`` counts them all.
     """
-    similarity = _SIMILARITY[config.similarity](fixed, weight, config.ncc_window_mm / spacing)
+    similarity = _SIMILARITY[config.similarity](fixed, weight, config.ncc_window_mm / spacing, config)
     start = similarity.prepare(start)
     shape = tuple(start.shape[2:])
     control = tuple(-(-n // config.control_factor) for n in shape)
     v_param = torch.zeros((1, 3) + control, dtype=start.dtype, device=start.device, requires_grad=True)
-    opt = Adam(v_param, lr=config.learning_rate, warmup=config.warmup_steps)
+    opt = (Adam if config.optimizer == "adam" else NormalisedDescent)(v_param, lr=config.learning_rate,
+                                                                       warmup=config.warmup_steps)
     velocity = (lambda p: p) if control == shape else (
         lambda p: F.interpolate(p, size=shape, mode="trilinear", align_corners=True))
     best, best_v, since = float("inf"), None, 0
@@ -299,7 +338,9 @@ def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: 
             loss.backward()
         value = float(loss.detach())
         losses.append(value)
-        if value < best:  # the lowest loss is kept, however small the gain
+        # the lowest loss is kept, however small the gain, once it is above float32 rounding (LOSS_TOLERANCE):
+        # a gain of rounding noise must not move an image that matches already
+        if best_v is None or value < best - LOSS_TOLERANCE:
             best, best_v = value, v_mm.detach().clone()
         if value < plateau - config.min_delta:
             plateau, since = value, 0

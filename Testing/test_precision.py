@@ -78,10 +78,23 @@ def test_refinement_never_ends_above_its_start():
     assert similarity_loss(fixed, moving, wild.flow, 2.0, cfg) <= before + 1e-6
 
 
+#: the local NCC of the default card: at most 1, highest for identical images (RefineConfig.ncc_min_std)
+EXACT_NCC = dict(ncc_eps=1e-12, ncc_min_std=0.03)
+
+
 def test_a_stalled_refinement_is_reported(brain):
-    res = register(brain, brain, device="cpu", refine=RefineConfig(max_steps=3, control_factor=2))
+    res = register(brain, brain, device="cpu", refine=RefineConfig(max_steps=3, control_factor=2, **EXACT_NCC))
     assert any("no step improved" in line for line in res.log), res.log
     assert res.displacement is not None and np.abs(res.displacement).max() <= 0.1
+
+
+def test_the_older_ncc_rewards_deforming_identical_images(brain):
+    """Why the card sets ncc_min_std / ncc_eps: with eps 1e-5 against window variances of [0, 1] images, a warp
+    that adds local contrast raises the NCC, so identical images are not its optimum (the refinement moves
+    them); with the exact form nothing improves on the identity (test_a_stalled_refinement_is_reported)."""
+    res = register(brain, brain, device="cpu", refine=RefineConfig(max_steps=3, control_factor=2))
+    assert not any("no step improved" in line for line in res.log), res.log
+    assert np.abs(res.displacement).max() > 0.1
 
 
 def test_identity_start_chooses_the_better_start():
@@ -89,6 +102,23 @@ def test_identity_start_chooses_the_better_start():
     img = _blobs()
     wrong = torch.zeros(1, 3, 24, 24, 24)
     wrong[:, 1] = 2.0
-    out = refine_flow(img, img, wrong, 2.0, RefineConfig(max_steps=2))
+    out = refine_flow(img, img, wrong, 2.0, RefineConfig(max_steps=2, **EXACT_NCC))
     assert out.started_from_identity and "affine stage alone" in out.start_note
     assert float(out.flow.abs().max()) <= 0.05
+
+
+def test_cli_rigid_mode_writes_a_linear_transform(tmp_path, brain):
+    """``deepreg register --mode rigid``: a linear transform (orthonormal matrix), --refine refused."""
+    from DeepRegLib.cli import main
+    truth = km.rigid_motion((0.0, 0.0, 3.0), (2.0, 0.0, -1.5), km.centre_of(brain))
+    pair = km.make_pair(brain, truth, seed=4, noise=0.0, intensity_scale=1.0, bias=0.0)
+    f, m, t = tmp_path / "f.nii.gz", tmp_path / "m.nii.gz", tmp_path / "T.h5"
+    sitk.WriteImage(pair.fixed, str(f))
+    sitk.WriteImage(pair.moving, str(m))
+    assert main(["register", "--fixed", str(f), "--moving", str(m), "--output-transform", str(t),
+                 "--mode", "rigid", "--device", "cpu"]) == 0
+    back = sitk.ReadTransform(str(t))
+    points = km.brain_points(brain, step=12)
+    assert km.mapping_error(km.map_points(back, points), truth, points)["max"] <= 0.3
+    assert main(["register", "--fixed", str(f), "--moving", str(m), "--output-transform", str(tmp_path / "x.h5"),
+                 "--mode", "rigid", "--refine"]) == 2
