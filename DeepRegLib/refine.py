@@ -249,13 +249,16 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
     torch.manual_seed(config.seed)
     flow = network_flow = flow.detach()
     from_identity, start_note = False, ""
+    warped = {}  # the moving image warped by the first level's start flow, when already computed
     if config.identity_start:
         with torch.no_grad():
             zero = torch.zeros_like(flow)
-            at_network = similarity_loss(fixed, moving, flow, spacing, config, mask, moving_mask)
-            at_identity = similarity_loss(fixed, moving, zero, spacing, config, mask, moving_mask)
+            warped["network"] = warp(moving, flow)
+            at_network = _loss_of(fixed, warped["network"], flow, spacing, config, mask, moving_mask)
+            at_identity = _loss_of(fixed, moving, zero, spacing, config, mask, moving_mask)  # warp by 0: itself
         if at_identity < at_network:  # strictly: a zero network flow (affine only) is not a new start
             flow, from_identity = zero, True
+            warped = {"network": moving}
             config = replace(config, optimizer=config.identity_optimizer)
             start_note = (f"refinement starts from the affine stage alone: it matches better than the network's "
                           f"deformation (loss {at_identity:.4f} vs {at_network:.4f}); {config.optimizer} steps")
@@ -267,7 +270,8 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
     for factor, level in levels + [(1, config)]:
         first = len(losses)
         with torch.no_grad():
-            start = warp(moving, flow)  # moving o A o (id + u), resampled once per level
+            start = warped.pop("network", None) if first == 0 else None
+            start = warp(moving, flow) if start is None else start  # moving o A o (id + u), once per level
             weight = _weight(mask, moving_mask, flow)
         small = (lambda x: x) if factor == 1 else (lambda x: None if x is None else downsample(x, factor))
         phi, cancelled = _optimise(small(fixed), small(start), factor * spacing, level, small(weight), losses,
@@ -290,9 +294,15 @@ def similarity_loss(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tenso
     """``1 - similarity`` of ``fixed`` and ``moving`` warped by the voxel ``flow`` ``(1, 3, z, y, x)``: the
     refinement's loss at a zero velocity (its first step's loss), on a grid of ``spacing`` mm."""
     with torch.no_grad():
-        weight = _weight(mask, moving_mask, flow)
-        sim = _SIMILARITY[config.similarity](fixed, weight, config.ncc_window_mm / spacing, config)
-        return float(1.0 - sim(sim.prepare(warp(moving, flow))))
+        return _loss_of(fixed, warp(moving, flow), flow, spacing, config, mask, moving_mask)
+
+
+def _loss_of(fixed: torch.Tensor, warped: torch.Tensor, flow: torch.Tensor, spacing: float, config: RefineConfig,
+             mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor]) -> float:
+    """``1 - similarity`` of ``fixed`` and ``warped`` (the moving image already warped by ``flow``)."""
+    weight = _weight(mask, moving_mask, flow)
+    sim = _SIMILARITY[config.similarity](fixed, weight, config.ncc_window_mm / spacing, config)
+    return float(1.0 - sim(sim.prepare(warped)))
 
 
 def _weight(mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor], flow: torch.Tensor):

@@ -568,8 +568,8 @@ def batch_command(output_dir: str, *, pairs_csv: Optional[str] = None, fixed: Op
 
 def write_moving_list(path: str, moving: Sequence[str]) -> str:
     """A ``--moving-list`` file (one image per line) for the atlas form."""
-    with open(path, "w") as fh:
-        fh.write("".join(f"{m}\n" for m in moving))
+    from .safeio import atomic_text
+    atomic_text(path, "".join(f"{m}\n" for m in moving))
     return path
 
 

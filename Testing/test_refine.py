@@ -206,7 +206,11 @@ def test_card_can_name_a_coarse_level_and_mind(images, network_result, tmp_path)
     assert "3 at half resolution + 2 steps, MIND-SSC" in line and "LNCC" not in line
     a = register(*images, model=str(m), device="cpu")
     assert a.refined and a.refinement == "model default"
-    assert np.abs(a.displacement - network_result.displacement).max() > 0.05
+    assert any("5 steps" in line for line in a.log), a.log  # 3 coarse + 2 full-resolution steps ran
+    # it either moved the mapping or said that no step improved on the network's (then kept as it was)
+    moved = np.abs(a.displacement - network_result.displacement).max() > 0.05
+    stalled = any("no step improved" in line for line in a.log)
+    assert moved != stalled, (moved, a.log)
     b = register(*images, model=str(m), device="cpu", refine=RefineConfig(**setting))
     assert np.array_equal(a.displacement, b.displacement)
     c = register(*images, model=str(m), device="cpu", refine=RefineConfig(**{**setting, "similarity": "ncc"}))
