@@ -159,7 +159,21 @@ class ModelBundle:
         else:
             lines.append("speed: not measured")
         lines.append(self.refinement_line())
+        precision = self.precision_line()
+        if precision:
+            lines.append(precision)
         return lines
+
+    def precision_line(self) -> str:
+        """The card's known-answer precision (``precision``, written by ``benchmarks/bench_precision.py``):
+        median mean error (mm) of the default call per kind of pair, beside ANTs SyN's; '' when not measured."""
+        block = self.card.get("precision") or {}
+        kinds = block.get("default_mean_error_mm") or {}
+        if not kinds:
+            return ""
+        syn = block.get("ants_syn_mean_error_mm") or {}
+        parts = [f"{k} {v:.2f}" + (f" (SyN {syn[k]:.2f})" if k in syn else "") for k, v in kinds.items()]
+        return "precision (known-answer pairs, mean error mm): " + ", ".join(parts)
 
     def refinement_line(self) -> str:
         """What ``register()`` runs after the network by default (the card's ``refinement`` block)."""

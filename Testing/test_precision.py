@@ -122,3 +122,16 @@ def test_cli_rigid_mode_writes_a_linear_transform(tmp_path, brain):
     assert km.mapping_error(km.map_points(back, points), truth, points)["max"] <= 0.3
     assert main(["register", "--fixed", str(f), "--moving", str(m), "--output-transform", str(tmp_path / "x.h5"),
                  "--mode", "rigid", "--refine"]) == 2
+
+
+def test_models_listing_states_precision_from_the_card():
+    """``deepreg models`` prints the card's known-answer precision (bench_precision writes it)."""
+    import copy
+    from DeepRegLib.bundles import load_bundle
+    b = copy.copy(load_bundle(None))
+    b.card = dict(b.card, precision={"default_mean_error_mm": {"identical": 0.0, "rigid": 0.14},
+                                     "ants_syn_mean_error_mm": {"rigid": 0.15}})
+    line = b.precision_line()
+    assert "identical 0.00" in line and "rigid 0.14 (SyN 0.15)" in line
+    b.card = {k: v for k, v in b.card.items() if k != "precision"}
+    assert b.precision_line() == "" and not any(x.startswith("precision") for x in b.details())
