@@ -27,7 +27,7 @@ def test_small_anisotropic_image_is_drawn_large_and_in_proportion():
     assert abs(display_spacing(img) - 40.0 / MIN_PIXELS) < 1e-9
     zero = sitk.Image(img)
     zero *= 0
-    panel = overlay_panel(img, [("zero", zero)], "difference")
+    panel = overlay_panel(img, [("zero", zero)], "difference", labels=False, crop=False)
     n = MIN_PIXELS
     assert panel.shape == (n + 4, 3 * (n + 4), 3)
     coronal = panel[:n, n + 4:2 * n + 4, 0] > 127  # |ball - 0| in the red channel
@@ -40,5 +40,23 @@ def test_small_anisotropic_image_is_drawn_large_and_in_proportion():
 def test_fine_isotropic_image_is_drawn_voxel_for_voxel():
     img = _sphere((200, 210, 190), (1.0, 1.0, 1.0), 60.0)
     assert display_spacing(img) == 1.0
-    panel = overlay_panel(img, [("same", img)], "checkerboard")
+    panel = overlay_panel(img, [("same", img)], "checkerboard", labels=False, crop=False)
     assert panel.shape == (210 + 4, 210 + 4 + 190 + 4 + 210 + 4, 3)  # axial 210x200, coronal 190x200, sagittal 190x210
+
+
+def test_pictures_are_labelled_and_cropped():
+    """Row titles, column titles (plane and slice position) and the difference colour bar are drawn; the views
+    are cropped to the fixed foreground (here a 60 mm ball in a 200 mm box)."""
+    from DeepRegLib.visualize import BAR_WIDTH, LABEL_STRIP, _view_titles
+    img = _sphere((200, 210, 190), (1.0, 1.0, 1.0), 60.0)
+    plain = overlay_panel(img, [("same", img)], "difference", labels=False, crop=False)
+    panel = overlay_panel(img, [("same", img), ("again", img)], "difference")
+    assert panel.shape[0] < plain.shape[0] * 2 and panel.shape[1] < plain.shape[1]  # cropped around the ball
+    header, first_title = panel[:LABEL_STRIP], panel[LABEL_STRIP:2 * LABEL_STRIP]
+    assert (header == 255).sum() > 50 and (first_title == 255).sum() > 20  # white text drawn on the dark strips
+    h = overlay_panel(img, [("same", img)], "difference", labels=False).shape[0] - 4  # one row's height
+    bar = panel[2 * LABEL_STRIP:2 * LABEL_STRIP + h, -(BAR_WIDTH + 6 + 21) + 2]  # a column inside the colour bar
+    assert (bar[0] == 255).all() and (bar[-1] == 0).all()  # white (1) at the top, black (0) at the bottom
+    assert (np.diff(bar[:, 0].astype(int)) <= 0).all()  # red never rises going down
+    titles = _view_titles((10, 20, 30), np.array([1.0, -2.0, 3.0]), 2.0)
+    assert titles == ["axial S 13 mm", "coronal P 18 mm", "sagittal L 31 mm"]
