@@ -151,9 +151,7 @@ class ModelPreload(WorkerPlugin):
         from . import inference
         from .bundles import load_bundle
         dev = inference.resolve_device(self.device)
-        network = getattr(inference, "_network", None)  # the engine's per-process network cache
-        if network is not None:
-            network(load_bundle(self.model), dev)
+        inference.load_network(load_bundle(self.model), dev)  # the engine's per-process network cache
 
 
 def _write_json(path: Path, obj: dict) -> None:

@@ -25,7 +25,7 @@ from .imageio import ImageLike, as_image
 from .pipeline import prepare_pair
 from .refine import RefineConfig, card_refinement, refine_flow
 
-__all__ = ["register", "RegistrationResult", "RefineConfig", "Cancelled", "resolve_device", "MODES"]
+__all__ = ["register", "RegistrationResult", "RefineConfig", "Cancelled", "resolve_device", "MODES", "load_network"]
 
 #: what :func:`register` can return: a linear mapping alone ("affine", "rigid") or a deformable one
 MODES = ("affine", "rigid", "deformable")
@@ -129,7 +129,9 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _network(bundle: ModelBundle, device: str) -> torch.nn.Module:
+def load_network(bundle: ModelBundle, device: str) -> torch.nn.Module:
+    """The bundle's network on ``device`` in eval mode, built once per (bundle folder, device) and cached, so a
+    worker can load the weights ahead of :func:`register` (which then finds them here)."""
     key = (str(bundle.path), device)
     if key not in _NETWORK_CACHE:
         _NETWORK_CACHE[key] = bundle.network(device)
@@ -138,7 +140,7 @@ def _network(bundle: ModelBundle, device: str) -> torch.nn.Module:
 
 def _predict(bundle: ModelBundle, fixed: np.ndarray, moving: np.ndarray, device: str, allow_fallback: bool,
              cancel: Optional[Callable[[], bool]] = None):
-    net = _network(bundle, device)
+    net = load_network(bundle, device)
     f = torch.from_numpy(fixed)[None, None].to(device)
     m = torch.from_numpy(moving)[None, None].to(device)
     hooks = []
@@ -185,7 +187,7 @@ def _mask(mask: Optional[ImageLike], reference: sitk.Image, name: str) -> Option
     return m
 
 
-def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, device: str = "auto",
+def register(fixed: ImageLike, moving: ImageLike, model: Union[None, str, ModelBundle] = None, device: str = "auto",
              affine_config: Optional[AffineConfig] = None, initial_affine: Optional[sitk.Transform] = None,
              progress: Optional[Progress] = None, *, mode: str = "deformable",
              refine: Union[None, bool, RefineConfig] = None,
@@ -193,7 +195,8 @@ def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, d
              cancel: Optional[Callable[[], bool]] = None, task: Optional[str] = None) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` (paths or SimpleITK images, any geometry); fixed -> moving map.
 
-    ``model``: a bundle name or folder, optionally ``NAME:TASK``; ``task``: for a model made for several
+    ``model``: a bundle name or folder, optionally ``NAME:TASK``, or an already-loaded
+    :class:`~DeepRegLib.bundles.ModelBundle` (then it is not read again); ``task``: for a model made for several
     tasks (``universal``), which one (None: the one the name gives, else the model's default task):
     its grid, normalisation, affine stage and refinement are used.
 
@@ -220,7 +223,8 @@ def register(fixed: ImageLike, moving: ImageLike, model: Optional[str] = None, d
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
     linear = mode in LINEAR_KINDS
-    bundle = load_bundle(model, task)
+    bundle = model if isinstance(model, ModelBundle) and task is None else load_bundle(
+        str(model.path) if isinstance(model, ModelBundle) else model, task)
     rcfg, refinement = resolve_refinement(refine, bundle)
     if linear:
         rcfg, refinement = None, "none"

@@ -450,7 +450,7 @@ def compute(req: RegistrationRequest, ctx: Optional[JobContext] = None) -> Regis
     bundle = load_bundle(req.model)
     device = inference.resolve_device(req.device)
     if req.mode not in LINEAR_MODES:
-        inference._network(bundle, device)  # the first load of the weights, cached for register()
+        inference.load_network(bundle, device)  # the first load of the weights, cached for register()
     note(f"model {bundle.name} ({bundle.card.get('description', '')}) on {device}; "
          f"loaded in {time.perf_counter() - t0:.2f} s (with the torch import)")
     ctx.progress("loading model", 1.0)

@@ -135,3 +135,16 @@ def test_models_listing_states_precision_from_the_card():
     assert "identical 0.00" in line and "rigid 0.14 (SyN 0.15)" in line
     b.card = {k: v for k, v in b.card.items() if k != "precision"}
     assert b.precision_line() == "" and not any(x.startswith("precision") for x in b.details())
+
+
+def test_register_takes_a_loaded_bundle_without_reading_it_again(brain, monkeypatch):
+    """A caller that has the bundle (the panel, batch) passes it: register() does not load it a second time."""
+    from DeepRegLib import inference
+    from DeepRegLib.bundles import load_bundle
+    bundle = load_bundle(None)
+    calls = []
+    monkeypatch.setattr(inference, "load_bundle", lambda *a, **k: calls.append(a) or load_bundle(*a, **k))
+    res = inference.register(brain, brain, model=bundle, device="cpu", mode="affine")
+    assert res.model == bundle.name and calls == []
+    inference.register(brain, brain, model=None, device="cpu", mode="affine")
+    assert len(calls) == 1
