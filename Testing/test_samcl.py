@@ -389,8 +389,10 @@ def test_synthhead_pair_contrast_differs_labels_agree():
     d = np.nanmean(list(dice_scores(fl, ml, brain).values()))
     assert d > 0.35  # the affine stage aligned the two heads
     # one random contrast per image: the intensity of a label differs between fixed and moving
-    means_f = [float(data.fixed[0][fl == l].mean()) for l in brain]
-    means_m = [float(data.moving[0][ml == l].mean()) for l in brain]
+    both = [l for l in brain if np.any(ml == l)]  # a structure of a few voxels may fall off the 3.5 mm grid
+    assert len(both) > 25
+    means_f = [float(data.fixed[0][fl == l].mean()) for l in both]
+    means_m = [float(data.moving[0][ml == l].mean()) for l in both]
     assert abs(np.corrcoef(means_f, means_m)[0, 1]) < 0.9
 
 
