@@ -116,8 +116,11 @@ def affine_register(fixed: sitk.Image, moving: sitk.Image, config: AffineConfig 
     """
     if kind not in LINEAR_KINDS:
         raise InputError(f"unknown linear transform kind {kind!r}; expected one of {LINEAR_KINDS}")
+    # the metric's domain is the fixed image's: that one goes onto the canonical grid; the moving image is only
+    # sampled at mapped physical points, so its own voxel grid does not matter (and is kept: a pre-aligned,
+    # rotated moving image then gives exactly the rotated result)
     f = _canonical(fixed, config.spacing)
-    m = _canonical(moving, config.spacing)
+    m = sitk.Cast(_coarse(moving, config.spacing), sitk.sitkFloat32)
     prototype = sitk.AffineTransform(3) if kind == "affine" else sitk.VersorRigid3DTransform()
     if config.iterations <= 0:  # initialisation only (e.g. centre alignment of a multimodal pair), full resolution
         return to_affine(sitk.CenteredTransformInitializer(sitk.Cast(fixed, sitk.sitkFloat32),
@@ -129,7 +132,7 @@ def affine_register(fixed: sitk.Image, moving: sitk.Image, config: AffineConfig 
                config.sampling_fraction, 0.0, 0.8 if fine else 1.0)]
     if fine:
         ff = _canonical(fixed, config.fine_spacing)
-        mf = _canonical(moving, config.fine_spacing)
+        mf = sitk.Cast(_coarse(moving, config.fine_spacing), sitk.sitkFloat32)
         levels.append((ff, mf, (1,), (0.0,), config.fine_iterations, config.fine_learning_rate,
                        config.fine_sampling_fraction, 0.8, 1.0))
     transform = init

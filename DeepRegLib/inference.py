@@ -332,8 +332,9 @@ def resolve_refinement(refine: Union[None, bool, RefineConfig], bundle: ModelBun
         if default is None:
             return RefineConfig(), "full"
         # the card's similarity (a multimodal model's MI or MIND; a brain model's NCC with its own settings)
-        return RefineConfig(similarity=default.similarity, ncc_eps=default.ncc_eps,
-                            ncc_min_std=default.ncc_min_std), "full"
+        return RefineConfig(similarity=default.similarity, ncc_eps=default.ncc_eps, ncc_min_std=default.ncc_min_std,
+                            identity_start=default.identity_start,
+                            identity_optimizer=default.identity_optimizer), "full"
     if isinstance(refine, RefineConfig):
         return refine, "custom"
     raise InputError(f"refine must be None, True, False or a RefineConfig, not {type(refine).__name__}")

@@ -70,7 +70,8 @@ class RefineConfig:
     # a flat region's var_f * var_m (~1e-8) is far below 1e-5, and a warp that adds variance there raises the NCC
     ncc_min_std: float = 0.0         # > 0: only windows whose fixed standard deviation exceeds this count; with a tiny
     # ncc_eps the NCC is then at most 1 and highest for identical images (0: every window, the older measure)
-    identity_start: bool = True      # start from no deformation when that matches better than the network's flow
+    identity_start: bool = False     # start from no deformation when that scores better than the network's flow
+    # (similarity, plus smooth_weight x the diffusion of the network's whole deformation)
     identity_optimizer: str = "normalised"  # the optimizer of a refinement started from no deformation (an
     # unchanged anatomy: only what the images ask for may move; see NormalisedDescent)
 
@@ -254,7 +255,10 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
         with torch.no_grad():
             zero = torch.zeros_like(flow)
             warped["network"] = warp(moving, flow)
-            at_network = _loss_of(fixed, warped["network"], flow, spacing, config, mask, moving_mask)
+            # the network's start pays the refinement's regulariser on its whole deformation (mm, per mm): a
+            # deformation that only fits noise or a bias field does not beat no deformation
+            at_network = (_loss_of(fixed, warped["network"], flow, spacing, config, mask, moving_mask)
+                          + config.smooth_weight * float(diffusion(flow * spacing, spacing)))
             at_identity = _loss_of(fixed, moving, zero, spacing, config, mask, moving_mask)  # warp by 0: itself
         if at_identity < at_network:  # strictly: a zero network flow (affine only) is not a new start
             flow, from_identity = zero, True

@@ -57,7 +57,7 @@ def fixed_image() -> sitk.Image:
 def result(request):
     stub = StubNetwork()
     mp = pytest.MonkeyPatch()
-    mp.setattr(inference, "_network", lambda bundle, device: stub)
+    mp.setattr(inference, "load_network", lambda bundle, device: stub)
     try:
         fixed = fixed_image()
         # the network alone (refine=False): the default model's card refinement would change the known flow

@@ -41,7 +41,7 @@ def test_brain_card_gives_the_legacy_settings():
 
 def _legacy_register(fixed: sitk.Image, moving: sitk.Image, net: torch.nn.Module):
     """The pipeline before task specs, written out independently: moments + correlation affine at 4 mm
-    (on an identity-direction 4 mm grid over each image's foreground box, since the grid-invariance fix),
+    (the fixed image on an identity-direction 4 mm grid over its foreground box, since the grid-invariance fix),
     foreground-centred 80x96x80 grid at 2 mm, 1-99 percentile normalisation, the network, the taper."""
     def coarse(img):
         f = [max(1, int(round(4.0 / s))) for s in img.GetSpacing()]
@@ -50,13 +50,15 @@ def _legacy_register(fixed: sitk.Image, moving: sitk.Image, net: torch.nn.Module
         k, j, i = (np.nonzero((arr > arr.min()).any(axis=ax))[0] for ax in ((1, 2), (0, 2), (0, 1)))
         corners = np.array([img.TransformContinuousIndexToPhysicalPoint((float(a), float(b), float(c)))
                             for a in (i[0], i[-1]) for b in (j[0], j[-1]) for c in (k[0], k[-1])])
-        lo, hi = corners.min(0) - 8.0, corners.max(0) + 8.0
+        lo = np.floor(corners.min(0) / 4.0) * 4.0 - 8.0  # on the physical 4 mm lattice, 2 voxels wider
+        hi = np.ceil(corners.max(0) / 4.0) * 4.0 + 8.0
         ref = sitk.Image([int(np.ceil((h - l) / 4.0)) + 1 for l, h in zip(lo, hi)], sitk.sitkFloat32)
         ref.SetOrigin(tuple(lo))
         ref.SetSpacing((4.0, 4.0, 4.0))
         background = float(sitk.GetArrayViewFromImage(small).min())
         return sitk.Resample(small, ref, sitk.Transform(), sitk.sitkLinear, background, sitk.sitkFloat32)
-    f, m = coarse(fixed), coarse(moving)
+    f = coarse(fixed)  # the metric's domain: the fixed image on the canonical grid
+    m = sitk.Cast(sitk.BinShrink(moving, [max(1, int(round(4.0 / s))) for s in moving.GetSpacing()]), sitk.sitkFloat32)
     init = sitk.CenteredTransformInitializer(f, m, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS)
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsCorrelation()
@@ -70,7 +72,7 @@ def _legacy_register(fixed: sitk.Image, moving: sitk.Image, net: torch.nn.Module
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     reg.SetInitialTransform(init, inPlace=False)
     affine = to_affine(reg.Execute(f, m))
-    grid = centred_grid(foreground_centre(fixed), 2.0, (80, 96, 80))
+    grid = centred_grid(np.round(foreground_centre(fixed) / 2.0) * 2.0, 2.0, (80, 96, 80))  # on the 2 mm lattice
     norm = Normalisation("percentile", 1.0, 99.0)
     a = norm.apply(resample_to_grid(fixed, grid))
     b = norm.apply(resample_to_grid(moving, grid, affine))
