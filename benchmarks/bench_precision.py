@@ -183,9 +183,15 @@ def plot(summary: dict, path: Path) -> None:
         methods += [m for m in s if isinstance(s[m], dict) and m not in methods]
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     x = np.arange(len(kinds))
+    floor = 0.005  # mm: smaller errors (an identical pair left exactly in place) are drawn on this line
     for m in methods:
-        y = [summary[k][m]["mean"] if m in summary[k] else np.nan for k in kinds]
-        ax.plot(x, y, marker="o", label=m)
+        if m == "identity":
+            continue  # the unregistered error (~10 mm) would squash the scale
+        y = [max(summary[k][m]["mean"], floor) if m in summary[k] else np.nan for k in kinds]
+        ax.plot(x, y, marker="o", label=m.replace("ldr_brain_v2:", "DeepReg ").replace("ants_syn", "ANTs SyN"))
+    ax.axhline(floor, color="grey", lw=0.8, ls=":")
+    ax.text(x[-1], floor * 1.15, f"<= {floor} mm", ha="right", va="bottom", fontsize=7, color="grey")
+    ax.set_ylim(floor * 0.7, None)
     ax.set_xticks(x, [f"{k}\n({summary[k]['deformation_mm']:.1f} mm)" for k in kinds])
     ax.set_yscale("log")
     ax.set_ylabel("mean error over the brain (mm, log scale)")
