@@ -123,7 +123,16 @@ def test_replay_buffer_reservoir():
     for i in range(3, 50):
         buf.add((1, i), rng)
     assert len(buf) == 5 and buf.state["seen"] == 50
-    assert buf.sample(rng, exclude_task=1) is None or buf.sample(rng, exclude_task=1)[0] in (0, 1)
+    # exclude_task: another task's pair when the buffer holds one, else (the fallback) any stored pair
+    left = [tuple(it) for it in buf.items if it[0] == 0]
+    got = tuple(buf.sample(rng, exclude_task=1))
+    assert (got in left) if left else (got in [tuple(it) for it in buf.items] and got[0] == 1)
+    assert ReplayBuffer(3).sample(rng) is None
+    mixed = ReplayBuffer(5)
+    for item in ((0, 0), (0, 1), (1, 2)):
+        mixed.add(item, rng)
+    assert all(tuple(mixed.sample(rng, exclude_task=1)) in ((0, 0), (0, 1)) for _ in range(20))
+    assert all(tuple(mixed.sample(rng, exclude_task=0)) == (1, 2) for _ in range(20))
     # inclusion probability of every stream item is capacity / n (Vitter's algorithm R)
     n, k, trials = 20, 4, 4000
     counts = np.zeros(n)
