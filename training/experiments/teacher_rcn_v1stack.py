@@ -21,5 +21,5 @@ def config():
     cfg.model.kwargs = {"base": 16}
     cfg.loss.dice = 1.0
     cfg.optim.lr = 1e-4  # the fine-tuning rate of the 2-cascade students
-    cfg.loop.steps = 6000
+    cfg.loop.steps = 6000  # the budget asked for; the reported teacher was stopped by hand at step 1,400 (RESULTS.md)
     return cfg
