@@ -348,8 +348,8 @@ def _config_differences(a: dict, b: dict, prefix: str = "") -> List[str]:
     out = []
     for k in sorted(set(a) | set(b)):
         key = f"{prefix}{k}"
-        if prefix == "loop." and k in RESUMABLE_CHANGES:
-            continue
+        if (prefix == "loop." and k in RESUMABLE_CHANGES) or (not prefix and k == "description"):
+            continue  # loop budgets may change between invocations; a description is prose, not a setting
         if isinstance(a.get(k), dict) and isinstance(b.get(k), dict) and k not in ("kwargs", "affine"):
             out += _config_differences(a[k], b[k], key + ".")
         elif a.get(k) != b.get(k):
