@@ -210,10 +210,10 @@ def register(fixed: ImageLike, moving: ImageLike, model: Union[None, str, ModelB
     ``fixed_mask``/``moving_mask`` (non-zero = inside) restrict the similarity of the affine stage and
     of the refinement.  ``progress(stage, fraction)``: stages "loading", "affine", "network",
     "refine", "field", "done"; fraction is of the whole run, also reported within long stages.
-    The refinement starts from the better, by its own similarity, of the network's mapping and the
-    affine stage alone (no deformation), and keeps the best step: a pair that did not deform (an image
-    registered to itself) is not deformed, and the result is never worse than its start by the measure
-    it optimises (both are said in ``log``).
+    The refinement keeps its best step, so its result is never worse than its start by the measure it
+    optimises (a refinement where no step helped says so in ``log``). Where the card's refinement asks
+    for it (``identity_start``, the default brain model), it starts from the better of the network's
+    mapping and no deformation: an image registered to itself is not deformed.
     ``cancel()`` is polled within stages: during refinement it stops the refinement and the
     network's result is returned (``refine_cancelled=True``); elsewhere it raises
     :class:`DeepRegLib.errors.Cancelled`.
@@ -223,8 +223,7 @@ def register(fixed: ImageLike, moving: ImageLike, model: Union[None, str, ModelB
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
     linear = mode in LINEAR_KINDS
-    bundle = model if isinstance(model, ModelBundle) and task is None else load_bundle(
-        str(model.path) if isinstance(model, ModelBundle) else model, task)
+    bundle = model.for_task(task) if isinstance(model, ModelBundle) else load_bundle(model, task)
     rcfg, refinement = resolve_refinement(refine, bundle)
     if linear:
         rcfg, refinement = None, "none"
@@ -267,10 +266,11 @@ def register(fixed: ImageLike, moving: ImageLike, model: Union[None, str, ModelB
          + (", fixed mask" if f_mask is not None else "") + (", moving mask" if m_mask is not None else ""))
     _polled(cancel, "before the affine stage")
     report("affine")
+    kind = "rigid" if mode == "rigid" else "affine"  # of the linear stage
     prep = prepare_pair(f_img, m_img, bundle.input_spec, acfg, initial_affine, f_mask, m_mask,
-                        progress=lambda x: report("affine", x), cancel=cancel, kind="rigid" if mode == "rigid" else "affine")
+                        progress=lambda x: report("affine", x), cancel=cancel, kind=kind)
     timings.update(prep.timings)
-    note(f"{'rigid' if mode == 'rigid' else 'affine'} stage: {timings['affine']:.2f} s"
+    note(f"{kind} stage: {timings['affine']:.2f} s"
          + (" (given initial affine)" if initial_affine is not None else ""))
     if linear:
         report("field")

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from .grid import physical_bounding_box
 from .preprocess import foreground_centre
 
 
@@ -42,7 +43,7 @@ def smooth_deformation(reference: sitk.Image, amplitude_mm: float, control_mm: f
     displacement-field transform (linear interpolation between the ``spacing_mm`` samples; zero outside).
     """
     rng = np.random.default_rng(seed)
-    lo, hi = _box(reference)
+    lo, hi = physical_bounding_box(reference)
     size = [int(np.ceil((h - l) / spacing_mm)) + 1 for l, h in zip(lo, hi)]
     grid = sitk.Image(size, sitk.sitkVectorFloat64, 3)
     grid.SetOrigin(tuple(float(v) for v in lo))
@@ -139,11 +140,6 @@ def mean_displacement(truth: sitk.Transform, points: np.ndarray) -> float:
 def centre_of(image: sitk.Image) -> np.ndarray:
     """The LPS centre of the image's foreground bounding box (mm)."""
     return foreground_centre(image)
-
-
-def _box(image: sitk.Image):
-    from .grid import physical_bounding_box
-    return physical_bounding_box(image)
 
 
 def _scalar_like(grid: sitk.Image) -> sitk.Image:

@@ -55,8 +55,10 @@ def foreground_box(image: sitk.Image, fraction: float = 0.05, step: int = 2) -> 
     """
     arr = sitk.GetArrayViewFromImage(image)
     lo = float(arr.min())
-    hi = float(np.percentile(arr[:: 2, :: 2, :: 2], 99.5))
-    mask = arr > lo + fraction * (hi - lo)
+    threshold = lo
+    if fraction > 0:  # the robust range is needed only for a threshold above the minimum
+        threshold += fraction * (float(np.percentile(arr[:: 2, :: 2, :: 2], 99.5)) - lo)
+    mask = arr > threshold
     if not mask.any():
         raise InputError("image has no foreground")
     direction = np.asarray(image.GetDirection(), float).reshape(3, 3)

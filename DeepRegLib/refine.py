@@ -64,7 +64,6 @@ class RefineConfig:
     control_factor: int = 1          # velocity on a grid this many times coarser, trilinearly upsampled (1: every voxel)
     coarse_steps: int = 0            # steps first on the pair average-pooled x2 (velocity every coarse voxel), 0: none
     similarity: str = "ncc"          # 'ncc': local NCC (one modality) | 'mind': MIND-SSC descriptors | 'mi': mutual information
-    warmup_steps: int = 0            # Adam's step size ramps up linearly over this many first steps (0: none)
     optimizer: str = "adam"          # 'adam' | 'normalised': gradient steps scaled so the largest moves learning_rate mm
     ncc_eps: float = 1e-5            # local NCC: cov^2 / (var_f * var_m + ncc_eps); window means of [0, 1] images, so
     # a flat region's var_f * var_m (~1e-8) is far below 1e-5, and a warp that adds variance there raises the NCC
@@ -180,17 +179,15 @@ class NormalisedDescent:
     whatever the size of its gradient, which invents sub-millimetre deformation on same-subject pairs).
     ``param`` ``(1, 3, ...)`` holds vectors along dimension 1."""
 
-    def __init__(self, param: torch.Tensor, lr: float, warmup: int = 0) -> None:
-        self.param, self.lr, self.warmup, self.t = param, lr, warmup, 0
+    def __init__(self, param: torch.Tensor, lr: float) -> None:
+        self.param, self.lr = param, lr
 
     @torch.no_grad()
     def step(self) -> None:
         g = self.param.grad
-        self.t += 1
-        ramp = min(1.0, self.t / (self.warmup + 1)) if self.warmup else 1.0
-        largest = g.norm(dim=1).max()
-        if float(largest) > 0:
-            self.param.add_(g, alpha=-ramp * self.lr / float(largest))
+        largest = float(g.norm(dim=1).max())
+        if largest > 0:
+            self.param.add_(g, alpha=-self.lr / largest)
 
 
 class Adam:
@@ -200,10 +197,8 @@ class Adam:
     ``torch._dynamo`` (~1 s on 2 cores), which would double a first few-step refinement (the CLI's).
     """
 
-    def __init__(self, param: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
-                 warmup: int = 0) -> None:
+    def __init__(self, param: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
         self.param, self.lr, (self.beta1, self.beta2), self.eps = param, lr, betas, eps
-        self.warmup = warmup  # the step size ramps up linearly over this many first steps
         self.exp_avg = torch.zeros_like(param)
         self.exp_avg_sq = torch.zeros_like(param)
         self.t = 0
@@ -214,8 +209,7 @@ class Adam:
         self.t += 1
         self.exp_avg.lerp_(g, 1 - self.beta1)
         self.exp_avg_sq.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
-        ramp = min(1.0, self.t / (self.warmup + 1)) if self.warmup else 1.0
-        step_size = ramp * self.lr / (1 - self.beta1 ** self.t)
+        step_size = self.lr / (1 - self.beta1 ** self.t)
         denom = (self.exp_avg_sq.sqrt() / (1 - self.beta2 ** self.t) ** 0.5).add_(self.eps)
         self.param.addcdiv_(self.exp_avg, denom, value=-step_size)
 
@@ -250,19 +244,18 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
     torch.manual_seed(config.seed)
     flow = network_flow = flow.detach()
     from_identity, start_note = False, ""
-    warped = {}  # the moving image warped by the first level's start flow, when already computed
+    first_start = None  # the moving image warped by the first level's start flow, when already computed
     if config.identity_start:
         with torch.no_grad():
             zero = torch.zeros_like(flow)
-            warped["network"] = warp(moving, flow)
+            first_start = warp(moving, flow)
             # the network's start pays the refinement's regulariser on its whole deformation (mm, per mm): a
             # deformation that only fits noise or a bias field does not beat no deformation
-            at_network = (_loss_of(fixed, warped["network"], flow, spacing, config, mask, moving_mask)
+            at_network = (_loss_of(fixed, first_start, flow, spacing, config, mask, moving_mask)
                           + config.smooth_weight * float(diffusion(flow * spacing, spacing)))
             at_identity = _loss_of(fixed, moving, zero, spacing, config, mask, moving_mask)  # warp by 0: itself
         if at_identity < at_network:  # strictly: a zero network flow (affine only) is not a new start
-            flow, from_identity = zero, True
-            warped = {"network": moving}
+            flow, from_identity, first_start = zero, True, moving
             config = replace(config, optimizer=config.identity_optimizer)
             start_note = (f"refinement starts from the affine stage alone: it matches better than the network's "
                           f"deformation (loss {at_identity:.4f} vs {at_network:.4f}); {config.optimizer} steps")
@@ -274,8 +267,8 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
     for factor, level in levels + [(1, config)]:
         first = len(losses)
         with torch.no_grad():
-            start = warped.pop("network", None) if first == 0 else None
-            start = warp(moving, flow) if start is None else start  # moving o A o (id + u), once per level
+            # moving o A o (id + u), resampled once per level (the first level's may be computed already)
+            start = first_start if first == 0 and first_start is not None else warp(moving, flow)
             weight = _weight(mask, moving_mask, flow)
         small = (lambda x: x) if factor == 1 else (lambda x: None if x is None else downsample(x, factor))
         phi, cancelled = _optimise(small(fixed), small(start), factor * spacing, level, small(weight), losses,
@@ -332,8 +325,7 @@ def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: 
     shape = tuple(start.shape[2:])
     control = tuple(-(-n // config.control_factor) for n in shape)
     v_param = torch.zeros((1, 3) + control, dtype=start.dtype, device=start.device, requires_grad=True)
-    opt = (Adam if config.optimizer == "adam" else NormalisedDescent)(v_param, lr=config.learning_rate,
-                                                                       warmup=config.warmup_steps)
+    opt = (Adam if config.optimizer == "adam" else NormalisedDescent)(v_param, lr=config.learning_rate)
     velocity = (lambda p: p) if control == shape else (
         lambda p: F.interpolate(p, size=shape, mode="trilinear", align_corners=True))
     best, best_v, since = float("inf"), None, 0

@@ -57,7 +57,6 @@ def subjects(n_ixi: int) -> list:
         for s in (17, 18, 19):
             out.append((f"oasis-{s}", sitk.ReadImage(str(MINDBOGGLE / f"OASIS-TRT-20-{s}" / "t1weighted_brain.nii.gz"),
                                                      sitk.sitkFloat32)))
-        sys.path.insert(0, str(REPO))
         from training.data import ixi
         for sid in ixi.split("val")[:n_ixi]:
             out.append((sid, ixi.load_brain(sid)))

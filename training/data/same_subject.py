@@ -98,6 +98,21 @@ def acquisition_change(image: np.ndarray, rng: np.random.Generator, cfg: SameSub
     return normalisation.apply(out)
 
 
+def pair_images(source: torch.Tensor, psi: torch.Tensor, exact: bool, rng: np.random.Generator,
+                cfg: SameSubjectConfig, spacing_zyx: Sequence[float], normalisation: Normalisation):
+    """``(fixed, moving)`` ``(D, H, W)`` float32 tensors of one known pair made from ``source`` ``(1, 1, D, H, W)``:
+    ``fixed = source o (id + psi)``, ``moving = source``; ``exact``: both bit-identical to ``source`` (``psi`` must
+    be 0), else each with its own :func:`acquisition_change`."""
+    if exact:
+        fa = ma = source[0, 0].cpu().numpy()
+    else:
+        warped = warp(source, psi.to(source.device)) if psi.abs().max() > 0 else source
+        fa = acquisition_change(warped[0, 0].cpu().numpy(), rng, cfg, spacing_zyx, normalisation)
+        ma = acquisition_change(source[0, 0].cpu().numpy(), rng, cfg, spacing_zyx, normalisation)
+    return (torch.from_numpy(np.ascontiguousarray(fa, dtype=np.float32)),
+            torch.from_numpy(np.ascontiguousarray(ma, dtype=np.float32)))
+
+
 def same_subject_batch(batch: Dict[str, torch.Tensor], rng: np.random.Generator, cfg: SameSubjectConfig,
                        normalisation: Normalisation = Normalisation()) -> Dict[str, torch.Tensor]:
     """A batch of same-subject pairs made from ``batch['fixed']`` (each pair's fixed brain on its grid).
@@ -120,14 +135,10 @@ def same_subject_batch(batch: Dict[str, torch.Tensor], rng: np.random.Generator,
                 amp = rng.uniform(0.0, cfg.max_amplitude_mm)
                 ctrl = rng.uniform(*cfg.control_mm)
                 psi = compose(psi, smooth_diffeomorphic_flow(rng, (d, h, w), spacing, amp, ctrl))
-        f = warp(s, psi.to(s.device)) if psi.abs().max() > 0 else s
-        if u < cfg.p_identical * cfg.p_exact:  # bit-identical pair: the answer is exactly the identity
-            fa = ma = s[0, 0].cpu().numpy()
-        else:
-            fa = acquisition_change(f[0, 0].cpu().numpy(), rng, cfg, spacing, normalisation)
-            ma = acquisition_change(s[0, 0].cpu().numpy(), rng, cfg, spacing, normalisation)
-        fixed.append(torch.from_numpy(np.ascontiguousarray(fa, dtype=np.float32)))
-        moving.append(torch.from_numpy(np.ascontiguousarray(ma, dtype=np.float32)))
+        # a share of the identical pairs is bit-identical: the answer is exactly the identity
+        fa, ma = pair_images(s, psi, u < cfg.p_identical * cfg.p_exact, rng, cfg, spacing, normalisation)
+        fixed.append(fa)
+        moving.append(ma)
         flows.append(psi[0])
     device = source.device
     out = {k: v for k, v in batch.items() if k not in ("fixed_labels", "moving_labels", "fixed_warp",
@@ -177,14 +188,9 @@ def validation_pairs(sets: Sequence, per_set: int = 4, seed: int = 1234,
                     psi = rigid_flow(rng, shape, spacing, cfg.residual_rotation_deg, cfg.residual_shift_mm)
                     if kind == "deformed":
                         psi = compose(psi, smooth_diffeomorphic_flow(rng, shape, spacing, 3.0, 30.0))
-                f = warp(s, psi)
-                if kind == "identical":
-                    fa = ma = s[0, 0].numpy()
-                else:
-                    fa = acquisition_change(f[0, 0].numpy(), rng, cfg, spacing, normalisation)
-                    ma = acquisition_change(s[0, 0].numpy(), rng, cfg, spacing, normalisation)
-                fixed.append(torch.from_numpy(np.ascontiguousarray(fa, dtype=np.float32))[None])
-                moving.append(torch.from_numpy(np.ascontiguousarray(ma, dtype=np.float32))[None])
+                fa, ma = pair_images(s, psi, kind == "identical", rng, cfg, spacing, normalisation)
+                fixed.append(fa[None])
+                moving.append(ma[None])
                 flows.append(psi[0])
                 kinds.append(kind)
     return KnownPairs(torch.stack(fixed), torch.stack(moving), torch.stack(flows), kinds, spacing)
