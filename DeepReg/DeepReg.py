@@ -1,7 +1,7 @@
 """DeepReg: fast learned registration in 3D Slicer (brain MRI; prostate MR-US and CT with the universal model).
 
 The module is a thin layer over ``DeepRegLib`` (engine on torch, numpy and SimpleITK).  All MRML
-work lives in ``DeepRegLib.mrml`` and the worker-thread orchestration in ``DeepRegLib.worker``
+work lives in ``DeepRegLib.slicer_adapter.mrml`` and the worker-thread orchestration in ``DeepRegLib.slicer_adapter.worker``
 (no Qt); :class:`DeepRegLogic` wraps them and is usable from the Python console::
 
     logic = slicer.util.getModuleLogic("DeepReg")   # or DeepReg.DeepRegLogic()
@@ -13,7 +13,7 @@ imported on first use (inside functions), the model cards are read when the pane
 In an installed extension ``DeepRegLib`` sits beside this file (``qt-scripted-modules``); used from
 the source tree (module path ``<repository>/DeepReg``) it is one folder up, which
 :func:`addEngineToPath` adds when Slicer creates the module.  The headless tests import this file
-with stand-ins for Qt and Slicer's application classes (``Testing/slicer_standins.py``).
+with stand-ins for Qt and Slicer's application classes (``Testing/slicer/slicer_standins.py``).
 """
 from __future__ import annotations
 
@@ -66,14 +66,14 @@ DATA_LICENCE = ("The bundled brain models and sample brains derive from Mindbogg
 #: idle and a Python thread runs only while the main thread sleeps or runs Python.  SimpleITK filters
 #: and torch ops release the GIL themselves, so the heavy work runs regardless; the worker needs the GIL
 #: between them.  10 ms of every 40 ms: the event loop is free 75 % of the time and never blocked longer
-#: than 10 ms at once (Testing/test_slicer_panel.py measures both).  A cancelled run left draining
+#: than 10 ms at once (Testing/slicer/test_slicer_panel.py measures both).  A cancelled run left draining
 #: gets GIL_YIELD_CANCELLED_S only (the panel is idle then).
 POLL_MS = 40
 GIL_YIELD_S = 0.010
 GIL_YIELD_CANCELLED_S = 0.002
 BATCH_POLL_MS = 250
 
-#: Widgets of Resources/UI/DeepReg.ui the Widget code uses, with their classes (checked by Testing/test_slicer_ui.py).
+#: Widgets of Resources/UI/DeepReg.ui the Widget code uses, with their classes (checked by Testing/slicer/test_slicer_ui.py).
 UI_WIDGETS = {
     "inputsCollapsibleButton": "ctkCollapsibleButton",
     "fixedVolumeSelector": "qMRMLNodeComboBox",
@@ -138,7 +138,7 @@ def modelCards(refresh: bool = False):
 
     Read on first use (the panel's first opening) and cached; ``refresh`` reads them again."""
     if refresh or "cards" not in _modelCache:
-        from DeepRegLib import mrml
+        from DeepRegLib.slicer_adapter import mrml
         problems: list = []
         _modelCache["cards"] = mrml.list_model_cards(problems)
         _modelCache["problems"] = problems
@@ -196,7 +196,7 @@ def settingsDir() -> str:
     try:
         return os.path.dirname(slicer.app.slicerUserSettingsFilePath)
     except AttributeError:  # headless
-        from DeepRegLib.licence import default_store_path
+        from DeepRegLib.bundles.licence import default_store_path
         return str(default_store_path().parent)
 
 
@@ -427,7 +427,7 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for i, name in enumerate(self._modelNames):
             combo.addItem(modelLabel(name), name)
             if name in cards:
-                from DeepRegLib import mrml
+                from DeepRegLib.slicer_adapter import mrml
                 combo.setItemData(i, mrml.model_tooltip(cards[name]), qt.Qt.ToolTipRole)
         combo.blockSignals(was)
         for problem in problems:
@@ -542,28 +542,45 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- registration
     def onRegisterButton(self) -> None:
+        """The pre-flight questions (:meth:`_askBeforeRegistering`), then one Logic call that starts the job."""
         if self.busy:
             self.onCancelButton()
             return
+        prepared = self._askBeforeRegistering()
+        if prepared is None:
+            return
+        req, info = prepared
+        with slicer.util.tryWithErrorDisplay("Registration cannot start.", waitCursor=True):
+            self._job, self._jobInfo = self.logic.startJob(req), info
+            self._setRunning(req.refine is True)
+            self.ui.statusLabel.text = "Starting..."
+            self._onParameterNodeModified()
+            self._timer.start()
+
+    def _askBeforeRegistering(self):
+        """Every question before any work, in order: overwrite the output transform, the model's licence,
+        PyTorch, hardening a non-linear parent, inputs outside the model's domain.  Returns the worker's
+        ``(request, nodeInputs)`` (:meth:`DeepRegLogic.prepare`), or None when the user stopped or an input
+        is wrong (said in the status line and a dialog)."""
         p = self._parameterNode
         testing = slicer.app.testingEnabled()
         out = p.outputTransform
-        from DeepRegLib import mrml
+        from DeepRegLib.slicer_adapter import mrml
         from DeepRegLib.errors import DeepRegError
         if out is not None and mrml.transform_node_has_content(out) and not testing:
             if not slicer.util.confirmYesNoDisplay(f"Overwrite the transform '{out.GetName()}' with the new result?"):
-                return
+                return None
         model = self.currentModel()
         card = modelCards()[0].get(model, {})
         if not self.logic.ensureLicenceAccepted(card, ask=not testing, log=self._appendLog):
             self.ui.statusLabel.text = "The model's licence was not accepted; nothing was done."
-            return
+            return None
         try:
             self.logic.ensureTorch(askConfirmation=True)
         except DeepRegError as exc:
             self.ui.statusLabel.text = "Not started: PyTorch is missing or does not fit (see the message)."
             slicer.util.errorDisplay(str(exc))
-            return
+            return None
         engine_mode, refine = MODES[p.mode]
         options = dict(model=model, device=p.device.lower(), mode=engine_mode, refine=refine,
                        initialTransform=p.initialTransform, skipAffineStage=p.skipAffineStage,
@@ -577,21 +594,21 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             except mrml.NonLinearParentError as exc:
                 if not testing and not _askHarden(str(exc)):
                     self.ui.statusLabel.text = "Not started: " + str(exc)
-                    return
+                    return None
                 self._appendLog(f"hardening '{exc.transform_node.GetName()}' into '{exc.node.GetName()}' (user's choice)")
                 mrml.harden_parent(exc.node)
             except DeepRegError as exc:
                 self.ui.statusLabel.text = "Not started: " + str(exc)
                 slicer.util.errorDisplay(f"Registration cannot start:\n{exc}")
-                return
-        warnings = self.logic.domainWarnings(req, card)
+                return None
+        warnings = self.logic.domainWarnings(req)
         for w in warnings:
             self._appendLog("domain warning: " + w)
         if warnings and not testing and not slicer.util.confirmOkCancelDisplay(
                 "The inputs do not look like what the model was trained on:\n\n- " + "\n- ".join(warnings)
                 + "\n\nRegister anyway?", windowTitle="DeepReg: inputs outside the model's domain"):
             self.ui.statusLabel.text = "Not started (inputs outside the model's domain)."
-            return
+            return None
         self._appendLog(f"--- {time.strftime('%H:%M:%S')} {p.mode}: '{p.movingVolume.GetName()}' to "
                         f"'{p.fixedVolume.GetName()}', model {model} ({card.get('description', '')}; "
                         f"expects {card.get('input', {}).get('expects', '?')}; licence {card.get('licence', '?')}), "
@@ -600,11 +617,7 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.ui.showJacobianButton.checked:  # a new run resets the overlay controls
             self.ui.showJacobianButton.checked = False
         self._showQuality(None)
-        self._job, self._jobInfo = self.logic.startJob(req), info
-        self._setRunning(refine is True)
-        self.ui.statusLabel.text = "Starting..."
-        self._onParameterNodeModified()
-        self._timer.start()
+        return req, info
 
     def onCancelButton(self) -> None:
         if self._job is not None:
@@ -616,7 +629,7 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.stopRefineButton.enabled = False
 
     def _onTimer(self) -> None:
-        from DeepRegLib import worker
+        from DeepRegLib.slicer_adapter import worker
         from DeepRegLib.errors import DeepRegError
         job = self._job
         if job is None:
@@ -694,7 +707,7 @@ class DeepRegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onShowBeforePressed(self) -> None:
         """While the button is held: the moving volume as it was before the registration (its previous parent)."""
-        from DeepRegLib import mrml
+        from DeepRegLib.slicer_adapter import mrml
         p = self._parameterNode
         if self._unwarpedShown or not (p and p.movingVolume and p.resultTransform):
             return
@@ -846,7 +859,7 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def inputProblem(fixedNode, movingNode):
         """Why Register cannot run yet (a message), or None when the inputs are valid."""
-        from DeepRegLib import mrml
+        from DeepRegLib.slicer_adapter import mrml
         from DeepRegLib.errors import InputError
         if fixedNode is None or movingNode is None:
             return "Select a fixed and a moving volume."
@@ -866,7 +879,7 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
             return True
         if movingNode is None:
             return False
-        from DeepRegLib import mrml
+        from DeepRegLib.slicer_adapter import mrml
         parent = movingNode.GetParentTransformNode()
         if parent is None:
             return False
@@ -883,9 +896,9 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
         requirement of pyproject.toml; never in testing mode (self-tests and build machines), where a
         missing torch is a clear error.  Every failure of the installation (a failed pip run, a torch that
         does not import) becomes a :class:`DeepRegLib.errors.DeepRegError` with what to do.  The installed
-        version is checked when the worker imports torch (:func:`DeepRegLib.worker.check_torch_version`).
+        version is checked when the worker imports torch (:func:`DeepRegLib.slicer_adapter.worker.check_torch_version`).
         """
-        from DeepRegLib import worker
+        from DeepRegLib.slicer_adapter import worker
         from DeepRegLib.errors import DeepRegError
         how = ("DeepReg needs PyTorch. Install the 'PyTorch' extension (SlicerPyTorch) from the Extensions "
                "Manager, restart Slicer and click Register again; it installs torch into Slicer's Python.")
@@ -917,37 +930,33 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def ensureLicenceAccepted(card: dict, ask: bool = True, log=None, storePath=None) -> bool:
-        """Show a non-commercial model's licence once and record the user's acceptance.
+        """Show a non-commercial model's licence once and record the user's acceptance
+        (:func:`DeepRegLib.bundles.preflight.ask_licence`).
 
         ``ask=False`` (testing mode) accepts for this session only, without asking or writing the user's
         record, and says so in ``log``.
         """
-        from DeepRegLib.licence import LicenceStore, licence_notice
+        from DeepRegLib.bundles.licence import LicenceStore
+        from DeepRegLib.bundles.preflight import ask_licence
         store = LicenceStore(storePath or licenceStorePath())
-        if store.accepted(card):
-            return True
-        if not ask:
+        if not ask and not store.accepted(card):
             if log is not None:
                 log(f"licence of model '{card.get('name', '?')}' accepted for this test run (testing mode; not recorded)")
             return True
-        if not _askLicence(licence_notice(card)):
-            return False
-        store.accept(card)
-        if log is not None:
-            log(f"licence of model '{card.get('name', '?')}' accepted")
-        return True
+        return ask_licence(card, _askLicence, store, log)
 
     @staticmethod
-    def domainWarnings(request, card: dict) -> list:
-        from DeepRegLib.domain import check_pair
-        return check_pair(request.fixed, request.moving, card)
+    def domainWarnings(request) -> list:
+        """Warnings about the request's images against its model's card (loaded once, by :meth:`prepare`)."""
+        from DeepRegLib.bundles.preflight import domain_warnings
+        return domain_warnings(request.bundle.card, request.fixed, request.moving)
 
     @staticmethod
     def prepare(fixedNode, movingNode, model=None, device="auto", mode="deformable", refine=None,
                 initialTransform=None, skipAffineStage=False, fixedMask=None, movingMask=None, movingLabels=None,
                 outputTransform=None, outputVolume=None, jacobian=False, affinePart=False):
         """Check the nodes and copy what the worker needs (main thread): ``(request, nodeInputs)``."""
-        from DeepRegLib import mrml
+        from DeepRegLib.slicer_adapter import mrml
         return mrml.gather_inputs(fixedNode, movingNode, model=model, device=device, mode=mode, refine=refine,
                                   initial_transform=initialTransform, skip_affine_stage=skipAffineStage,
                                   fixed_mask=fixedMask, moving_mask=movingMask, moving_labels=movingLabels,
@@ -957,14 +966,14 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def startJob(request):
         """Start the registration in a worker thread; poll the returned job from the main thread."""
-        from DeepRegLib import worker
+        from DeepRegLib.slicer_adapter import worker
         return worker.run_job(request)
 
     @staticmethod
     def apply(nodeInputs, outputs, setMovingParent=True, scene=None):
         """Write a finished job's outputs into the scene (main thread); returns ``mrml.ResultNodes``
         (``.quality``: the verdict, also on the transform node as ``DeepReg.Quality`` / ``DeepReg.Trusted``)."""
-        from DeepRegLib import mrml
+        from DeepRegLib.slicer_adapter import mrml
         scene = scene or nodeInputs.fixed.GetScene() or slicer.mrmlScene
         return mrml.apply_outputs(scene, nodeInputs, outputs, set_moving_parent=setMovingParent)
 
@@ -977,10 +986,10 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
         moving volume's parent transform only when ``setMovingParent``.  ``options``: ``mode``, ``refine``,
         ``initial_transform``, ``skip_affine_stage``, ``fixed_mask``, ``moving_mask``, ``moving_labels``,
         ``affine_part``.  ``progress(stage, fraction)``.  The quality verdict is on the node
-        (``DeepReg.Quality``, ``DeepReg.Trusted``) and in ``DeepRegLib.mrml.last_quality``.  Raises
+        (``DeepReg.Quality``, ``DeepReg.Trusted``) and in ``DeepRegLib.slicer_adapter.mrml.last_quality``.  Raises
         ``DeepRegLib.errors.DeepRegError`` with a user message.
         """
-        from DeepRegLib import mrml
+        from DeepRegLib.slicer_adapter import mrml
         self.ensureTorch(askConfirmation=True)
         scene = scene or (fixedNode.GetScene() if fixedNode is not None else None) or slicer.mrmlScene
         return mrml.register_nodes(scene, fixedNode, movingNode, model=model, device=device,
@@ -1000,13 +1009,16 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
     def startBatch(self, outputDir, pairsCsv=None, atlas=None, movingDir=None, workers=1, model=None,
                    device="auto", refine=None, python=None):
         """Start ``deepreg batch`` in a separate process (never in Slicer's own Python): a CSV of pairs, or an
-        atlas (fixed image) and a folder of moving images.  Returns a :class:`DeepRegLib.worker.BatchProcess`
+        atlas (fixed image) and a folder of moving images.  Returns a :class:`DeepRegLib.slicer_adapter.worker.BatchProcess`
         to poll; :meth:`loadBatchSummary` reads its summary into a table node."""
-        from DeepRegLib import worker
+        from DeepRegLib.slicer_adapter import worker
         from DeepRegLib.errors import InputError
         from DeepRegLib.errors import DeepRegError
         if not outputDir:
             raise InputError("choose an output folder for the batch")
+        if not (_deepreg_lib_dir() / "batch" / "runner.py").is_file():  # not carried by the packaged extension
+            raise DeepRegError("Batch registration is not part of the Slicer extension: run `deepreg batch` from a "
+                               "DeepReg checkout (docs/batch.md), or use this module from that checkout.")
         if importlib.util.find_spec("distributed") is None:  # deepreg batch runs on Dask
             raise DeepRegError("The batch needs Dask, which is not installed in Slicer's Python. Install it once from "
                                "the Python console: slicer.util.pip_install('dask[distributed]'), then run the "
@@ -1031,7 +1043,7 @@ class DeepRegLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def loadBatchSummary(batch, scene=None):
         """The batch's ``summary.csv`` (one row per pair: status, trusted, quality flags, Dice, times) as a table node."""
-        from DeepRegLib import mrml
+        from DeepRegLib.slicer_adapter import mrml
         scene = scene or slicer.mrmlScene
         return mrml.load_table(scene, batch.summary_csv, f"DeepReg batch {Path(batch.output_dir).name}")
 
@@ -1098,7 +1110,7 @@ class DeepRegTest(ScriptedLoadableModuleTest):
 
     def test_DeepRegLogicOnSampleData(self):
         import numpy as np
-        from DeepRegLib import mrml
+        from DeepRegLib.slicer_adapter import mrml
         self.delayDisplay("Registering the sample brains (full logic)")
         fixed, moving = self._loadPair()
         before = {n.GetID(): slicer.util.arrayFromVolume(n).copy() for n in (fixed, moving)}
@@ -1191,7 +1203,7 @@ class DeepRegTest(ScriptedLoadableModuleTest):
     def test_DeepRegQualityFlag(self):
         """A moving volume whose header is mirrored: the affine stage must mirror it back, which the check flags."""
         import numpy as np
-        from DeepRegLib import mrml
+        from DeepRegLib.slicer_adapter import mrml
         self.delayDisplay("Quality flag on a mirrored header")
         fixed, moving = self._loadPair()
         m = vtk.vtkMatrix4x4()

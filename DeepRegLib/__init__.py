@@ -1,7 +1,7 @@
 """DeepRegLib: fast learned deformable registration (engine of the DeepReg Slicer extension).
 
 Pure Python on torch, numpy and SimpleITK; never imports Slicer except in
-:mod:`DeepRegLib.mrml`.  Physical coordinates are LPS millimetres (ITK convention);
+:mod:`DeepRegLib.slicer_adapter.mrml`.  Physical coordinates are LPS millimetres (ITK convention);
 transforms map fixed points to moving points (resampling convention).
 """
 __version__ = "0.1.0"

@@ -18,6 +18,7 @@ import SimpleITK as sitk
 
 from .errors import Cancelled, InputError
 from .preprocess import foreground_box
+from .names import look_up_option
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class AffineConfig:
     learning_rate: float = 1.0
     sampling_fraction: float = 0.15  # of coarse voxels, random; 1.0 = all voxels
     sampling_seed: int = 1
-    # task-specific settings (a model card's ``affine_stage``; see DeepRegLib.taskspec)
+    # task-specific settings (a model card's ``affine_stage``; see DeepRegLib.bundles.taskspec)
     metric: str = "correlation"  # 'correlation' (one modality) | 'mattes' (Mattes mutual information, multimodal)
     histogram_bins: int = 32  # 'mattes' only
     initialisation: str = "moments"  # 'moments' (centres of mass) | 'geometry' (image centres)
@@ -114,8 +115,7 @@ def affine_register(fixed: sitk.Image, moving: sitk.Image, config: AffineConfig 
     Returns:
         The mapping as a :class:`SimpleITK.AffineTransform` (a rigid one has an orthonormal matrix).
     """
-    if kind not in LINEAR_KINDS:
-        raise InputError(f"unknown linear transform kind {kind!r}; expected one of {LINEAR_KINDS}")
+    look_up_option(kind, LINEAR_KINDS, "linear transform kind", InputError)
     # the metric's domain is the fixed image's: that one goes onto the canonical grid; the moving image is only
     # sampled at mapped physical points, so its own voxel grid does not matter (and is kept: a pre-aligned,
     # rotated moving image then gives exactly the rotated result)
@@ -191,9 +191,7 @@ def _run_level(f: sitk.Image, m: sitk.Image, initial: sitk.Transform, config: Af
 def _initialiser(config: AffineConfig) -> int:
     kinds = {"moments": sitk.CenteredTransformInitializerFilter.MOMENTS,
              "geometry": sitk.CenteredTransformInitializerFilter.GEOMETRY}
-    if config.initialisation not in kinds:
-        raise ValueError(f"unknown affine initialisation {config.initialisation!r}; use {sorted(kinds)}")
-    return kinds[config.initialisation]
+    return kinds[look_up_option(config.initialisation, sorted(kinds), "affine initialisation")]
 
 
 def _set_metric(reg: sitk.ImageRegistrationMethod, config: AffineConfig) -> None:
@@ -202,7 +200,7 @@ def _set_metric(reg: sitk.ImageRegistrationMethod, config: AffineConfig) -> None
     elif config.metric == "mattes":
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(config.histogram_bins))
     else:
-        raise ValueError(f"unknown affine metric {config.metric!r}; use 'correlation' or 'mattes'")
+        look_up_option(config.metric, ("correlation", "mattes"), "affine metric")
 
 
 def to_affine(transform: sitk.Transform) -> sitk.AffineTransform:

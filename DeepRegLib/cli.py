@@ -24,15 +24,9 @@ def _progress(stage: str, frac: float) -> None:
     _eprint(f"[deepreg] {100 * frac:5.1f}%  {stage}  ({time.perf_counter() - _T0:.2f} s)")
 
 
-def _notices(model, fixed, moving) -> None:
-    """Once per model: its non-commercial licence; every run: inputs unlike the model's training domain."""
-    from .bundles import load_bundle
-    from .domain import check_pair
-    from .licence import LicenceStore
-    card = load_bundle(model).card
-    LicenceStore().print_once(card, lambda text: _eprint("[deepreg] licence notice (shown once):\n" + text))
-    for w in check_pair(fixed, moving, card):
-        _eprint(f"[deepreg] warning: {w}")
+def _notice(line: str) -> None:
+    """A pre-flight line (:func:`DeepRegLib.bundles.preflight.preflight`) on stderr."""
+    _eprint(f"[deepreg] {line}")
 
 
 def _check_outputs(outputs: dict, inputs: dict) -> None:
@@ -57,17 +51,18 @@ def cmd_register(a: argparse.Namespace) -> int:
     _check_outputs({"--output-transform": (a.output_transform, "transform"),
                     "--output-warped": (a.output_warped, "image"),
                     "--output-warped-labels": (a.output_warped_labels, "image")}, inputs)
-    model = with_task(a.model, a.task)
-    load_bundle(model).check_weights_file()  # a missing, damaged or malicious weights file: now, not later
+    bundle = load_bundle(with_task(a.model, a.task))  # once for the whole run
+    bundle.check_weights_file()  # a missing, damaged or malicious weights file: now, not later
     fixed, moving = as_image(a.fixed, "fixed"), as_image(a.moving, "moving")
     labels = as_image(a.moving_labels, "moving labels", pixel_type=None) if a.moving_labels else None
     masks = {k: as_image(p, k.replace("_", " "), pixel_type=None) if p else None
              for k, p in (("fixed_mask", a.fixed_mask), ("moving_mask", a.moving_mask))}
+    from .bundles.preflight import preflight
     from .inference import register, resolve_device
     resolve_device(a.device)  # an unavailable CUDA: now
-    _notices(model, fixed, moving)
-    res = register(fixed, moving, model=model, device=a.device, progress=_progress, mode=a.mode,
-                   refine=a.refine, **masks)
+    preflight(bundle.card, fixed, moving, write=_notice)
+    res = register(fixed, moving, model=bundle, device=a.device, progress=_progress, mode=a.mode,
+                   refine=a.refine, preflight=False, **masks)
     for line in res.log:
         _eprint(f"[deepreg] {line}")
     with StagedOutputs() as out:  # all outputs appear together, each complete, or none
@@ -171,21 +166,17 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from .safeio import check_folder_writable
     check_folder_writable(a.output_dir, "--output-dir")
     if getattr(a, "task", "brain") == "prostate":
-        from .demo_prostate import run_prostate_demo
-        run_prostate_demo(a.output_dir, model=a.model, device=a.device, progress=_progress)
+        from .demos.prostate import run_prostate_demo
+        run_prostate_demo(a.output_dir, model=a.model, device=a.device, progress=_progress, notice=_notice)
         return 0
-    from .bundles import load_bundle
-    from .demo import run_demo
-    from .licence import LicenceStore
-    LicenceStore().print_once(load_bundle(a.model).card,
-                              lambda text: _eprint("[deepreg] licence notice (shown once):\n" + text))
-    run_demo(a.output_dir, model=a.model, device=a.device, progress=_progress)
+    from .demos.brain import run_demo
+    run_demo(a.output_dir, model=a.model, device=a.device, progress=_progress, notice=_notice)
     return 0
 
 
 def cmd_batch(a: argparse.Namespace) -> int:
     """Register many pairs on Dask; exit status 1 when any pair failed."""
-    from .batch import BatchConfig, atlas_pairs, check_config, read_pairs_csv, run_batch
+    from .batch.runner import BatchConfig, atlas_pairs, check_config, read_pairs_csv, run_batch
     from .bundles import with_task
     if bool(a.pairs) == bool(a.moving_list):
         raise_input("give either --pairs pairs.csv or --fixed ATLAS --moving-list subjects.txt")
@@ -202,7 +193,7 @@ def cmd_batch(a: argparse.Namespace) -> int:
                       folding_spacing_mm=a.folding_spacing)
     check_config(cfg)  # e.g. --folding-spacing 0: before any pair is registered
     try:
-        rep = run_batch(pairs, a.output_dir, cfg, progress=not a.no_progress)
+        rep = run_batch(pairs, a.output_dir, cfg, progress=not a.no_progress, notice=_notice)
     except KeyboardInterrupt:
         _eprint(f"\n[deepreg] batch interrupted: finished pairs are kept in {a.output_dir}/pairs; "
                 "run the same command again to do the rest")

@@ -29,4 +29,5 @@ class InputWarning(DeepRegWarning):
 
 
 class ModelWarning(DeepRegWarning):
-    """A model bundle that was skipped (a broken card in ``$DEEPREG_MODELS_PATH``, ...)."""
+    """A model bundle that was skipped (a broken card in ``$DEEPREG_MODELS_PATH``, ...), or a model's licence
+    notice (shown once)."""

@@ -18,12 +18,14 @@ import torch
 
 from . import transforms as tr
 from .affine import LINEAR_KINDS, AffineConfig
-from .bundles import ModelBundle, load_bundle
+from .bundles import ModelBundle, card_refinement, load_bundle
+from .bundles.preflight import as_warning, preflight as run_preflight
 from .errors import Cancelled, InputError
 from .grid import Grid
 from .imageio import ImageLike, as_image
 from .pipeline import prepare_pair
-from .refine import RefineConfig, card_refinement, refine_flow
+from .refine import RefineConfig, refine_flow
+from .names import look_up_option
 
 __all__ = ["register", "RegistrationResult", "RefineConfig", "Cancelled", "resolve_device", "MODES", "load_network"]
 
@@ -122,8 +124,7 @@ def resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "gpu":
         device = "cuda"
-    if device not in ("cpu", "cuda"):
-        raise InputError(f"unknown device {device!r}; use auto, cpu or cuda")
+    look_up_option(device, ("auto", "cpu", "cuda"), "device", InputError)
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("device 'cuda' requested but torch reports no CUDA device; use --device cpu or auto")
     return device
@@ -192,11 +193,12 @@ def register(fixed: ImageLike, moving: ImageLike, model: Union[None, str, ModelB
              progress: Optional[Progress] = None, *, mode: str = "deformable",
              refine: Union[None, bool, RefineConfig] = None,
              fixed_mask: Optional[ImageLike] = None, moving_mask: Optional[ImageLike] = None,
-             cancel: Optional[Callable[[], bool]] = None, task: Optional[str] = None) -> RegistrationResult:
+             cancel: Optional[Callable[[], bool]] = None, task: Optional[str] = None,
+             preflight: bool = True, fallback_to_cpu: Optional[bool] = None) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` (paths or SimpleITK images, any geometry); fixed -> moving map.
 
     ``model``: a bundle name or folder, optionally ``NAME:TASK``, or an already-loaded
-    :class:`~DeepRegLib.bundles.ModelBundle` (then it is not read again); ``task``: for a model made for several
+    :class:`~DeepRegLib.bundles.bundle.ModelBundle` (then it is not read again); ``task``: for a model made for several
     tasks (``universal``), which one (None: the one the name gives, else the model's default task):
     its grid, normalisation, affine stage and refinement are used.
 
@@ -217,11 +219,16 @@ def register(fixed: ImageLike, moving: ImageLike, model: Union[None, str, ModelB
     ``cancel()`` is polled within stages: during refinement it stops the refinement and the
     network's result is returned (``refine_cancelled=True``); elsewhere it raises
     :class:`DeepRegLib.errors.Cancelled`.
+    ``preflight``: the model's licence notice (the first time this user runs it, as a
+    :class:`~DeepRegLib.errors.ModelWarning`) and warnings about inputs unlike its training data
+    (:class:`~DeepRegLib.errors.InputWarning`), see :mod:`DeepRegLib.bundles.preflight`; False where the
+    caller ran them already (the command line, the panel, a batch).
+    ``fallback_to_cpu``: run the network on the CPU when CUDA runs out of memory (None: when ``device`` is
+    "auto"; a caller that resolved "auto" itself passes True).
     """
     lines: List[str] = []
 
-    if mode not in MODES:
-        raise InputError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    look_up_option(mode, MODES, "mode", InputError)
     linear = mode in LINEAR_KINDS
     bundle = model.for_task(task) if isinstance(model, ModelBundle) else load_bundle(model, task)
     rcfg, refinement = resolve_refinement(refine, bundle)
@@ -257,6 +264,8 @@ def register(fixed: ImageLike, moving: ImageLike, model: Union[None, str, ModelB
     f_mask = _mask(fixed_mask, f_img, "fixed mask")
     m_mask = _mask(moving_mask, m_img, "moving mask")
     dev = resolve_device(device)
+    if preflight:
+        run_preflight(bundle.card, f_img, m_img, write=as_warning)
     acfg = affine_config if affine_config is not None else AffineConfig.from_card(bundle.card.get("affine_stage"))
     if linear and affine_config is None and not acfg.fine_spacing:  # a linear result is the answer: make it precise
         acfg = replace(acfg, fine_spacing=PRECISE_LINEAR_SPACING)
@@ -281,7 +290,8 @@ def register(fixed: ImageLike, moving: ImageLike, model: Union[None, str, ModelB
     _polled(cancel, "before the network")
     report("network")
     t1 = time.perf_counter()
-    flow, used = _predict(bundle, prep.fixed, prep.moving, dev, allow_fallback=(device or "auto") == "auto",
+    flow, used = _predict(bundle, prep.fixed, prep.moving, dev, allow_fallback=(fallback_to_cpu if fallback_to_cpu is not None
+                                                              else (device or "auto") == "auto"),
                           cancel=cancel)
     timings["network"] = time.perf_counter() - t1
     note(f"network: {timings['network']:.2f} s on {used}")

@@ -9,6 +9,7 @@ import SimpleITK as sitk
 
 from .errors import InputError
 from .grid import Grid, centred_grid, index_box_corners_to_physical, physical_bounding_box
+from .names import look_up_option
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Normalisation:
                 raise InputError("cannot normalise an image with no foreground")
             lo, hi = np.percentile(fg, [self.low, self.high])
         else:
-            raise ValueError(f"unknown normalisation kind {self.kind!r}")
+            look_up_option(self.kind, ("window", "percentile"), "normalisation kind")
         if hi <= lo:
             hi = lo + 1e-6
         return np.clip((array.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32)
@@ -99,7 +100,8 @@ def network_grid(fixed: sitk.Image, spacing: float, size: Tuple[int, int, int],
     if placement == "image_centre":
         lo, hi = physical_bounding_box(fixed)
         return centred_grid((lo + hi) / 2.0, spacing, size)
-    raise ValueError(f"unknown grid placement {placement!r}; use 'foreground' or 'image_centre'")
+    look_up_option(placement, ("foreground", "image_centre"), "grid placement")
+    raise AssertionError("unreachable")
 
 
 def _antialias(image: sitk.Image, target_spacing: float) -> sitk.Image:

@@ -27,7 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .boxfilter import box_mean
+from .similarity.boxfilter import box_mean
 from .grid import Grid, physical_bounding_box
 
 __all__ = ["QualityVerdict", "assess", "affine_pose", "local_ncc", "MAX_DISPLACEMENT_MM", "SCALE_RANGE",

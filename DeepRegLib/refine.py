@@ -7,8 +7,8 @@ field ``v`` on the same grid is optimised so that the moving image warped by
 
 matches the fixed image under a local normalised cross-correlation (windows of
 ``ncc_window_mm``, separable box filters) or, for pairs of different modalities, under the mean
-absolute difference of MIND-SSC descriptors (``similarity='mind'``, :mod:`DeepRegLib.mind`) or the
-normalised mutual information of the two images (``similarity='mi'``, :mod:`DeepRegLib.mutualinfo`),
+absolute difference of MIND-SSC descriptors (``similarity='mind'``, :mod:`DeepRegLib.similarity.mind`) or the
+normalised mutual information of the two images (``similarity='mi'``, :mod:`DeepRegLib.similarity.mutualinfo`),
 with a diffusion regulariser on ``v`` in
 physical units (``|grad v|^2`` with ``v`` in mm and derivatives per mm, i.e. dimensionless).
 ``exp(v)`` is integrated by scaling and squaring, so the refinement is diffeomorphic by
@@ -28,13 +28,11 @@ from typing import Callable, List, Optional
 import torch
 import torch.nn.functional as F
 
-from .bundles import REFINEMENT_KEY
-from .boxfilter import box_mean as _box
 from .errors import InputError
-from .mind import MINDSimilarity
-from .mutualinfo import MutualInformation
+from .similarity import SIMILARITIES, Similarity
 from .models.lowres import downsample, upsample_flow
 from .spatial import compose, integrate_velocity, warp
+from .names import look_up_option
 
 
 @dataclass(frozen=True)
@@ -75,11 +73,9 @@ class RefineConfig:
     # unchanged anatomy: only what the images ask for may move; see NormalisedDescent)
 
     def __post_init__(self) -> None:
-        if self.similarity not in SIMILARITIES:
-            raise InputError(f"refinement similarity {self.similarity!r} is not one of {SIMILARITIES}")
-        if self.optimizer not in OPTIMIZERS or self.identity_optimizer not in OPTIMIZERS:
-            raise InputError(f"refinement optimizers {self.optimizer!r}, {self.identity_optimizer!r}: expected one "
-                             f"of {OPTIMIZERS}")
+        look_up_option(self.similarity, SIMILARITIES, "refinement similarity", InputError)
+        look_up_option(self.optimizer, OPTIMIZERS, "refinement optimizer", InputError)
+        look_up_option(self.identity_optimizer, OPTIMIZERS, "refinement optimizer", InputError)
         if (self.max_steps < 1 or self.control_factor < 1 or self.integration_steps < 0 or self.ncc_window_mm <= 0
                 or self.coarse_steps < 0):
             raise InputError(f"refinement settings out of range: max_steps {self.max_steps} and control_factor "
@@ -89,6 +85,12 @@ class RefineConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def measure(self, spacing: float) -> Similarity:
+        """The similarity this refinement optimises on a grid of ``spacing`` mm (the NCC window in voxels:
+        ``ncc_window_mm / spacing``, odd, at least 3)."""
+        return Similarity(self.similarity, window=max(3, int(round(self.ncc_window_mm / spacing)) | 1),
+                          eps=self.ncc_eps if self.similarity == "ncc" else None, min_std=self.ncc_min_std)
+
     @classmethod
     def from_dict(cls, values: dict) -> "RefineConfig":
         """The config with ``values`` replacing defaults; unknown keys are an :class:`InputError`."""
@@ -97,17 +99,6 @@ class RefineConfig:
         if unknown:
             raise InputError(f"unknown refinement setting(s) {unknown}; known: {sorted(known)}")
         return cls(**values)
-
-
-def card_refinement(card: dict) -> Optional[RefineConfig]:
-    """The refinement a model card asks ``register()`` to run by default, or None (network only).
-
-    The card's ``refinement`` block holds ``default`` (:class:`RefineConfig` fields) and how the setting
-    was chosen and measured; ``benchmarks/tune_refine.py --update-card`` writes it.
-    """
-    block = card.get(REFINEMENT_KEY) or {}
-    default = block.get("default")
-    return None if not default else RefineConfig.from_dict(default)
 
 
 @dataclass
@@ -124,49 +115,6 @@ class RefineOutcome:
     start_note: str = ""             # a line for the log when the start was not the network's flow
 
 
-def local_ncc(fixed: torch.Tensor, moving: torch.Tensor, window: int,
-              mask: Optional[torch.Tensor] = None, eps: float = 1e-5) -> torch.Tensor:
-    """Mean squared local correlation coefficient in ``[0, 1]`` (``(B, 1, z, y, x)`` inputs; ``mask`` weights)."""
-    return LocalNCC(fixed, window, mask, eps)(moving)
-
-
-class LocalNCC:
-    """:func:`local_ncc` against a fixed image whose local statistics are computed once."""
-
-    def __init__(self, fixed: torch.Tensor, window: int, mask: Optional[torch.Tensor] = None,
-                 eps: float = 1e-5, min_std: float = 0.0) -> None:
-        self.fixed, self.window, self.mask, self.eps = fixed, window, mask, eps
-        self.mf = _box(fixed, window)
-        self.vf = (_box(fixed * fixed, window) - self.mf * self.mf).clamp_min(0)
-        if min_std > 0:  # only windows where the fixed image has structure count (see RefineConfig.ncc_min_std)
-            informative = (self.vf > min_std * min_std).to(fixed.dtype)
-            self.mask = informative if mask is None else mask * informative
-
-    def prepare(self, moving: torch.Tensor) -> torch.Tensor:
-        """What is warped each step: the moving image itself."""
-        return moving
-
-    def __call__(self, moving: torch.Tensor) -> torch.Tensor:
-        c = moving.shape[1]
-        stats = _box(torch.cat([moving, moving * moving, self.fixed * moving], 1), self.window)
-        mm, mm2, fm = stats[:, :c], stats[:, c:2 * c], stats[:, 2 * c:]
-        vm = (mm2 - mm * mm).clamp_min(0)
-        cov = fm - self.mf * mm
-        cc = cov * cov / (self.vf * vm + self.eps)
-        if self.mask is None:
-            return cc.mean()
-        return (cc * self.mask).sum() / self.mask.sum().clamp_min(1.0)
-
-
-#: the refinement's similarities by name: (fixed, weight, NCC window in voxels) -> an object with
-#: ``prepare(moving)`` (what is warped each step) and ``__call__(warped)`` (higher is better)
-_SIMILARITY = {
-    "ncc": lambda fixed, weight, window, config: LocalNCC(fixed, max(3, int(round(window)) | 1), weight,
-                                                          config.ncc_eps, config.ncc_min_std),
-    "mind": lambda fixed, weight, window, config: MINDSimilarity(fixed, weight),
-    "mi": lambda fixed, weight, window, config: MutualInformation(fixed, weight),
-}
-SIMILARITIES = tuple(_SIMILARITY)
 OPTIMIZERS = ("adam", "normalised")
 #: loss changes below this are float32 rounding, not a better match (MIND's real gains are ~1e-4 per step)
 LOSS_TOLERANCE = 1e-6
@@ -298,7 +246,7 @@ def _loss_of(fixed: torch.Tensor, warped: torch.Tensor, flow: torch.Tensor, spac
              mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor]) -> float:
     """``1 - similarity`` of ``fixed`` and ``warped`` (the moving image already warped by ``flow``)."""
     weight = _weight(mask, moving_mask, flow)
-    sim = _SIMILARITY[config.similarity](fixed, weight, config.ncc_window_mm / spacing, config)
+    sim = config.measure(spacing).bind(fixed, weight)
     return float(1.0 - sim(sim.prepare(warped)))
 
 
@@ -320,7 +268,7 @@ def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: 
     no loss was finite or when cancelled). Each step's loss is appended to ``losses``, which may hold an
     earlier level's: ``progress(steps done)`` counts them all.
     """
-    similarity = _SIMILARITY[config.similarity](fixed, weight, config.ncc_window_mm / spacing, config)
+    similarity = config.measure(spacing).bind(fixed, weight)
     start = similarity.prepare(start)
     shape = tuple(start.shape[2:])
     control = tuple(-(-n // config.control_factor) for n in shape)

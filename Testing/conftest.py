@@ -1,7 +1,13 @@
-"""Shared fixtures: bundled sample brains (always present) and ../shared/data (CI, developers)."""
+"""Shared fixtures: bundled sample brains (always present) and ../shared/data (CI, developers).
+
+The tests sit in one folder per part (``engine/``, ``bundles/``, ``batch/``, ``slicer/``, ``training/``);
+the folders are put on ``sys.path`` here, so that a test can import another folder's helpers
+(``test_conventions``'s known-answer cases, ``slicer_standins``) whatever order pytest collects them in.
+"""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +15,10 @@ import SimpleITK as sitk
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+PARTS = ("engine", "bundles", "batch", "slicer", "training")
+for _part in PARTS:
+    if str(Path(__file__).resolve().parent / _part) not in sys.path:
+        sys.path.insert(0, str(Path(__file__).resolve().parent / _part))
 SAMPLE = REPO / "Resources" / "SampleData"
 SHARED = Path(os.environ.get("DEEPREG_SHARED_DATA", REPO.parent / "shared" / "data"))
 MINDBOGGLE = SHARED / "brain-mindboggle-oasis-trt20"

@@ -43,7 +43,7 @@ VALIDATION = [17, 18, 19]
 RESULTS = REPO / "benchmarks" / "results"
 ENV = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
-from DeepRegLib.batch import OWN_WORKER_ENVIRON, WORKER_ENVIRON_VARIABLE  # noqa: E402
+from DeepRegLib.batch.runner import OWN_WORKER_ENVIRON, WORKER_ENVIRON_VARIABLE  # noqa: E402
 
 
 def subject(n: int) -> dict:

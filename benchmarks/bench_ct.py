@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from DeepRegLib.bundles import load_bundle, update_card  # noqa: E402
 from DeepRegLib.inference import register  # noqa: E402
 from DeepRegLib.metrics import dice_scores  # noqa: E402
-from DeepRegLib.visualize import overlay_panel, write_png  # noqa: E402
+from DeepRegLib.demos.visualize import overlay_panel, write_png  # noqa: E402
 
 HU_LOW, HU_HIGH = -1000.0, 1000.0  # the CT task's window (training/data/ct.py normalises to [0, 1])
 BODY_HU = -500.0

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_register import SHARED, VALIDATION, cli_run, subject  # noqa: E402
 from DeepRegLib.bundles import DEFAULT_MODEL, load_bundle  # noqa: E402
 from DeepRegLib.inference import register  # noqa: E402
-from DeepRegLib.refine import card_refinement  # noqa: E402
+from DeepRegLib.bundles import card_refinement  # noqa: E402
 
 
 def main(argv=None) -> dict:

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from DeepRegLib import DEFAULT_MODEL  # noqa: E402
 from DeepRegLib.inference import register  # noqa: E402
 from DeepRegLib.metrics import dice_scores  # noqa: E402
-from DeepRegLib.visualize import overlay_panel, write_png  # noqa: E402
+from DeepRegLib.demos.visualize import overlay_panel, write_png  # noqa: E402
 from training.data.synthhead import BRAIN_LABEL_LIMIT, VALIDATION_MAPS, map_path, render, t1_like_means  # noqa: E402
 
 SUBCORTICAL = (10, 11, 12, 13, 17, 18, 26, 49, 50, 51, 52, 53, 54, 58)

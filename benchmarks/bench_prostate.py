@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from DeepRegLib.affine import affine_register  # noqa: E402
 from DeepRegLib.bundles import load_bundle, update_card  # noqa: E402
-from DeepRegLib.demo_prostate import evaluate, load_case  # noqa: E402
+from DeepRegLib.demos.prostate import evaluate, load_case  # noqa: E402
 from DeepRegLib.inference import register  # noqa: E402
-from DeepRegLib.taskspec import task_spec  # noqa: E402
-from DeepRegLib.visualize import overlay_panel, write_png  # noqa: E402
+from DeepRegLib.bundles.taskspec import task_spec  # noqa: E402
+from DeepRegLib.demos.visualize import overlay_panel, write_png  # noqa: E402
 
 VALIDATION_CASES = (22, 23, 24)
 TEST_CASES = (25, 26)

@@ -48,8 +48,8 @@ from DeepRegLib.inference import register  # noqa: E402
 from DeepRegLib.metrics import dice_summary  # noqa: E402
 from DeepRegLib import transforms as tr  # noqa: E402
 from DeepRegLib.qa import transform_folding  # noqa: E402
-from DeepRegLib.refine import card_refinement  # noqa: E402
-from DeepRegLib.visualize import overlay_panel, write_png  # noqa: E402
+from DeepRegLib.bundles import card_refinement  # noqa: E402
+from DeepRegLib.demos.visualize import overlay_panel, write_png  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data" / "brain-mindboggle-oasis-trt20"
 VALIDATION = [17, 18, 19]
@@ -103,7 +103,7 @@ def fidelity(transform_path: str, fixed: sitk.Image, step: int = 7) -> dict:
         import slicer  # noqa: F401
     except ImportError:
         return {}
-    from DeepRegLib import mrml
+    from DeepRegLib.slicer_adapter import mrml
     scene = slicer.vtkMRMLScene()
     node = scene.AddNewNodeByClass("vtkMRMLTransformNode")
     sn = scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")

@@ -14,8 +14,8 @@ M = [
  ("M8 RegistrationResult.jacobian_determinant component order", "DeepRegLib/inference.py", "flow = torch.from_numpy(np.stack([self.displacement[..., 2] / self.grid.spacing[2],", "flow = torch.from_numpy(np.stack([self.displacement[..., 0] / self.grid.spacing[0],"),
  ("M9 integrate_velocity returns the velocity", "DeepRegLib/spatial.py", "    flow = velocity / (2 ** steps)\n", "    return velocity\n"),
 ]
-tests = sys.argv[1:] or ["Testing/test_pipeline_known_answer.py", "Testing/test_cascade.py", "Testing/test_foreground.py",
-         "Testing/test_spatial.py", "Testing/test_jacobians.py", "Testing/test_conventions.py", "Testing/test_golden.py"]
+tests = sys.argv[1:] or ["Testing/engine/test_pipeline_known_answer.py", "Testing/test_cascade.py", "Testing/test_foreground.py",
+         "Testing/engine/test_spatial.py", "Testing/engine/test_jacobians.py", "Testing/test_conventions.py", "Testing/test_golden.py"]
 for name, f, old, new in M:
     p = R / f
     orig = p.read_text()

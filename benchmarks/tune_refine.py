@@ -162,7 +162,7 @@ def medians(rows) -> dict:
 
 
 def write_card_refinement(bundle, name: str, results: dict, command: str) -> None:
-    """The card's ``refinement`` block (``DeepRegLib.bundles.REFINEMENT_KEY``): the default setting and its measurements."""
+    """The card's ``refinement`` block (``DeepRegLib.bundles.bundle.REFINEMENT_KEY``): the default setting and its measurements."""
     from DeepRegLib.bundles import REFINEMENT_KEY, update_card
     path = update_card(bundle, {REFINEMENT_KEY: {
         "default": results[name]["config"],

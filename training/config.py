@@ -58,8 +58,8 @@ class ModelConfig:
 class LossConfig:
     """Weights of the named loss terms (0 switches a term off)."""
 
-    similarity: str = "cc"  # 'cc' (global, the seed's) | 'lncc'
-    ncc_window: int = 9  # voxels, for 'lncc'
+    similarity: str = "cc"  # a DeepRegLib.similarity name: 'cc' (global, the seed's) | 'ncc' (local) | 'mind' | 'mi'
+    ncc_window: int = 9  # voxels, for 'ncc'
     smooth: float = 0.5  # diffusion regulariser on each cascade's flow (dimensionless, physical units)
     dice: float = 0.0  # label-aware: soft Dice of warped moving labels vs fixed labels
     dice_labels_per_step: int = 16  # random subset of labels per step (memory)

@@ -13,7 +13,7 @@ sampling and validation to :class:`Continual` (there is still one training loop)
 
 Accuracy is the task's Dice (brain labels for brains, the gland for prostate, organs for
 CT); prostate also reports landmark TRE (mm, centroid distance), CT the TRE against the
-known displacement (mm, mean over the body).
+known displacement (mm, mean over the body): :func:`training.evaluate.evaluate_pairs`.
 """
 from __future__ import annotations
 
@@ -21,17 +21,13 @@ import json
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
-
-from DeepRegLib.metrics import dice_scores
-from DeepRegLib.spatial import folding_percent, warp
 
 from .augment import augment_fixed_warp, augment_moving, rerender_batch, same_anatomy_pairs
 from .callbacks import Callback
 from .data import PairSet, load_split, make_batch
 from .data.registry import task_input
 from .data.tasks import run_task_config, task_info
-from .evaluate import predict_pairs
+from .evaluate import evaluate_pairs
 
 
 # ----------------------------------------------------------------------------- accuracy matrix
@@ -90,71 +86,6 @@ class ReplayBuffer:
         if not pool:
             return None
         return tuple(pool[int(rng.integers(len(pool)))])
-
-
-# ----------------------------------------------------------------------------- metrics
-def _centroid_mm(mask: np.ndarray, spacing: Sequence[float]) -> Optional[np.ndarray]:
-    w = mask.astype(np.float64)
-    if w.sum() <= 0:
-        return None
-    idx = np.indices(mask.shape).reshape(3, -1)
-    return (idx * w.reshape(1, -1)).sum(1) / w.sum() * np.asarray(spacing)  # (z, y, x) mm
-
-
-def evaluate_pairs(net: torch.nn.Module, data: PairSet, metric: str, device: torch.device | str = "cpu"
-                   ) -> Dict[str, float]:
-    """Mean over pairs of the task's figures; ``accuracy`` is the one the accuracy matrix uses.
-
-    ``metric``: 'dice' (mean label Dice), 'brain' (labels < 100 of whole-head maps, else all
-    < 1000), 'prostate' (gland Dice = bit 0; ``tre_mm`` = landmark centroid distance, bits 1..),
-    'ct' (organ Dice over labels with >= 20 voxels in the fixed crop; ``tre_mm`` = mean
-    ``|flow - known flow|`` in mm over the body, fixed > -500 HU).
-    """
-    from .data import prostate
-    rows = []
-    for i, b, flow in predict_pairs(net, data, device):
-        spacing = np.asarray(data.grids[i].spacing[::-1], float)  # (z, y, x)
-        row = {"folding_percent": folding_percent(flow.cpu())}
-        fl = data.fixed_labels[i].astype(np.int32)
-        if metric == "prostate":
-            fixed_gland = prostate.unpack(fl, 0)
-            moving_bits = torch.from_numpy(data.moving_labels[i].astype(np.int64))[None, None].to(device)
-            gland_w = warp(((moving_bits >> 0) & 1).float(), flow)[0, 0].cpu().numpy() > 0.5
-            row["accuracy"] = row["gland_dice"] = _dice(fixed_gland, gland_w)
-            tre = []
-            for k in range(1, prostate.MAX_CHANNELS):
-                fk = prostate.unpack(fl, k)
-                if not fk.any() or not prostate.unpack(data.moving_labels[i], k).any():
-                    continue
-                wk = warp(((moving_bits >> k) & 1).float(), flow)[0, 0].cpu().numpy()
-                a, c = _centroid_mm(fk, spacing), _centroid_mm(wk, spacing)
-                if a is not None and c is not None:
-                    tre.append(float(np.linalg.norm(a - c)))
-            row["tre_mm"] = float(np.mean(tre)) if tre else float("nan")
-        else:
-            wl = warp(b["moving_labels"].float(), flow, mode="nearest")[0, 0].cpu().numpy().astype(np.int32)
-            if metric == "ct":
-                labs = [l for l, n in zip(*np.unique(fl, return_counts=True)) if l != 0 and n >= 20]
-            else:
-                limit = 100 if metric == "brain" and fl.max() < 1000 and np.any(fl >= 100) else None
-                labs = [l for l in np.unique(fl) if l != 0 and (limit is None or l < limit)]
-            scores = dice_scores(fl, wl, labs) if labs else {}
-            vals = [v for v in scores.values() if np.isfinite(v)]
-            row["accuracy"] = row["dice"] = float(np.mean(vals)) if vals else float("nan")
-            if metric == "ct" and data.flows is not None:
-                known = torch.from_numpy(data.flows[i].astype(np.float32))[None].to(device)
-                err = ((flow - known) * torch.tensor(spacing, dtype=torch.float32, device=device).view(1, 3, 1, 1, 1))
-                err = err.pow(2).sum(1).sqrt()[0].cpu().numpy()
-                body = data.fixed[i].astype(np.float32) > 0.25  # window [-1000, 1000]: > -500 HU
-                row["tre_mm"] = float(err[body].mean()) if body.any() else float(err.mean())
-        rows.append(row)
-    keys = sorted({k for r in rows for k in r})
-    return {k: float(np.nanmean([r.get(k, np.nan) for r in rows])) for k in keys}
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return float(2.0 * np.logical_and(a, b).sum() / s) if s else float("nan")
 
 
 # ----------------------------------------------------------------------------- the schedule

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .callbacks import Callback
+from DeepRegLib.names import look_up_option
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -37,7 +38,8 @@ def blur_sigma(step: int, start_mm: float, steps: int, shape: str = "linear") ->
         return start_mm * 0.5 * (1.0 + math.cos(math.pi * t))
     if shape == "step":
         return start_mm
-    raise ValueError(f"unknown blur shape {shape!r}; use linear, cosine or step")
+    look_up_option(shape, ("linear", "cosine", "step"), "blur shape")
+    raise AssertionError("unreachable")
 
 
 def retain_probability(step: int, floor: float, gamma: float) -> float:

@@ -82,13 +82,13 @@ def _teacher_checkpoint_summary(path: str) -> dict:
             "commands": ck["commands"]}
 
 
-#: the engine's name of a training task (``DeepRegLib.taskspec.BUILTIN_TASKS``, ``--task`` of the CLI)
+#: the engine's name of a training task (``DeepRegLib.bundles.taskspec.BUILTIN_TASKS``, ``--task`` of the CLI)
 ENGINE_TASKS = {"mindboggle": "brain"}
 
 
 def _task_fragment(cfg, task: str) -> dict:
     """``task``, ``input`` and ``affine_stage`` card keys of one task of a run, as the engine reads them."""
-    from DeepRegLib.taskspec import BUILTIN_TASKS, TaskSpec, card_fragment
+    from DeepRegLib.bundles.taskspec import BUILTIN_TASKS, TaskSpec, card_fragment
 
     from .data.registry import task_input
     from .data.tasks import TASKS as TASK_INFO, run_task_config
@@ -178,9 +178,32 @@ def with_inherited_licence(licence: str, init: str) -> str:
     """``licence`` of the training data, plus that of the weights the run started from when it differs:
     weights fine-tuned from a model trained on CC BY-NC-SA data carry that licence too."""
     inherited = _init_licence(init)
-    if not inherited or inherited in licence:
+    parts = [] if not inherited else [x for x in dict.fromkeys(s.strip() for s in inherited.split("; ")) if x]
+    missing = [x for x in parts if x not in licence]
+    if not missing:
         return licence
-    return f"{licence}; weights initialised from {init}, whose licence is {inherited}"
+    return f"{licence}; weights initialised from {init}, whose licence adds: {'; '.join(missing)}"
+
+
+def lineage(init: str, depth: int = 8) -> list:
+    """The chain of weights a run started from: for each training checkpoint on the way, its path, the
+    commands that made it and what it started from, ending at a bundle (its name) or an unreadable start."""
+    chain: list = []
+    while init and depth > 0:
+        depth -= 1
+        p = Path(init) if Path(init).is_absolute() else REPO / init
+        if (p / CARD_FILE).exists():
+            chain.append({"from": init, "bundle": load_bundle(str(p)).name})
+            break
+        p = p / "best.pt" if p.is_dir() else p
+        if not p.exists():
+            chain.append({"from": init, "note": "not found here (run folders are not in the repository)"})
+            break
+        ck = load_checkpoint(p)
+        nxt = from_dict(ck["config"]).model.init
+        chain.append({"from": init, "step": ck.get("step"), "commands": ck.get("commands"), "init": nxt})
+        init = nxt
+    return chain
 
 
 def _split_ids(task: str, which: int) -> Optional[list]:
@@ -229,7 +252,7 @@ def _keep_measured(old: dict, new: dict, same_weights: bool) -> dict:
 
 
 def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Optional[str] = None,
-           all_tasks: bool = False) -> Path:
+           all_tasks: bool = False, settings_from: Optional[str] = None) -> Path:
     ck = load_checkpoint(checkpoint)
     cfg = from_dict(ck["config"])
     if cfg.model.architecture not in ARCHITECTURES:
@@ -296,6 +319,7 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
             "best_validation_grid": best,
             "affine_only_validation_grid": _affine_only(cfg, ck),
             "initialised_from": ck["extra"].get("init"),
+            "lineage": lineage(cfg.model.init),
             "config": ck["config"],
             "commands": ck["commands"],
             "export": export_command,
@@ -311,7 +335,7 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
                            "(space to depth)" if getattr(net, "unshuffle", False) else
                            f"input grid average-pooled {net.factor}x{net.factor}x{net.factor}")
                           + f"; the flow is upsampled back (cell-centred trilinear) and multiplied by {net.factor}"}
-    if task_card is not None:  # a bundle defines its task (DeepRegLib.taskspec)
+    if task_card is not None:  # a bundle defines its task (DeepRegLib.bundles.taskspec)
         card.update({k: v for k, v in task_card.items() if k not in ("input", "affine_stage")})
         card["input"].update(task_card["input"])
         card["affine_stage"] = task_card["affine_stage"]
@@ -320,6 +344,14 @@ def export(checkpoint: Path, name: str, out: Path, export_command: str, task: Op
     card["licence"] = card["training"]["licence"] = with_inherited_licence(str(card["licence"]), cfg.model.init)
     if card.get(REFINEMENT_KEY) is None and old.get(REFINEMENT_KEY) is not None and same_weights:
         card[REFINEMENT_KEY] = old[REFINEMENT_KEY]  # same weights: the chosen refinement still holds
+    if settings_from:  # a successor network: the inference settings of the bundle it replaces, not re-tuned
+        other = load_bundle(settings_from).card
+        card["affine_stage"] = other["affine_stage"]
+        if other.get(REFINEMENT_KEY):
+            card[REFINEMENT_KEY] = {**other[REFINEMENT_KEY], "carried_from": other["name"],
+                                    "carried_note": f"the affine stage and default refinement of {other['name']} as "
+                                                    "they are; its 'validation' figures below describe that network"}
+        card["settings_from"] = other["name"]
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return folder
 
@@ -335,9 +367,11 @@ def main(argv=None) -> None:
                                                "defines (default: the first task)")
     p.add_argument("--all-tasks", action="store_true", help="continual runs: one bundle for every task trained "
                    "(a universal model): --task is its default, the others are chosen as NAME:TASK")
+    p.add_argument("--settings-from", default=None, help="a bundle whose affine stage and default refinement the "
+                   "new card takes as they are (a successor network)")
     a = p.parse_args(argv)
     ck = a.run / "best.pt" if a.run.is_dir() else a.run
     if a.run.is_dir() and json.loads((a.run / "config.json").read_text()).get("continual", {}).get("tasks"):
         ck = a.run / "last.pt"  # continual runs: the final weights, which the accuracy matrix's last row describes
     print(export(ck, a.name, a.out, "python -m training export " + " ".join(argv if argv is not None else sys.argv[1:]),
-                 a.task, a.all_tasks))
+                 a.task, a.all_tasks, a.settings_from))

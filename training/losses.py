@@ -12,6 +12,8 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from DeepRegLib.names import look_up_option
+from DeepRegLib.similarity import Similarity
 from DeepRegLib.spatial import warp
 
 from .curricula import gaussian_blur
@@ -25,34 +27,6 @@ def _spacing(spacing: Optional[Sequence[float] | torch.Tensor], ref: torch.Tenso
 def to_mm(flow: torch.Tensor, spacing: Optional[Sequence[float] | torch.Tensor]) -> torch.Tensor:
     """Voxel flow -> displacement in mm (channel c scaled by the spacing of array axis c)."""
     return flow * _spacing(spacing, flow)
-
-
-# ----------------------------------------------------------------------------- similarity
-def correlation_coefficient_loss(fixed: torch.Tensor, warped: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """``1 - CorrCoef`` over the whole grid, per sample, averaged (the VTN / LDR reconstruction loss)."""
-    f = fixed.flatten(1)
-    w = warped.flatten(1)
-    f = f - f.mean(1, keepdim=True)
-    w = w - w.mean(1, keepdim=True)
-    cc = (f * w).mean(1) / torch.sqrt((f * f).mean(1) * (w * w).mean(1) + eps)
-    return (1.0 - cc).mean()
-
-
-def box_filter(x: torch.Tensor, window: int) -> torch.Tensor:
-    """Separable box mean over ``window`` voxels per axis (three 1-D ``avg_pool3d``, replicate padding)."""
-    p = window // 2
-    x = F.avg_pool3d(F.pad(x, (0, 0, 0, 0, p, p), mode="replicate"), (window, 1, 1), 1)
-    x = F.avg_pool3d(F.pad(x, (0, 0, p, p, 0, 0), mode="replicate"), (1, window, 1), 1)
-    return F.avg_pool3d(F.pad(x, (p, p, 0, 0, 0, 0), mode="replicate"), (1, 1, window), 1)
-
-
-def local_ncc_loss(fixed: torch.Tensor, warped: torch.Tensor, window: int = 9, eps: float = 1e-5) -> torch.Tensor:
-    """``1 - mean squared local NCC`` in a ``window``^3 box (separable, ~8x cheaper than a dense conv)."""
-    mf, mw = box_filter(fixed, window), box_filter(warped, window)
-    cov = box_filter(fixed * warped, window) - mf * mw
-    vf = (box_filter(fixed * fixed, window) - mf * mf).clamp_min(0)
-    vw = (box_filter(warped * warped, window) - mw * mw).clamp_min(0)
-    return 1.0 - (cov * cov / (vf * vw + eps)).mean()
 
 
 # ----------------------------------------------------------------------------- regularisers
@@ -83,7 +57,8 @@ def label_masks(labels: torch.Tensor, ids: Sequence[int], encoding: str = "value
         return (labels == lab).float()
     if encoding == "bits":
         return ((labels.long() >> lab) & 1).float()
-    raise ValueError(f"unknown label encoding {encoding!r}; use 'values' or 'bits'")
+    look_up_option(encoding, ("values", "bits"), "label encoding")
+    raise AssertionError("unreachable")
 
 
 def soft_dice_loss(fixed_labels: torch.Tensor, moving_labels: torch.Tensor, flow: torch.Tensor,
@@ -147,6 +122,35 @@ def endpoint_error(flow: torch.Tensor, target: torch.Tensor,
     return (d.pow(2).sum(1) + 1e-6).sqrt().mean()
 
 
+# ----------------------------------------------------------------------------- feature distillation
+# Attention transfer on 3D feature maps (for CRD). An attention map is the channel-wise sum of
+# squared activations, flattened and L2-normalised per sample (Zagoruyko & Komodakis'
+# activation-based attention with p = 2), so that it describes *where* a layer responds,
+# independent of its channel count and scale. Features are ``(B, C, D, H, W)``; the student and
+# target of one level must share the spatial shape (the channel counts may differ).
+def attention_map(features: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``(B, C, D, H, W)`` -> ``(B, D*H*W)``: ``sum_c F_c^2``, divided by its L2 norm per sample."""
+    a = features.float().pow(2).sum(1).flatten(1)
+    return a / a.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
+def attention_loss(student: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean over levels (and samples) of ``||a_s - a_t||_2^2`` for the normalised attention maps.
+
+    0 for identical (or proportional) features; at most 2 (disjoint supports). The target is
+    detached: only the student is pulled.
+    """
+    if len(student) != len(target) or not student:
+        raise ValueError(f"need the same non-zero number of student and target levels, got {len(student)} and {len(target)}")
+    terms = []
+    for i, (s, t) in enumerate(zip(student, target)):
+        if s.shape[0] != t.shape[0] or s.shape[2:] != t.shape[2:]:
+            raise ValueError(f"level {i}: student features {tuple(s.shape)} and target {tuple(t.shape)} "
+                             "differ in batch or spatial shape")
+        terms.append((attention_map(s) - attention_map(t.detach())).pow(2).sum(1).mean())
+    return torch.stack(terms).mean()
+
+
 # ----------------------------------------------------------------------------- adversarial (ALDK)
 def gradient_penalty(critic, teacher_flow: torch.Tensor, student_flow: torch.Tensor,
                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -170,6 +174,17 @@ def critic_gap(critic, student_flow: torch.Tensor, teacher_flow: torch.Tensor) -
 
 
 # ----------------------------------------------------------------------------- composite
+#: similarity names of older run records, read as today's (``lncc`` is the local NCC, ``ncc``)
+RENAMED_SIMILARITIES = {"lncc": "ncc"}
+
+
+def training_similarity(cfg) -> Similarity:
+    """The :class:`~DeepRegLib.similarity.Similarity` a loss config names (``similarity``, ``ncc_window``):
+    the engine's own measures, so that training and refinement optimise one local NCC."""
+    name = RENAMED_SIMILARITIES.get(cfg.similarity, cfg.similarity)
+    return Similarity(name, window=cfg.ncc_window)
+
+
 class CompositeLoss:
     """Weighted sum of named terms: ``__call__`` returns ``{'total': ..., name: value, ...}``.
 
@@ -178,16 +193,11 @@ class CompositeLoss:
     optionally the teacher's flow.
     """
 
-    def __init__(self, cfg, generator: Optional[torch.Generator] = None) -> None:
+    def __init__(self, cfg, generator: Optional[torch.Generator] = None,
+                 similarity: Optional[Similarity] = None) -> None:
         self.cfg = cfg
         self.generator = generator or torch.Generator().manual_seed(0)
-
-    def similarity(self, fixed: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
-        if self.cfg.similarity == "cc":
-            return correlation_coefficient_loss(fixed, warped)
-        if self.cfg.similarity == "lncc":
-            return local_ncc_loss(fixed, warped, self.cfg.ncc_window)
-        raise ValueError(f"unknown similarity {self.cfg.similarity!r}; use 'cc' or 'lncc'")
+        self.similarity = similarity or training_similarity(cfg)
 
     def __call__(self, batch: Dict[str, torch.Tensor], flow: torch.Tensor, flows: Sequence[torch.Tensor],
                  teacher_flow: Optional[torch.Tensor] = None, weights: Optional[Dict[str, float]] = None
@@ -199,7 +209,7 @@ class CompositeLoss:
         spacing = batch.get("spacing")
         terms: Dict[str, torch.Tensor] = {}
         if w["sim"]:
-            terms["sim"] = self.similarity(batch["fixed"], warp(batch["moving"], flow))
+            terms["sim"] = self.similarity.loss(batch["fixed"], warp(batch["moving"], flow))
         if w["smooth"]:
             terms["smooth"] = sum(smoothness_loss(f, spacing) for f in flows)
         if w["dice"] and "fixed_labels" in batch:

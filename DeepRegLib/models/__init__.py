@@ -12,6 +12,7 @@ import torch.nn as nn
 from .cascade import RecursiveCascade
 from .ldr import LDRSubnet
 from .lowres import LowResolution
+from ..names import look_up_option
 
 SUBNETS = {"ldr": LDRSubnet}
 #: low-resolution architectures: name -> the subnet they run at 1/``factor`` resolution
@@ -29,8 +30,7 @@ def build_network(architecture: str, cascades: int = 1, **kwargs: Any) -> Union[
     ``kwargs['unshuffle']``: the images reach it as ``factor^3`` channels each, not averaged);
     the other ``kwargs`` go to the subnets.
     """
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; choose from {ARCHITECTURES}")
+    look_up_option(architecture, ARCHITECTURES, "architecture")
     if not 1 <= int(cascades) <= 10:
         raise ValueError("cascades must be between 1 and 10")
     if architecture in LOWRES:

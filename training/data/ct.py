@@ -30,7 +30,7 @@ import torch
 from DeepRegLib.grid import Grid, centred_grid, physical_bounding_box
 from DeepRegLib.pipeline import InputSpec
 from DeepRegLib.preprocess import resample_to_grid
-from DeepRegLib.taskspec import builtin_task
+from DeepRegLib.bundles.taskspec import builtin_task
 from DeepRegLib.spatial import warp
 
 from . import cache
@@ -43,7 +43,7 @@ LABELS = "example_ct_3mm_seg_v1_104cls.nii.gz"
 CHEST = "chest_ct_cropped_1p5mm.nii.gz"
 LICENCE = "Apache-2.0 (TotalSegmentator test files, ct-totalsegmentator)"
 DESCRIPTION = "CT (abdomen-pelvis, chest) with synthetic smooth deformations of known displacement"
-SPEC: InputSpec = builtin_task("ct").input  # the engine's CT task (DeepRegLib.taskspec)
+SPEC: InputSpec = builtin_task("ct").input  # the engine's CT task (DeepRegLib.bundles.taskspec)
 MAX_DISPLACEMENT_MM = 16.0  # peak; the mean over a crop is then ~2-4.5 mm
 
 

@@ -28,10 +28,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from DeepRegLib.affine import AffineConfig
-from DeepRegLib.demo_prostate import label_channels, load_case  # noqa: F401 (label_channels: also for scripts)
+from DeepRegLib.demos.prostate import label_channels, load_case  # noqa: F401 (label_channels: also for scripts)
 from DeepRegLib.pipeline import InputSpec, prepare_pair
 from DeepRegLib.preprocess import resample_to_grid
-from DeepRegLib.taskspec import builtin_task
+from DeepRegLib.bundles.taskspec import builtin_task
 
 from . import cache
 from .base import PairSet
@@ -43,7 +43,7 @@ TEST_CASES = [25, 26]
 LICENCE = "Apache-2.0 (prostate-mr-us test data, see ../shared/data/README.md)"
 DESCRIPTION = "intra-patient prostate MR (moving) -> transrectal US (fixed), gland + landmark labels"
 MAX_CHANNELS = 15  # int16 bit-packing
-SPEC: InputSpec = builtin_task("prostate").input  # the engine's prostate task (DeepRegLib.taskspec)
+SPEC: InputSpec = builtin_task("prostate").input  # the engine's prostate task (DeepRegLib.bundles.taskspec)
 AFFINE: AffineConfig = builtin_task("prostate").affine
 
 
@@ -59,7 +59,7 @@ def case_paths(case: int, root: Optional[Path] = None) -> Dict[str, Path]:
 
 
 def case_files(case: int, root: Optional[Path] = None) -> Dict[str, Path]:
-    """The case's files under the names :func:`DeepRegLib.demo_prostate.load_case` reads."""
+    """The case's files under the names :func:`DeepRegLib.demos.prostate.load_case` reads."""
     p = case_paths(case, root)
     return {"fixed": p["fixed_images"], "moving": p["moving_images"], "fixed_labels": p["fixed_labels"],
             "moving_labels": p["moving_labels"]}

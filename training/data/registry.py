@@ -9,6 +9,7 @@ from DeepRegLib.preprocess import Normalisation
 
 from . import cache, ct, mindboggle, prostate, synthetic, synthhead
 from .base import PairSet
+from DeepRegLib.names import look_up_option
 
 
 def affine_config(data_cfg) -> AffineConfig:
@@ -41,8 +42,8 @@ def load_split(data_cfg, split: str) -> PairSet:
             cache_dir = cache.REPO / cache_dir
         return mindboggle.load(split, data_cfg.spacing, data_cfg.size, normalisation(data_cfg),
                                affine_config(data_cfg), cache_dir, subjects)
-    raise ValueError(f"unknown task {data_cfg.task!r}; choose from "
-                     f"{sorted(['mindboggle', 'synthhead', 'prostate', 'ct', *SYNTHETIC_VARIANTS])}")
+    look_up_option(data_cfg.task, sorted(['mindboggle', 'synthhead', 'prostate', 'ct', *SYNTHETIC_VARIANTS]), "task")
+    raise AssertionError("unreachable")
 
 
 #: smoke variants of the synthetic task: (seed offset, deformation amplitude in voxels, inverted contrast)
@@ -64,7 +65,7 @@ def _cache_dir(data_cfg) -> Path:
 
 def task_input(data_cfg):
     """``(InputSpec, AffineConfig)`` the pairs of ``data_cfg.task`` are prepared with (what a bundle's card records)."""
-    from DeepRegLib.taskspec import builtin_task
+    from DeepRegLib.bundles.taskspec import builtin_task
 
     from .tasks import normalisation_of
     size = tuple(int(s) for s in data_cfg.size)

@@ -24,6 +24,7 @@ from typing import Dict, Optional, Tuple
 from DeepRegLib.preprocess import Normalisation
 
 from . import ct, mindboggle, prostate, synthhead
+from DeepRegLib.names import look_up_option
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,7 @@ TASKS: Dict[str, TaskInfo] = {t.name: t for t in [
 
 
 def task_info(name: str) -> TaskInfo:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
+    look_up_option(name, sorted(TASKS), "task")
     return TASKS[name]
 
 

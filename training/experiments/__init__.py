@@ -9,6 +9,7 @@ import pkgutil
 from typing import Dict
 
 from ..config import ExperimentConfig
+from DeepRegLib.names import look_up_option
 
 
 def names() -> list:
@@ -16,8 +17,7 @@ def names() -> list:
 
 
 def load(name: str) -> ExperimentConfig:
-    if name not in names():
-        raise KeyError(f"unknown experiment {name!r}; available: {', '.join(names())}")
+    look_up_option(name, names(), "experiment", KeyError)
     cfg = importlib.import_module(f"{__name__}.{name}").config()
     cfg.name = name
     return cfg

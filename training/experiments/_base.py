@@ -68,7 +68,7 @@ def continual(method: str, steps_per_task: int = CL_STEPS_PER_TASK, buffer_size:
         description=f"continual learning ({method}) over {', '.join(tasks)}: {steps_per_task} steps per task",
         data=DataConfig(task=tasks[0]),
         model=ModelConfig(architecture="ldr", cascades=2, init=init),
-        loss=LossConfig(similarity="lncc", ncc_window=7, smooth=0.5, dice=0.0, dice_labels_per_step=16),
+        loss=LossConfig(similarity="ncc", ncc_window=7, smooth=0.5, dice=0.0, dice_labels_per_step=16),
         optim=OptimConfig(lr=2e-4),
         strategy=StrategyConfig(name=strategy, sam_rho=0.05, sam_adaptive=True, reptile_inner_steps=5,
                                 reptile_beta=0.5),

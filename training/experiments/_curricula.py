@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..config import ExperimentConfig
 from ._base import brain_student
+from DeepRegLib.names import look_up_option
 
 #: the step budget of the ablation (every arm the same)
 STEPS = 3000
@@ -32,8 +33,8 @@ def arm(curriculum: str, seed: int = 0) -> ExperimentConfig:
         c.dropout_floor, c.dropout_gamma = 0.7, 10.0 / STEPS
     elif curriculum == "smoothing":  # feature sigma 1 voxel, x0.9 every 5 % of the budget (Sinha et al.)
         c.smoothing_sigma, c.smoothing_decay, c.smoothing_every = 1.0, 0.9, STEPS // 20
-    elif curriculum != "none":
-        raise ValueError(f"unknown curriculum {curriculum!r}; use one of {ARMS}")
+    else:
+        look_up_option(curriculum, ARMS, "curriculum")
     cfg.description = (f"curriculum ablation ({STEPS} steps from scratch, 1-cascade LDR, "
                        f"1 - CC + 0.5 smoothness): {curriculum}")
     return cfg

@@ -1,7 +1,7 @@
 """ldr_refinedistill with new anatomies: every training pair's fixed image is smoothly warped.
 
 Fitting the refined teacher on one pair takes a student most of the way (``python -m
-training.distill_capacity``) while 132 pairs of 12 subjects take it a quarter of the way: the limit is
+training.studies.distill_capacity``) while 132 pairs of 12 subjects take it a quarter of the way: the limit is
 inferring the teacher's flow on unseen anatomy, not holding it. Here each step's fixed image goes
 through a random smooth warp ``psi`` (2.5 mm standard deviation per axis on control points 20 mm apart,
 ``data.warp_fixed``), a new anatomy, and the target is the cached refined flow of the original pair

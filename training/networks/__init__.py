@@ -13,6 +13,7 @@ from DeepRegLib.models import ARCHITECTURES, RecursiveCascade, build_network
 from .discriminator import FlowDiscriminator
 from .voxelmorph_baseline import VoxelMorphSubnet
 from .vtn import VTNAffine, VTNDense
+from DeepRegLib.names import look_up_option
 
 #: training-only subnets: the RCN teacher's dense cascade, and VoxelMorph as an outside baseline
 TEACHER_SUBNETS = {"vtn": VTNDense, "voxelmorph": VoxelMorphSubnet}
@@ -37,8 +38,8 @@ def build_model(model_cfg) -> RecursiveCascade:
         subnets += [VTNAffine(**kwargs)] if model_cfg.affine_subnet else []
         subnets += [cls(**kwargs) for _ in range(int(model_cfg.cascades))]
         return RecursiveCascade(subnets)
-    raise ValueError(f"unknown architecture {model_cfg.architecture!r}; "
-                     f"choose from {ARCHITECTURES + sorted(TEACHER_SUBNETS)}")
+    look_up_option(model_cfg.architecture, ARCHITECTURES + sorted(TEACHER_SUBNETS), "architecture")
+    raise AssertionError("unreachable")
 
 
 REPO = Path(__file__).resolve().parents[2]

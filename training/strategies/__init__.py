@@ -14,6 +14,7 @@ from .continual import ReplayStrategy, ReptileStrategy, SAMCLStrategy, SAMStrate
 from .crd import CRDStrategy
 from .distill import DistillStrategy
 from .standard import StandardStrategy
+from DeepRegLib.names import look_up_option
 
 STRATEGIES = {"standard": StandardStrategy, "distill": DistillStrategy, "adversarial": AdversarialStrategy,
               "crd": CRDStrategy, "sam": SAMStrategy, "replay": ReplayStrategy, "reptile": ReptileStrategy,
@@ -21,8 +22,7 @@ STRATEGIES = {"standard": StandardStrategy, "distill": DistillStrategy, "adversa
 
 
 def build_strategy(name: str, trainer) -> Strategy:
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; choose from {sorted(STRATEGIES)}")
+    look_up_option(name, sorted(STRATEGIES), "strategy")
     return STRATEGIES[name](trainer)
 
 

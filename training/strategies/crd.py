@@ -41,7 +41,7 @@ Student loss (one optimiser step per batch, after the FST's step)::
         + fst_flow * ||phi_s,1 - phi_FST||^2  (mm^2)     first cascade vs the FST's flow
         + attention * AT(student, FST)                   attention maps at 8, 16 and 32 mm
 
-``AT`` (:func:`training.feature_losses.attention_loss`) compares normalised attention maps
+``AT`` (:func:`training.losses.attention_loss`) compares normalised attention maps
 (channel-wise sum of squared activations) of six feature pairs at three scales: student
 ``e1, e2, e3`` vs the fused ``g1, g2, g3`` and student decoder ``u3, u2, u1`` vs the FST
 decoder's. At inference only the student is used.
@@ -64,8 +64,7 @@ from DeepRegLib.models import LowResolution
 from DeepRegLib.models.blocks import ConvAct, UpConvAct, small_init
 from DeepRegLib.models.ldr import down, up
 
-from ..feature_losses import attention_loss
-from ..losses import flow_distillation_loss
+from ..losses import attention_loss, flow_distillation_loss
 from .base import Strategy
 from .distill import load_teacher
 

@@ -10,7 +10,7 @@ from DeepRegLib.spatial import compose
 
 from ..config import to_dict
 from ..networks import load_trained
-from ..refined_teacher import RefinedTeacherFlows, flows_folder
+from ..networks.refined_teacher import RefinedTeacherFlows, flows_folder
 from .base import Strategy
 
 

@@ -13,7 +13,7 @@ class DeepRegSceneTest(unittest.TestCase):
 
     def test_result_survives_mrb(self):
         import DeepReg
-        from DeepRegLib import mrml
+        from DeepRegLib.slicer_adapter import mrml
         if not DeepReg.torchAvailable():  # never install torch in a self-test or on a build machine
             self.skipTest("PyTorch is not installed (install the PyTorch extension; tests never install it)")
         base = DeepReg.sampleDataDir()

@@ -1,0 +1,177 @@
+"""The refinement's coarse level (``coarse_steps``), its MIND-SSC similarity (``similarity='mind'``) and
+its mutual-information similarity (``similarity='mi'``).
+
+Synthetic pairs with a known shift: ``moving = roll(fixed, s, x)`` is aligned by a voxel flow of ``+s``
+along x (channel 2; the flow maps fixed points to moving points).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from DeepRegLib.errors import InputError
+from DeepRegLib.similarity.mind import MINDSimilarity, mind_ssc
+from DeepRegLib.similarity.mutualinfo import MutualInformation, normalised_mutual_information
+from DeepRegLib.refine import RefineConfig, refine_flow
+from DeepRegLib.similarity import local_ncc
+from DeepRegLib.spatial import warp
+
+SHAPE = (24, 24, 24)
+
+
+def smooth_image(seed: int = 0) -> torch.Tensor:
+    """Smooth random texture (correlation length of several voxels), zero mean, unit variance."""
+    torch.manual_seed(seed)
+    img = F.avg_pool3d(F.avg_pool3d(torch.rand(1, 1, *SHAPE), 7, 1, 3), 5, 1, 2)
+    return (img - img.mean()) / img.std()
+
+
+def blobs(seed: int = 0) -> torch.Tensor:
+    """A label image ``(1, 1, *SHAPE)`` of 4 smooth random regions (values 0..3)."""
+    torch.manual_seed(seed)
+    noise = F.avg_pool3d(torch.rand(1, 4, *SHAPE), 7, 1, 3)
+    return noise.argmax(1, keepdim=True).float()
+
+
+def x_error(flow: torch.Tensor, shift: float) -> float:
+    """Mean |flow_x - shift| over the inner voxels (borders see padding), in voxels."""
+    return float((flow[0, 2, 4:-4, 4:-4, 4:-4] - shift).abs().mean())
+
+
+def test_coarse_steps_reach_further_than_the_same_fine_steps():
+    """A 3-voxel shift: 4 fine steps of 0.8 mm recover part of it; 6 steps on the x2-pooled pair first
+    (each step cheap: 1/8 of the voxels) leave a smaller error and a better correlation."""
+    fixed = smooth_image()
+    moving = torch.roll(fixed, 3, dims=4)
+    zero = torch.zeros(1, 3, *SHAPE)
+    base = dict(max_steps=4, learning_rate=0.8, integration_steps=0, smooth_weight=0.1, ncc_window_mm=10,
+                patience=20)
+    fine = refine_flow(fixed, moving, zero, 2.0, RefineConfig(**base))
+    both = refine_flow(fixed, moving, zero, 2.0, RefineConfig(coarse_steps=6, **base))
+    assert both.steps == 10 and len(both.losses) == 10 and fine.steps == 4
+    assert x_error(both.flow, 3.0) < x_error(fine.flow, 3.0) - 0.2, (x_error(both.flow, 3.0), x_error(fine.flow, 3.0))
+    ncc = lambda flow: float(local_ncc(fixed, warp(moving, flow), 5))
+    assert ncc(both.flow) > ncc(fine.flow) + 0.01, (ncc(both.flow), ncc(fine.flow))
+
+
+def test_cancel_during_the_coarse_level_returns_the_input_flow():
+    fixed = smooth_image()
+    moving = torch.roll(fixed, 2, dims=4)
+    start = torch.full((1, 3, *SHAPE), 0.25)
+    polls = []
+
+    def cancel():
+        polls.append(1)
+        return len(polls) > 2  # during the third coarse step
+
+    out = refine_flow(fixed, moving, start, 2.0, RefineConfig(max_steps=3, coarse_steps=5, patience=20), cancel=cancel)
+    assert out.cancelled and out.steps == 2 and torch.equal(out.flow, start)
+
+
+def test_progress_counts_both_levels():
+    fixed = smooth_image()
+    moving = torch.roll(fixed, 2, dims=4)
+    seen = []
+    refine_flow(fixed, moving, torch.zeros(1, 3, *SHAPE), 2.0,
+                RefineConfig(max_steps=4, coarse_steps=4, patience=20, progress_every=2), progress=seen.append)
+    assert seen == [2 / 8, 6 / 8]  # every 2nd step counted over both levels; a last step only evaluates
+
+
+def test_mind_descriptor_shape_range_and_contrast_invariance():
+    img = smooth_image(1)
+    d = mind_ssc(img)
+    assert d.shape == (1, 12, *SHAPE) and float(d.min()) >= 0 and float(d.max()) <= 1 + 1e-6
+    # a positive or negative linear change of intensities leaves the descriptor unchanged
+    for other in (3.0 * img + 7.0, 5.0 - 2.0 * img):
+        assert float((mind_ssc(other) - d).abs().max()) < 1e-3
+    # ... but a different image does not
+    assert float((mind_ssc(smooth_image(2)) - d).abs().mean()) > 0.05
+    with pytest.raises(ValueError, match=r"\(1, 2, 24, 24, 24\)"):
+        mind_ssc(torch.zeros(1, 2, *SHAPE))
+
+
+def test_mind_similarity_prefers_the_aligned_pair_across_contrasts():
+    """Fixed and moving show one label image in two unrelated contrasts (intensities permuted, not a
+    monotone map): MIND scores the aligned pair above a shifted one."""
+    labels = blobs()
+    fixed = torch.tensor([0.1, 0.9, 0.4, 0.7])[labels.long()]
+    other = torch.tensor([0.6, 0.2, 1.0, 0.0])[labels.long()]
+    sim = MINDSimilarity(fixed)
+    aligned = float(sim(sim.prepare(other)))
+    shifted = float(sim(sim.prepare(torch.roll(other, 2, dims=4))))
+    assert aligned > shifted + 0.02, (aligned, shifted)
+
+
+@pytest.mark.parametrize("similarity", ["mind", "mi"])
+def test_refinement_aligns_a_pair_of_unrelated_contrasts(similarity):
+    """One label image in two contrasts that no monotone (or linear) map relates, shifted by 2 voxels: the
+    MIND and the mutual-information refinements recover most of the shift; the flow is measured against
+    the known answer, not against the similarity it optimised."""
+    labels = blobs()
+    fixed = F.avg_pool3d(torch.tensor([0.1, 0.9, 0.4, 0.7])[labels.long()], 3, 1, 1)
+    moving = torch.roll(F.avg_pool3d(torch.tensor([0.6, 0.2, 1.0, 0.0])[labels.long()], 3, 1, 1), 2, dims=4)
+    zero = torch.zeros(1, 3, *SHAPE)
+    cfg = RefineConfig(max_steps=30, learning_rate=0.5, integration_steps=0, smooth_weight=0.1, control_factor=2,
+                       similarity=similarity, patience=40)
+    out = refine_flow(fixed, moving, zero, 2.0, cfg)
+    assert x_error(out.flow, 2.0) < 0.5 * x_error(zero, 2.0), x_error(out.flow, 2.0)
+
+
+def test_unknown_similarity_is_refused():
+    with pytest.raises(InputError, match="similarity"):
+        RefineConfig(similarity="nmi")
+    with pytest.raises(InputError, match="coarse_steps"):
+        RefineConfig(coarse_steps=-1)
+
+
+def test_mutual_information_is_blind_to_a_one_to_one_contrast_change_but_not_to_a_shift():
+    """NMI of a label image against itself in an unrelated, non-monotone contrast equals its NMI against
+    itself (1 up to the Parzen windows' overlap), and a 2-voxel shift lowers it."""
+    labels = blobs().long()
+    fixed = torch.tensor([0.1, 0.9, 0.4, 0.7])[labels]
+    other = torch.tensor([0.6, 0.2, 1.0, 0.0])[labels]
+    own = float(normalised_mutual_information(fixed, fixed))
+    across = float(normalised_mutual_information(fixed, other))
+    shifted = float(normalised_mutual_information(fixed, torch.roll(other, 2, dims=4)))
+    assert 0.0 <= shifted < across <= 1.0 + 1e-6
+    assert abs(across - own) < 0.02, (own, across)
+    assert across > shifted + 0.1, (across, shifted)
+    # independent images share no information
+    torch.manual_seed(3)
+    noise = normalised_mutual_information(torch.rand(1, 1, *SHAPE), torch.rand(1, 1, *SHAPE))
+    assert float(noise) < 0.05
+
+
+def test_mutual_information_mask_and_bad_input():
+    labels = blobs().long()
+    fixed = torch.tensor([0.1, 0.9, 0.4, 0.7])[labels]
+    mask = torch.zeros(1, 1, *SHAPE)
+    mask[..., :12] = 1
+    moving = fixed.clone()
+    moving[..., 12:] = torch.rand(1, 1, *SHAPE)[..., 12:]  # unrelated outside the mask
+    sim = MutualInformation(fixed, mask)
+    sim.prepare(moving)
+    assert float(sim(moving)) > float(normalised_mutual_information(fixed, moving)) + 0.1
+    with pytest.raises(ValueError, match=r"\(1, 1, 12, 24, 24\)"):
+        sim(moving[:, :, :12])
+    with pytest.raises(ValueError, match=r"\(1, 2, 24, 24, 24\)"):
+        MutualInformation(torch.zeros(1, 2, *SHAPE))
+    with pytest.raises(ValueError, match="bins"):
+        MutualInformation(fixed, bins=1)
+
+
+
+def test_tune_refine_reads_setting_names():
+    """benchmarks/tune_refine.py names: window, smoothness, lr, steps, squarings, control, coarse, similarity."""
+    import sys
+    from conftest import REPO
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from tune_refine import config_from_name
+    c = config_from_name("w10_l.5_lr.6_s3_i0_c2_p6_mi")
+    assert (c.ncc_window_mm, c.smooth_weight, c.learning_rate, c.max_steps, c.integration_steps, c.control_factor,
+            c.coarse_steps, c.similarity) == (10.0, 0.5, 0.6, 3, 0, 2, 6, "mi")
+    assert config_from_name("w10_l1_lr.4_s3_i0_c2_mind").similarity == "mind"
+    assert config_from_name("w10_l1_lr.4_s3_i0_c2").similarity == "ncc"
+    with pytest.raises(SystemExit, match="unknown part"):
+        config_from_name("w10_q3")

@@ -1,0 +1,105 @@
+"""A teacher that is a network followed by per-pair instance optimisation (the engine's Refine).
+
+On the validation brains ``ldr_brain_v1 + refine`` scores 0.666 / 0.553 subcortical / cortical Dice
+against the network's 0.634 / 0.491 (benchmarks/results/bench_register.md): a teacher clearly
+better than the student, which no trained RCN teacher here was. Its flow costs ~10 s per pair, so
+each training pair is refined once and kept:
+
+* on disk, ``<cache>/refined_teacher/<key>/<pair>.pt`` (float16 voxel flow on the
+  network grid), where ``key`` (:func:`flows_key`) hashes the teacher's weights file, the Refine
+  settings and the training data's configuration: a resumed run, or another student distilled from
+  the same refined teacher on the same pairs, reuses them (in memory, the distill strategy's
+  per-(pair, flip) teacher cache holds them);
+* for the left-right flipped pair, the stored flow is flipped (:func:`flip_flow`), not refined again:
+  if ``phi`` registers ``(fixed, moving)``, ``F o phi o F`` registers the flipped pair exactly.
+
+Flows are in voxels on the network grid, channel ``c`` along array axis ``c`` (DeepRegLib.spatial).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence, Tuple
+
+import torch
+
+from DeepRegLib.grid import Grid
+from DeepRegLib.refine import RefineConfig, refine_flow
+
+from ..data.base import flip_axis
+from ..data.cache import cache_key, file_identity
+
+
+#: data settings that only change what a training step does with a stored pair (flips, augmentation),
+#: not the pairs the flows are refined on: left out of :func:`flows_key`
+STEP_ONLY_DATA = ("flip_lr", "augment_affine", "warp_fixed")
+
+
+def flows_key(teacher_files: Sequence[Path], data_config: dict, config: RefineConfig) -> str:
+    """Content key of a set of refined teacher flows: the teacher's weight files (name, size, mtime),
+    the training data's configuration (which pairs, which grid; not :data:`STEP_ONLY_DATA`) and the
+    Refine settings."""
+    data = {k: v for k, v in data_config.items() if k not in STEP_ONLY_DATA}
+    return cache_key({"teacher": [file_identity(Path(f)) for f in teacher_files], "data": data,
+                      "refine": config.to_dict()})
+
+
+def flows_folder(teacher: Path, data_config: dict, cache_dir: Path, config: RefineConfig = RefineConfig()) -> Path:
+    """Where the refined flows of ``teacher`` (a bundle or run folder, or a checkpoint file) on the pairs of
+    ``data_config`` (a :class:`training.config.DataConfig` as a dict) are kept: ``<cache_dir>/refined_teacher/<key>``."""
+    teacher = Path(teacher)
+    files = sorted(teacher.glob("*.pt")) if teacher.is_dir() else [teacher]
+    return Path(cache_dir) / "refined_teacher" / flows_key(files, data_config, config)
+
+
+def flip_flow(flow: torch.Tensor, axis: int) -> torch.Tensor:
+    """The voxel flow ``(3, D, H, W)`` of the pair flipped along array axis ``axis`` (2, 3 or 4 of a
+    ``(B, C, D, H, W)`` tensor): ``u'(p) = F(p + u(F p)) - p`` with ``F`` the flip, i.e. the field is
+    mirrored and its component along the flipped axis changes sign."""
+    a = int(axis) - 2
+    out = flow.flip(a + 1).clone()
+    out[a] = -out[a]
+    return out
+
+
+class RefinedTeacherFlows:
+    """``flow(key, fixed, moving, teacher, spacing)``: the teacher's flow refined, computed once per pair.
+
+    ``key`` is ``(pair index, flipped)``; ``fixed``/``moving`` ``(1, 1, D, H, W)`` are the batch's
+    (possibly flipped) images; ``teacher(fixed, moving)`` returns the network's ``(1, 3, D, H, W)``
+    flow; ``spacing`` is the grid spacing in mm (array order, isotropic).
+    """
+
+    def __init__(self, folder: Path, grids: Sequence[Grid], config: RefineConfig = RefineConfig()) -> None:
+        self.folder = Path(folder)
+        self.grids = list(grids)
+        self.config = config
+        self.computed = 0  # pairs refined by this process (the rest came from disk or a flip)
+
+    def _path(self, pair: int) -> Path:
+        return self.folder / f"{pair:05d}.pt"
+
+    def _unflipped(self, pair: int) -> torch.Tensor | None:
+        path = self._path(pair)
+        return torch.load(path, weights_only=True).float() if path.exists() else None
+
+    def flow(self, key: Tuple[int, bool], fixed: torch.Tensor, moving: torch.Tensor,
+             teacher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], spacing: torch.Tensor) -> torch.Tensor:
+        pair, flipped = int(key[0]), bool(key[1])
+        axis = flip_axis(self.grids[pair], "LR")
+        base = self._unflipped(pair)
+        if base is None:
+            if flipped:  # refine the pair as it is given, then store it unflipped
+                fixed, moving = fixed.flip(axis), moving.flip(axis)
+            sp = [float(s) for s in spacing.tolist()]
+            if max(sp) - min(sp) > 1e-6:
+                raise ValueError(f"refined teacher: the network grid must be isotropic, got spacing {sp} mm")
+            with torch.enable_grad():
+                out = refine_flow(fixed.float(), moving.float(), teacher(fixed, moving).float(), sp[0], self.config)
+            base = out.flow[0].detach().cpu().half()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self._path(pair).with_suffix(f".tmp{id(self)}")
+            torch.save(base, tmp)
+            tmp.replace(self._path(pair))
+            base = base.float()
+            self.computed += 1
+        return flip_flow(base, axis) if flipped else base
