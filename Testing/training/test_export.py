@@ -1,0 +1,34 @@
+"""Export records: the lineage of the starting weights, licences without repeats, settings carried over."""
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_lineage_ends_at_a_bundle_or_says_what_is_missing():
+    from training.export import lineage
+    assert lineage("Resources/models/ldr_brain_v2") == [{"from": "Resources/models/ldr_brain_v2", "bundle": "ldr_brain_v2"}]
+    gone = lineage("training/runs/no_such_run/best.pt")
+    assert len(gone) == 1 and "not found" in gone[0]["note"]
+    assert lineage("") == []
+
+
+def test_inherited_licence_adds_only_what_is_missing():
+    from training.export import with_inherited_licence
+    v2 = "Resources/models/ldr_brain_v2"
+    own = json.loads((REPO / v2 / "card.json").read_text())["licence"]
+    assert with_inherited_licence(own + "; IXI images: CC BY-SA 3.0", v2) == own + "; IXI images: CC BY-SA 3.0"
+    added = with_inherited_licence("IXI images: CC BY-SA 3.0", v2)
+    assert added.startswith("IXI images: CC BY-SA 3.0; weights initialised from " + v2) and added.count(own.split(";")[0]) == 1
+
+
+def test_the_default_carries_its_predecessors_inference_settings():
+    """ldr_brain_v3 was exported with --settings-from ldr_brain_v2: the same affine stage and default
+    refinement, said in the card, and its lineage leads to ldr_brain_v2."""
+    v3 = json.loads((REPO / "Resources/models/ldr_brain_v3/card.json").read_text())
+    v2 = json.loads((REPO / "Resources/models/ldr_brain_v2/card.json").read_text())
+    assert v3["settings_from"] == "ldr_brain_v2" and v3["affine_stage"] == v2["affine_stage"]
+    assert v3["refinement"]["default"] == v2["refinement"]["default"] and v3["refinement"]["carried_from"] == "ldr_brain_v2"
+    assert v3["training"]["lineage"][-1]["bundle"] == "ldr_brain_v2"
+    assert "--settings-from ldr_brain_v2" in v3["training"]["export"]
+    assert v3["licence"].count("Mindboggle team") == 1 and "IXI" in v3["licence"]
