@@ -174,8 +174,13 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
                 config: RefineConfig = RefineConfig(), mask: Optional[torch.Tensor] = None,
                 moving_mask: Optional[torch.Tensor] = None,
                 progress: Optional[Callable[[float], None]] = None,
-                cancel: Optional[Callable[[], bool]] = None) -> RefineOutcome:
+                cancel: Optional[Callable[[], bool]] = None,
+                similarity: Optional[Similarity] = None) -> RefineOutcome:
     """Refine the voxel ``flow`` ``(1, 3, z, y, x)`` of one pair on an isotropic grid of ``spacing`` mm.
+
+    ``similarity``: the measure to optimise, the same object training's composite loss takes
+    (:class:`~DeepRegLib.similarity.Similarity`); None: the config's (:meth:`RefineConfig.measure`, its
+    NCC window in millimetres, so in voxels per level).
 
     ``fixed`` and ``moving`` are ``(1, 1, z, y, x)`` normalised intensities on that grid (``moving``
     already through the affine stage); ``mask`` restricts the similarity (fixed grid), ``moving_mask``
@@ -199,9 +204,10 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
             first_start = warp(moving, flow)
             # the network's start pays the refinement's regulariser on its whole deformation (mm, per mm): a
             # deformation that only fits noise or a bias field does not beat no deformation
-            at_network = (_loss_of(fixed, first_start, flow, spacing, config, mask, moving_mask)
+            at_network = (_loss_of(fixed, first_start, flow, spacing, config, mask, moving_mask, similarity)
                           + config.smooth_weight * float(diffusion(flow * spacing, spacing)))
-            at_identity = _loss_of(fixed, moving, zero, spacing, config, mask, moving_mask)  # warp by 0: itself
+            at_identity = _loss_of(fixed, moving, zero, spacing, config, mask, moving_mask,  # warp by 0: itself
+                                   similarity)
         if at_identity < at_network:  # strictly: a zero network flow (affine only) is not a new start
             flow, from_identity, first_start = zero, True, moving
             config = replace(config, optimizer=config.identity_optimizer)
@@ -220,7 +226,7 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
             weight = _weight(mask, moving_mask, flow)
         small = (lambda x: x) if factor == 1 else (lambda x: None if x is None else downsample(x, factor))
         phi, cancelled = _optimise(small(fixed), small(start), factor * spacing, level, small(weight), losses,
-                                   report, cancel)
+                                   report, cancel, similarity)
         if cancelled:
             return RefineOutcome(network_flow, len(losses), losses, True, time.perf_counter() - t0,
                                  from_identity, False, start_note)
@@ -243,10 +249,11 @@ def similarity_loss(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tenso
 
 
 def _loss_of(fixed: torch.Tensor, warped: torch.Tensor, flow: torch.Tensor, spacing: float, config: RefineConfig,
-             mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor]) -> float:
+             mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor],
+             similarity: Optional[Similarity] = None) -> float:
     """``1 - similarity`` of ``fixed`` and ``warped`` (the moving image already warped by ``flow``)."""
     weight = _weight(mask, moving_mask, flow)
-    sim = config.measure(spacing).bind(fixed, weight)
+    sim = (similarity or config.measure(spacing)).bind(fixed, weight)
     return float(1.0 - sim(sim.prepare(warped)))
 
 
@@ -260,7 +267,8 @@ def _weight(mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor], f
 
 def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: RefineConfig,
               weight: Optional[torch.Tensor], losses: List[float],
-              progress: Optional[Callable[[int], None]], cancel: Optional[Callable[[], bool]]):
+              progress: Optional[Callable[[int], None]], cancel: Optional[Callable[[], bool]],
+              measure: Optional[Similarity] = None):
     """Adam on a velocity so that ``start`` warped by its displacement matches ``fixed`` (one level;
     with MIND, the descriptors of the two are compared; with MI, their joint histogram).
 
@@ -268,7 +276,7 @@ def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: 
     no loss was finite or when cancelled). Each step's loss is appended to ``losses``, which may hold an
     earlier level's: ``progress(steps done)`` counts them all.
     """
-    similarity = config.measure(spacing).bind(fixed, weight)
+    similarity = (measure or config.measure(spacing)).bind(fixed, weight)
     start = similarity.prepare(start)
     shape = tuple(start.shape[2:])
     control = tuple(-(-n // config.control_factor) for n in shape)

@@ -51,3 +51,25 @@ def test_refinement_measures_with_the_registry():
     assert cfg.measure(2.0) == Similarity("ncc", window=5, eps=1e-12, min_std=0.03)
     assert cfg.measure(1.0).window == 11 and cfg.measure(8.0).window == 3
     assert RefineConfig(similarity="mind").measure(2.0).name == "mind"
+
+
+def test_one_similarity_object_for_refinement_and_training():
+    """The object training's composite loss takes also drives refine_flow: given the config's own measure it
+    changes nothing; another measure changes what is optimised."""
+    import torch
+    from DeepRegLib.refine import refine_flow
+    from training.losses import CompositeLoss
+    g = torch.Generator().manual_seed(3)
+    fixed = torch.rand(1, 1, 16, 16, 16, generator=g)
+    moving = torch.roll(fixed, 1, dims=4)
+    flow = torch.zeros(1, 3, 16, 16, 16)
+    cfg = RefineConfig(max_steps=3, ncc_window_mm=10.0, integration_steps=0)
+    same = cfg.measure(2.0)
+    a = refine_flow(fixed, moving, flow, 2.0, cfg)
+    b = refine_flow(fixed, moving, flow, 2.0, cfg, similarity=same)
+    assert a.losses == b.losses and torch.equal(a.flow, b.flow)
+    c = refine_flow(fixed, moving, flow, 2.0, cfg, similarity=Similarity("cc"))
+    assert c.losses[0] != a.losses[0]
+    loss_cfg = type("L", (), {"similarity": "cc", "ncc_window": 9, "smooth": 0.0, "dice": 0.0, "distill": 0.0})()
+    terms = CompositeLoss(loss_cfg, similarity=Similarity("cc"))({"fixed": fixed, "moving": moving}, flow, [flow])
+    assert abs(float(terms["sim"]) - c.losses[0]) < 1e-6  # the same measure, the same number at the start
