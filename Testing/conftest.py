@@ -43,3 +43,13 @@ def shared_mindboggle() -> Path:
     if not MINDBOGGLE.is_dir():
         pytest.skip(f"real data not found at {MINDBOGGLE} (../shared/data is only on CI and developer machines)")
     return MINDBOGGLE
+
+
+def smoke_run(tmp_path_factory, experiment: str, steps: int = 1) -> Path:
+    """A finished ``steps``-step run of a smoke experiment in a fresh folder (a teacher for strategy tests)."""
+    from training import experiments
+    from training.trainer import Trainer
+    cfg = experiments.load(experiment)
+    cfg.run_dir = str(tmp_path_factory.mktemp(experiment) / experiment)
+    cfg.loop.steps = steps
+    return Trainer(cfg, verbose=False).fit()

@@ -95,6 +95,12 @@ class StrategyConfig:
     teacher: str = ""  # checkpoint of the frozen teacher (run folder or .pt)
     critic_steps: int = 1  # critic updates per critic round
     critic_every: int = 2  # student steps per critic round (the student is updated more often)
+    # ALDK as published (training/strategies/adversarial.py); the defaults keep the earlier runs' behaviour
+    critic_objective: str = "squared"  # 'squared': ||D(s) - D(t)||^2 of sigmoid scores (seed text) | 'linear': D(t) - D(s) of logits (reference code)
+    critic_layers: int = 6  # stride-2 convolutions of the critic: 5 is the seed's / reference's (16..256 channels), 6 the earlier runs'
+    aldk_beta: Optional[float] = None  # gradient penalty at beta * phi_t + (1 - beta) * phi_s: fixed beta (reference 0.1), None: U(0, 1) per sample
+    adversarial_every: int = 1  # the adversarial term (and critic rounds) only on steps with step % every == 0 (reference 3); other steps: l_rec alone
+    adversarial_until: int = 0  # no adversarial term from this step on (reference 8000 of 100,000); 0: never off
     # continual-learning strategies (training/strategies/continual.py): 'sam' | 'replay' | 'reptile' | 'samcl'
     sam_rho: float = 0.05  # SAM neighbourhood radius
     sam_adaptive: bool = True  # ASAM: the perturbation scaled by |w| (scale-invariant)

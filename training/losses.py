@@ -152,24 +152,49 @@ def attention_loss(student: Sequence[torch.Tensor], target: Sequence[torch.Tenso
 
 
 # ----------------------------------------------------------------------------- adversarial (ALDK)
+#: how the ALDK critic compares student and teacher flows (``strategy.critic_objective``)
+CRITIC_OBJECTIVES = ("squared", "linear")
+
+
+def interpolate_flows(teacher_flow: torch.Tensor, student_flow: torch.Tensor, beta: Optional[float] = None,
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """``phi_hat = beta * phi_t + (1 - beta) * phi_s`` (both detached).
+
+    ``beta`` a number: that fixed weight (the reference code's 0.1); ``None``: ``beta ~ U(0, 1)``
+    drawn per sample from ``generator`` (WGAN-GP's random interpolation).
+    """
+    if beta is None:
+        b = torch.rand(teacher_flow.shape[0], 1, 1, 1, 1, generator=generator).to(teacher_flow)
+    else:
+        b = float(beta)
+    return b * teacher_flow.detach() + (1 - b) * student_flow.detach()
+
+
 def gradient_penalty(critic, teacher_flow: torch.Tensor, student_flow: torch.Tensor,
-                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                     generator: Optional[torch.Generator] = None, beta: Optional[float] = None) -> torch.Tensor:
     """WGAN-GP term ``(||grad_phi_hat D(phi_hat)||_2 - 1)^2`` averaged over the batch.
 
-    ``phi_hat = beta * phi_t + (1 - beta) * phi_s`` with ``beta ~ U(0, 1)`` drawn per sample;
+    ``phi_hat``: :func:`interpolate_flows` (``beta`` fixed, or ``U(0, 1)`` per sample when None);
     the gradient is of the critic value (one scalar per sample) with respect to the whole
     interpolated flow, and its norm is taken per sample over all of the flow's elements.
     """
-    b = teacher_flow.shape[0]
-    beta = torch.rand(b, 1, 1, 1, 1, generator=generator).to(teacher_flow)
-    hat = (beta * teacher_flow.detach() + (1 - beta) * student_flow.detach()).requires_grad_(True)
+    hat = interpolate_flows(teacher_flow, student_flow, beta, generator).requires_grad_(True)
     score = critic(hat)
     (grad,) = torch.autograd.grad(score.sum(), hat, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1.0).pow(2).mean()
 
 
-def critic_gap(critic, student_flow: torch.Tensor, teacher_flow: torch.Tensor) -> torch.Tensor:
-    """``||D(phi_s) - D(phi_t)||^2``, averaged over the batch (the ALDK discrimination term)."""
+def critic_gap(critic, student_flow: torch.Tensor, teacher_flow: torch.Tensor,
+               objective: str = "squared") -> torch.Tensor:
+    """The ALDK discrimination term, averaged over the batch: what the critic maximises and the student minimises.
+
+    ``'squared'`` (the seed text's): ``||D(phi_s) - D(phi_t)||^2``; its gradient vanishes wherever
+    the two scores are equal. ``'linear'`` (the reference code's, on logits): ``D(phi_t) - D(phi_s)``,
+    the Wasserstein critic's gap with the teacher's flows as the real samples.
+    """
+    look_up_option(objective, CRITIC_OBJECTIVES, "critic objective")
+    if objective == "linear":
+        return (critic(teacher_flow) - critic(student_flow)).mean()
     return (critic(student_flow) - critic(teacher_flow)).pow(2).mean()
 
 

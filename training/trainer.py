@@ -274,7 +274,9 @@ class Trainer:
             "config": to_dict(self.cfg),
             "modules": {k: m.state_dict() for k, m in self.strategy.modules.items()},
             "optimisers": {k: o.state_dict() for k, o in self.strategy.optimisers.items()},
+            # one AMP gradient scaler per optimiser; "scaler" (the model's) is what earlier checkpoints held
             "scaler": self.strategy.scaler.state_dict(),
+            "scalers": {k: sc.state_dict() for k, sc in self.strategy.scalers.items()},
             "step": self.step, "best_score": self.best_score, "history": self.history,
             "train_seconds": self.train_seconds, "commands": self.commands, "extra": self.extra,
             "rng": rng[0], "rng_per_rank": rng,
@@ -299,7 +301,9 @@ class Trainer:
             m.load_state_dict(ck["modules"][k])
         for k, o in self.strategy.optimisers.items():
             o.load_state_dict(ck["optimisers"][k])
-        self.strategy.scaler.load_state_dict(ck["scaler"])
+        scalers = ck.get("scalers") or {}  # earlier checkpoints: one scaler shared by every optimiser
+        for k, sc in self.strategy.scalers.items():
+            sc.load_state_dict(scalers.get(k, ck["scaler"]))
         self.step, self.best_score, self.history = ck["step"], ck["best_score"], ck["history"]
         self.train_seconds, self.commands, self.extra = ck["train_seconds"], ck["commands"], ck["extra"]
         per_rank = ck.get("rng_per_rank") or [ck["rng"]]

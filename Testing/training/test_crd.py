@@ -294,10 +294,8 @@ def test_warm_started_ablation_arms_share_the_student_budget_and_start():
 @pytest.fixture(scope="module")
 def hr_teacher(tmp_path_factory) -> Path:
     """A smoke high-resolution LDR run (what smoke_crd's teacher path names)."""
-    cfg = experiments.load("smoke_standard")
-    cfg.run_dir = str(tmp_path_factory.mktemp("hr") / "smoke_standard")
-    cfg.loop.steps = 1
-    return Trainer(cfg, verbose=False).fit()
+    from conftest import smoke_run
+    return smoke_run(tmp_path_factory, "smoke_standard")
 
 
 def crd_cfg(tmp_path: Path, teacher: Path, steps: int = 2):
@@ -327,6 +325,14 @@ def test_crd_smoke_trains_student_and_fst(crd_run):
     assert {"sim", "smooth", "distill", "attention", "fst_flow", "fst_sim", "fst_total", "total"} <= set(header)
     row = dict(zip(header, (tr.run_dir / "log.csv").read_text().splitlines()[1].split(",")))
     assert 0.0 < float(row["attention"]) <= 2.0
+    # the logged totals are the configured weightings of the logged terms (student and FST)
+    w, x = tr.cfg.loss, {k: float(v) for k, v in row.items() if v}
+    assert x["total"] == pytest.approx(x["sim"] + w.smooth * x["smooth"] + w.dice * x.get("dice", 0.0)
+                                       + w.distill * x["distill"] + w.fst_flow * x["fst_flow"]
+                                       + w.attention * x["attention"], rel=1e-5)
+    assert x["fst_total"] == pytest.approx(x["fst_sim"] + w.smooth * x["fst_smooth"] + w.distill * x["fst_distill"],
+                                           rel=1e-5)
+    assert "fst_dice" not in x  # the FST is not trained on labels
     ck = torch.load(tr.run_dir / "last.pt", weights_only=False)
     assert set(ck["modules"]) == {"model", "fst"}
     assert isinstance(tr.model, LowResolution) and tr.history and "dice" in tr.history[-1]

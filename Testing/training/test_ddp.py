@@ -40,3 +40,25 @@ def test_two_process_training_keeps_ranks_identical(tmp_path):
     # the ranks sampled different shards: their sampler states differ
     assert ck["rng_per_rank"][0]["sampler"] != ck["rng_per_rank"][1]["sampler"]
     assert not list(run.glob("*.tmp"))
+
+
+def test_two_process_crd_step_all_reduces_the_students_gradients(tmp_path):
+    """CRD's student forward goes through the DDP wrapper (its features included): after one step on each
+    rank's own pairs, the student's weights are identical on both ranks (a forward that bypasses the
+    wrapper leaves each rank with its own gradients, and the ranks part after the first step)."""
+    from training import experiments
+    from training.trainer import Trainer
+    hr = experiments.load("smoke_standard")  # the high-resolution teacher, one process
+    hr.run_dir, hr.loop.steps = str(tmp_path / "hr"), 1
+    Trainer(hr, verbose=False).fit()
+    run = tmp_path / "crd"
+    r = torchrun(["smoke_crd", "--run-dir", str(run), "--set", f"strategy.teacher={tmp_path / 'hr'}",
+                  "--set", "loop.steps=1", "--set", "loop.val_every=100"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    check = json.loads((run / "ddp_check.json").read_text())
+    assert check["world_size"] == 2 and check["step"] == 1
+    a, b = check["checksums_per_rank"]
+    assert set(a) == {"model", "fst"}
+    assert a["model"] == b["model"] and a["fst"] == b["fst"]
+    ck = torch.load(run / "last.pt", weights_only=False)
+    assert ck["rng_per_rank"][0]["sampler"] != ck["rng_per_rank"][1]["sampler"]  # each rank drew its own pairs

@@ -124,10 +124,12 @@ def test_replay_buffer_reservoir():
     for i in range(3, 50):
         buf.add((1, i), rng)
     assert len(buf) == 5 and buf.state["seen"] == 50
-    # exclude_task: another task's pair when the buffer holds one, else (the fallback) any stored pair
-    left = [tuple(it) for it in buf.items if it[0] == 0]
-    got = tuple(buf.sample(rng, exclude_task=1))
-    assert (got in left) if left else (got in [tuple(it) for it in buf.items] and got[0] == 1)
+    # exclude_task: another task's pair when the buffer holds one (the `mixed` buffer below), else (the fallback)
+    # any stored pair, uniformly: this seeded stream left only task-1 pairs, and 400 draws meet each of the 5
+    stored = {tuple(it) for it in buf.items}
+    assert {t for t, _ in stored} == {1} and len(stored) == 5
+    draws = [tuple(buf.sample(rng, exclude_task=1)) for _ in range(400)]
+    assert set(draws) == stored and min(draws.count(it) for it in stored) > 40  # 80 expected each
     assert ReplayBuffer(3).sample(rng) is None
     mixed = ReplayBuffer(5)
     for item in ((0, 0), (0, 1), (1, 2)):
@@ -259,6 +261,20 @@ def test_smoke_every_method(method, smoke_runs):
     log = (Path(cfg.run_dir) / "log.csv").read_text()
     assert ("sam_loss" in log) == (method in ("sam", "samcl"))
     assert ("replay_total" in log) == (method in ("replay", "samcl"))
+    # every step's logged total: the current pair's weighted terms plus replay_weight x the replayed pair's total
+    import csv
+    w, rw = cfg.loss, cfg.strategy.replay_weight
+    rows = list(csv.DictReader((Path(cfg.run_dir) / "log.csv").open()))
+    assert len(rows) == cfg.loop.steps
+    for r in rows:
+        x = {k: float(v) for k, v in r.items() if v}
+        own = x["sim"] + w.smooth * x["smooth"] + w.dice * x.get("dice", 0.0)
+        if "replay_total" in x:
+            assert x["replay_total"] == pytest.approx(
+                x["replay_sim"] + w.smooth * x["replay_smooth"] + w.dice * x.get("replay_dice", 0.0), rel=1e-5)
+        assert x["total"] == pytest.approx(own + rw * x.get("replay_total", 0.0), rel=1e-5)
+        if "sam_loss" in x:
+            assert math.isfinite(x["sam_loss"]) and x["sam_loss"] > 0
 
 
 def test_continual_report(smoke_runs, tmp_path):

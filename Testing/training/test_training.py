@@ -276,13 +276,42 @@ def test_gradient_penalty_of_a_linear_critic():
 
 
 def test_discriminator_matches_the_seed():
-    d = FlowDiscriminator()
-    convs = [m for m in d.body if isinstance(m, torch.nn.Conv3d)]
-    assert len(convs) == 6
-    assert [c.out_channels for c in convs] == [16, 32, 64, 128, 256, 256]
-    assert all(c.kernel_size == (4, 4, 4) and c.stride == (2, 2, 2) for c in convs)
-    v = d(torch.randn(2, 3, 64, 64, 64))
-    assert v.shape == (2,) and bool(((v > 0) & (v < 1)).all())
+    """The published critic (``ldr_aldk_linear`` / ``ldr_aldk_squared``: strategy.critic_layers=5) against the
+    numbers of the sources, written here as they stand there:
+
+    * the seed text (the LDR/ALDK blog post, Part 2, "Discrimination Loss"): the first layer is 128x128x128x3,
+      the second 64x64x64x16; 4x4x4 filters with strides 2x2x2, ReLU; output channels "start with 16 at the
+      second layer, doubling at each subsequent layer, and end up with 256"; a sigmoid after the last layer;
+    * the reference code (aioz-ai/LDR_ALDK, network/recursive_cascaded_networks.py): ``dis_c = [16, 32, 64,
+      128, 256]``, the comments "(N, 128, 128, 128, 3) to (N, 64, 64, 64, 16)" ... "(N, 8, 8, 8, 128) to
+      (N, 4, 4, 4, 256)"; its loss uses the last layer's logits (no sigmoid).
+    """
+    from training.strategies.adversarial import make_critic
+    seed_channels = [16, 32, 64, 128, 256]
+    seed_sides = [64, 32, 16, 8, 4]  # from a 128^3 flow
+    seed_kernel, seed_stride = (4, 4, 4), (2, 2, 2)
+    for name, output in (("ldr_aldk_linear", "logit"), ("ldr_aldk_squared", "sigmoid")):
+        d = make_critic(experiments.load(name).strategy)
+        convs = [m for m in d.body if isinstance(m, torch.nn.Conv3d)]
+        assert [c.out_channels for c in convs] == seed_channels and convs[0].in_channels == 3
+        assert all(c.kernel_size == seed_kernel and c.stride == seed_stride for c in convs)
+        assert all(isinstance(m, torch.nn.ReLU) for m in list(d.body)[1::2])
+        shapes = []
+        hooks = [c.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:]))) for c in convs]
+        with torch.no_grad():
+            v = d(torch.randn(1, 3, 128, 128, 128))
+        for h in hooks:
+            h.remove()
+        assert shapes == [(c, s, s, s) for c, s in zip(seed_channels, seed_sides)]
+        assert v.shape == (1,) and d.output == output
+        with torch.no_grad():
+            d.head.weight.zero_()
+            d.head.bias.fill_(3.0)
+            score = float(d(torch.randn(2, 3, 32, 32, 32))[0])
+        assert score == pytest.approx(3.0 if output == "logit" else 1 / (1 + math.exp(-3.0)), rel=1e-6)
+    # the earlier runs' critic (ldr_aldk and its ablations) keeps its sixth convolution, so that they resume
+    legacy = make_critic(experiments.load("ldr_aldk").strategy)
+    assert [m.out_channels for m in legacy.body if isinstance(m, torch.nn.Conv3d)] == seed_channels + [256]
 
 
 def test_composite_loss_names_every_term():
@@ -315,8 +344,26 @@ def test_strategy_smoke_step_changes_weights_and_logs(name, tmp_path, smoke_teac
         assert "distill" in header
     if name == "smoke_adversarial":
         assert {"adv", "critic_gap", "critic_gp", "critic_loss"} <= set(header)
+    # every step's logged total is the configured weighting of its logged terms (log_every = 1): a wrong gamma,
+    # a dropped term or a wrong critic sign shows here
+    import csv
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    w = cfg.loss
+    assert len(rows) == 2
+    for r in rows:
+        x = {k: float(v) for k, v in r.items() if v not in ("", None)}
+        rest = w.smooth * x["smooth"] + w.dice * x.get("dice", 0.0) + w.distill * x.get("distill", 0.0)
+        sim = w.gamma * x["sim"] if name == "smoke_adversarial" else x["sim"]
+        adv = (1 - w.gamma) * x["adv"] if name == "smoke_adversarial" else 0.0
+        assert x["total"] == pytest.approx(sim + rest + adv, rel=1e-5)
+        if name == "smoke_distill":
+            assert x["distill"] > 0  # the teacher's flow is not the student's
+        if "critic_loss" in x:
+            assert x["critic_loss"] == pytest.approx(-x["critic_gap"] + w.gradient_penalty * x["critic_gp"], rel=1e-5)
+    if name == "smoke_adversarial":
         ck = torch.load(run / "last.pt", weights_only=False)
         assert set(ck["modules"]) == {"model", "critic"} and set(ck["optimisers"]) == {"model", "critic"}
+        assert set(ck["scalers"]) == {"model", "critic"}  # one AMP gradient scaler per optimiser
 
 
 def test_resume_continues_exactly(tmp_path, smoke_teacher):

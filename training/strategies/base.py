@@ -1,4 +1,10 @@
-"""Base strategy: one optimiser over the model, AMP-aware backward and step."""
+"""Base strategy: one optimiser over the model, AMP-aware backward and step.
+
+Under AMP (fp16 autocast on CUDA) every optimiser has its own :class:`torch.amp.GradScaler`
+(:attr:`Strategy.scalers`, keyed like :attr:`Strategy.optimisers`): a scaler's ``update`` after
+one optimiser's step must not change the scale another optimiser's gradients were computed
+with, and an overflow in one player's gradients must only skip that player's step.
+"""
 from __future__ import annotations
 
 from typing import Dict, Optional
@@ -21,7 +27,20 @@ class Strategy:
         self.modules: Dict[str, torch.nn.Module] = {"model": self.model}
         self.optimisers: Dict[str, torch.optim.Optimizer] = {"model": self.make_optimiser(self.model.parameters(),
                                                                                            self.cfg.optim.lr)}
-        self.scaler = torch.amp.GradScaler("cuda", enabled=trainer.amp)
+        self._scalers: Dict[str, torch.amp.GradScaler] = {}
+
+    @property
+    def scalers(self) -> Dict[str, torch.amp.GradScaler]:
+        """One gradient scaler per optimiser (same keys; disabled without AMP), made on first use."""
+        for name in self.optimisers:
+            if name not in self._scalers:
+                self._scalers[name] = torch.amp.GradScaler(self.trainer.device.type, enabled=bool(self.trainer.amp))
+        return self._scalers
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler:
+        """The model optimiser's scaler."""
+        return self.scalers["model"]
 
     def make_optimiser(self, params, lr: float) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -32,18 +51,18 @@ class Strategy:
 
     def optimise(self, loss: torch.Tensor, name: str = "model", module: Optional[torch.nn.Module] = None) -> None:
         """Zero grads, backward ``loss`` (scaled under AMP), clip, step optimiser ``name``."""
-        opt = self.optimisers[name]
+        opt, scaler = self.optimisers[name], self.scalers[name]
         opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        scaler.scale(loss).backward()
         d = self.trainer.dist
         if d.enabled and name != "model":  # the model is DDP-wrapped; other modules are averaged here
             from ..distributed import average_gradients
             average_gradients(module or self.modules[name], d.world)
         if self.cfg.optim.grad_clip > 0:
-            self.scaler.unscale_(opt)
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_((module or self.modules[name]).parameters(), self.cfg.optim.grad_clip)
-        self.scaler.step(opt)
-        self.scaler.update()
+        scaler.step(opt)
+        scaler.update()
 
     def forward(self, batch: Dict[str, torch.Tensor]):
         """The student's ``(flow, flows)`` for the batch (uses the trainer's input transform, e.g. blur)."""

@@ -15,8 +15,10 @@
 Every method sees one batch of the current task per trainer step, so that they share one
 budget; replay adds one buffered pair per step. Pairs of different tasks live on
 different grids, so the current and replayed pairs are separate forward passes whose
-gradients are accumulated. The SAM passes do not use the AMP gradient scaler (CPU/fp32
-training is the target here).
+gradients are accumulated. Under AMP (fp16 autocast on CUDA) the losses are scaled by the
+model optimiser's gradient scaler and unscaled before clipping and stepping; SAM's ascent
+step is scale-invariant, so the first pass's scaled gradients give it directly, and a
+first pass that overflows skips the step (and lowers the scale) as any overflowing step does.
 """
 from __future__ import annotations
 
@@ -48,13 +50,24 @@ def sam_perturbation(params: Iterable[torch.nn.Parameter], rho: float, adaptive:
 
 def sam_step(params: List[torch.nn.Parameter], closure: Callable[[], Dict[str, float]],
              optimiser: torch.optim.Optimizer, rho: float, adaptive: bool = True,
-             grad_clip: float = 0.0) -> Dict[str, float]:
+             grad_clip: float = 0.0, scaler: Optional[torch.amp.GradScaler] = None) -> Dict[str, float]:
     """One SAM update. ``closure()`` zeroes nothing, runs forward + backward, returns logs.
+
+    ``scaler`` (AMP): the closure backpropagates ``scaler.scale(loss)``; the ascent step ``e`` is
+    invariant to the gradients' scale, the final gradients are unscaled before clipping, and
+    non-finite first-pass gradients skip the step (the scaler records the overflow and backs off).
 
     Returns the logs of the first pass (at ``w``) plus ``sam_loss`` (``total`` at ``w + e``).
     """
     optimiser.zero_grad(set_to_none=True)
     logs = closure()
+    if scaler is not None and scaler.is_enabled():
+        finite = all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
+        if not finite:  # no ascent step from overflowed gradients: skip this update, lower the scale
+            scaler.unscale_(optimiser)
+            scaler.step(optimiser)
+            scaler.update()
+            return {**logs, "sam_loss": float("nan")}
     e = sam_perturbation(params, rho, adaptive)
     with torch.no_grad():
         for p, d in zip(params, e):
@@ -66,9 +79,15 @@ def sam_step(params: List[torch.nn.Parameter], closure: Callable[[], Dict[str, f
         for p, d in zip(params, e):
             if d is not None:
                 p.sub_(d)
+    if scaler is not None:
+        scaler.unscale_(optimiser)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    optimiser.step()
+    if scaler is not None:
+        scaler.step(optimiser)
+        scaler.update()
+    else:
+        optimiser.step()
     return {**logs, "sam_loss": logs_sharp.get("total", float("nan"))}
 
 
@@ -124,7 +143,7 @@ class ContinualStrategy(Strategy):
             for k, b in enumerate(batches):
                 terms = self.batch_terms(b)
                 weight = 1.0 if k == 0 else self.cfg.strategy.replay_weight
-                (weight * terms["total"]).backward()
+                self.scaler.scale(weight * terms["total"]).backward()  # unchanged without AMP
                 total += weight * float(terms["total"].detach())
                 logs.update({(n if k == 0 else f"replay_{n}"): float(v.detach()) for n, v in terms.items()})
             logs["total"] = total
@@ -141,15 +160,18 @@ class ContinualStrategy(Strategy):
             ref = self.buffer.sample(tr.sampler, exclude_task=batch["ref"][0])
             if ref is not None and tuple(ref) != tuple(batch["ref"]):
                 batches.append(tr.continual.batch(ref[0], [ref[1]], tr.device))
-        opt = self.optimisers["model"]
+        opt, scaler = self.optimisers["model"], self.scaler
         if self.use_sam:
-            logs = sam_step(self.params, self.closure(batches), opt, s.sam_rho, s.sam_adaptive, self.cfg.optim.grad_clip)
+            logs = sam_step(self.params, self.closure(batches), opt, s.sam_rho, s.sam_adaptive, self.cfg.optim.grad_clip,
+                            scaler)
         else:
             opt.zero_grad(set_to_none=True)
             logs = self.closure(batches)()
+            scaler.unscale_(opt)  # no-op without AMP
             if self.cfg.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
         if self.use_replay:
             self.buffer.add(batch["ref"], tr.sampler)
             logs["buffer"] = float(len(self.buffer))

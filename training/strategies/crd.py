@@ -53,8 +53,9 @@ similarity term.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -125,6 +126,23 @@ class FeatureShiftedTeacher(nn.Module):
         return flow, [g[0], g[1], g[2], g4, v3, v2, v1]
 
 
+@contextlib.contextmanager
+def features_forward(model: nn.Module) -> Iterator[None]:
+    """Within the block, calling ``model`` (or the DDP wrapper around it) runs ``model.forward_features``.
+
+    The student's features come through the module's ``forward`` this way, so that under
+    ``torchrun`` the :class:`~torch.nn.parallel.DistributedDataParallel` wrapper's forward sees the
+    pass and all-reduces the student's gradients (calling ``model.forward_features`` directly
+    bypasses the wrapper, and every rank would then step with its own gradients). An instance
+    attribute ``forward`` shadows the class's method for the block only.
+    """
+    model.forward = model.forward_features
+    try:
+        yield
+    finally:
+        del model.forward
+
+
 class CRDStrategy(Strategy):
     name = "crd"
 
@@ -165,8 +183,8 @@ class CRDStrategy(Strategy):
         t_flow, t_feats = self.teacher_outputs(batch)
         f, m = self.trainer.network_inputs(batch)
         shape = f.shape[2:]
-        with self.autocast():
-            flow, flows, feats = self.model.forward_features(f, m)
+        with self.autocast(), features_forward(self.model):  # through the DDP wrapper (trainer.net) when distributed
+            flow, flows, feats = self.trainer.net(f, m)
             s_feats = feats[0]
             fst_low, fst_feats = self.fst(s_feats, t_feats)
         fst_flow = self.model.to_input_grid(fst_low.float(), shape)
