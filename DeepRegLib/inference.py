@@ -18,7 +18,7 @@ import torch
 
 from . import transforms as tr
 from .affine import LINEAR_KINDS, AffineConfig
-from .bundles import ModelBundle, card_refinement, load_bundle
+from .bundles import ModelBundle, card_full_refinement, card_refinement, load_bundle
 from .bundles.preflight import as_warning, preflight as run_preflight
 from .errors import Cancelled, InputError
 from .grid import Grid
@@ -208,7 +208,7 @@ def register(fixed: ImageLike, moving: ImageLike, model: Union[None, str, ModelB
     for ``mode="deformable"``, the bundled network on its LPS grid and a per-pair optimisation
     of the network's mapping: ``refine=None`` runs the model card's default refinement (a few cheap
     steps for models whose card has one, none otherwise), ``False`` none (the network alone), ``True``
-    the full :class:`RefineConfig` (~10 s), or the given :class:`RefineConfig`.
+    the full refinement (the card's ``refinement.full`` where it names one, else :class:`RefineConfig`; ~5-10 s), or the given :class:`RefineConfig`.
     ``fixed_mask``/``moving_mask`` (non-zero = inside) restrict the similarity of the affine stage and
     of the refinement.  ``progress(stage, fraction)``: stages "loading", "affine", "network",
     "refine", "field", "done"; fraction is of the whole run, also reported within long stages.
@@ -329,15 +329,18 @@ def register(fixed: ImageLike, moving: ImageLike, model: Union[None, str, ModelB
 def resolve_refinement(refine: Union[None, bool, RefineConfig], bundle: ModelBundle):
     """``(RefineConfig or None, label)`` for :func:`register`'s ``refine`` argument and the model's card.
 
-    ``True`` gives the full :class:`RefineConfig`, with the similarity of the card's default refinement
-    when it names one (a multimodal model's mutual information or MIND-SSC, not the NCC meant for one
-    contrast)."""
+    ``True`` gives the card's full refinement where it names one (``refinement.full``), else the engine's
+    :class:`RefineConfig` with the similarity of the card's default refinement when it names one (a
+    multimodal model's mutual information or MIND-SSC, not the NCC meant for one contrast)."""
     if refine is None:
         rcfg = card_refinement(bundle.card)
         return rcfg, ("none" if rcfg is None else "model default")
     if isinstance(refine, bool):
         if not refine:
             return None, "none"
+        full = card_full_refinement(bundle.card)
+        if full is not None:
+            return full, "full"
         default = card_refinement(bundle.card)
         if default is None:
             return RefineConfig(), "full"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from .errors import InputError
 from .similarity import SIMILARITIES, Similarity
 from .models.lowres import downsample, upsample_flow
-from .spatial import compose, integrate_velocity, warp
+from .spatial import compose, gaussian_smooth, integrate_velocity, warp
 from .names import look_up_option
 
 
@@ -61,6 +61,9 @@ class RefineConfig:
     seed: int = 0
     control_factor: int = 1          # velocity on a grid this many times coarser, trilinearly upsampled (1: every voxel)
     coarse_steps: int = 0            # steps first on the pair average-pooled x2 (velocity every coarse voxel), 0: none
+    pyramid: Tuple[Tuple[int, int, float], ...] = ()  # coarser levels first, each (control_factor, steps,
+    # learning_rate) on the full-resolution pair, composed in turn; then this config's own level. A smooth
+    # residual is found on few control points before the fine grid refines it (as ANTs' multi-resolution SyN)
     similarity: str = "ncc"          # 'ncc': local NCC (one modality) | 'mind': MIND-SSC descriptors | 'mi': mutual information
     optimizer: str = "adam"          # 'adam' | 'normalised': gradient steps scaled so the largest moves learning_rate mm
     ncc_eps: float = 1e-5            # local NCC: cov^2 / (var_f * var_m + ncc_eps); window means of [0, 1] images, so
@@ -71,11 +74,19 @@ class RefineConfig:
     # (similarity, plus smooth_weight x the diffusion of the network's whole deformation)
     identity_optimizer: str = "normalised"  # the optimizer of a refinement started from no deformation (an
     # unchanged anatomy: only what the images ask for may move; see NormalisedDescent)
+    start_smoothing_mm: float = 0.0  # > 0: the network's flow smoothed by a Gaussian of this standard deviation (mm)
+    # before refining: the network's voxel-scale noise (sub-millimetre, asked for by no image) is not carried on
 
     def __post_init__(self) -> None:
         look_up_option(self.similarity, SIMILARITIES, "refinement similarity", InputError)
         look_up_option(self.optimizer, OPTIMIZERS, "refinement optimizer", InputError)
         look_up_option(self.identity_optimizer, OPTIMIZERS, "refinement optimizer", InputError)
+        object.__setattr__(self, "pyramid", tuple((int(c), int(n), float(lr)) for c, n, lr in self.pyramid))
+        if any(c < 1 or n < 1 or lr <= 0 for c, n, lr in self.pyramid):
+            raise InputError(f"refinement pyramid levels must be (control_factor >= 1, steps >= 1, learning_rate > 0), "
+                             f"got {self.pyramid}")
+        if self.start_smoothing_mm < 0:
+            raise InputError(f"start_smoothing_mm must be >= 0 (mm), got {self.start_smoothing_mm}")
         if (self.max_steps < 1 or self.control_factor < 1 or self.integration_steps < 0 or self.ncc_window_mm <= 0
                 or self.coarse_steps < 0):
             raise InputError(f"refinement settings out of range: max_steps {self.max_steps} and control_factor "
@@ -186,16 +197,21 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
     already through the affine stage); ``mask`` restricts the similarity (fixed grid), ``moving_mask``
     (on the same grid as ``moving``) is warped with it.  ``progress(fraction)`` every
     ``config.progress_every`` steps; ``cancel()`` polled every step: when it returns True the input
-    ``flow`` is returned with ``cancelled=True``.  Deterministic for a given device and thread count.
+    ``flow`` is returned with ``cancelled=True``. With ``config.start_smoothing_mm`` the refinement starts
+    from ``flow`` smoothed by that Gaussian (standard deviation in mm), and the result builds on it.  Deterministic for a given device and thread count.
 
     With ``config.coarse_steps`` the first steps run on the pair average-pooled x2 (``2 * spacing`` mm,
     a velocity per coarse voxel, the moving image warped by ``flow`` at full resolution first); their
     displacement is upsampled cell-centred (:func:`~DeepRegLib.models.lowres.upsample_flow`) and
-    composed after ``flow`` before the full-resolution steps.  Steps and losses count both levels.
+    composed after ``flow`` before the full-resolution steps.  With ``config.pyramid`` each of its levels
+    ``(control_factor, steps, learning_rate)`` runs next on the full-resolution pair, its displacement composed
+    after the flow so far.  Steps and losses count every level.
     """
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
     flow = network_flow = flow.detach()
+    if config.start_smoothing_mm:
+        flow = gaussian_smooth(flow, config.start_smoothing_mm / spacing)
     from_identity, start_note = False, ""
     first_start = None  # the moving image warped by the first level's start flow, when already computed
     if config.identity_start:
@@ -213,10 +229,11 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
             config = replace(config, optimizer=config.identity_optimizer)
             start_note = (f"refinement starts from the affine stage alone: it matches better than the network's "
                           f"deformation (loss {at_identity:.4f} vs {at_network:.4f}); {config.optimizer} steps")
-    total_steps = config.coarse_steps + config.max_steps
+    total_steps = config.coarse_steps + sum(n for _, n, _ in config.pyramid) + config.max_steps
     losses: List[float] = []
     report = None if progress is None else (lambda done: progress(done / total_steps))
     levels = [(2, replace(config, max_steps=config.coarse_steps, control_factor=1))] if config.coarse_steps else []
+    levels += [(1, replace(config, control_factor=c, max_steps=n, learning_rate=lr)) for c, n, lr in config.pyramid]
     improved = False  # did any level lower its loss below its own start?
     for factor, level in levels + [(1, config)]:
         first = len(losses)

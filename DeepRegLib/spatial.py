@@ -80,6 +80,32 @@ def integrate_velocity(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:
     return flow
 
 
+def gaussian_smooth(flow: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``flow`` ``(B, C, D, H, W)`` smoothed by a Gaussian of standard deviation ``sigma`` voxels per axis.
+
+    Separable, truncated at 3 sigma, replicate padding (a constant field stays constant, so does a field
+    that is linear along an axis away from the border). ``sigma <= 0`` returns ``flow`` itself.
+    """
+    if sigma <= 0:
+        return flow
+    if flow.dim() != 5:
+        raise ValueError(f"expected a (B, C, D, H, W) tensor, got shape {tuple(flow.shape)}")
+    radius = max(1, int(3.0 * sigma + 0.5))
+    x = torch.arange(-radius, radius + 1, dtype=flow.dtype, device=flow.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = flow.shape[1]
+    out = flow
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = kernel.numel()
+        pad = [0, 0, 0, 0, 0, 0]  # F.pad order: x, y, z (last axis first)
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        out = F.conv3d(F.pad(out, pad, mode="replicate"), kernel.view(shape).expand(channels, -1, -1, -1, -1),
+                       groups=channels)
+    return out
+
+
 def jacobian_determinant(flow: torch.Tensor, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
     """Determinant of the Jacobian of ``p -> p + flow(p)``, ``(B, D-2, H-2, W-2)`` (central differences).
 

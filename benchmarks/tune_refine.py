@@ -7,7 +7,8 @@ the refinement with each candidate setting and reports median subcortical / cort
     python benchmarks/tune_refine.py [--model M] [--configs NAME ...] [--out JSON] [--update-card NAME]
 
 ``--update-card NAME`` writes setting NAME (one of those run) into the model card's ``refinement`` block as
-the refinement ``register()`` runs by default, with the medians measured here and this command.
+the refinement ``register()`` runs by default, with the medians measured here and this command;
+``--update-card-full NAME`` writes it as the card's full refinement (``refine=True``, ``--refine``).
 """
 from __future__ import annotations
 
@@ -52,6 +53,13 @@ CONFIGS = {
     "w10_l1_lr1_s4_i0": RefineConfig(max_steps=4, learning_rate=1.0, integration_steps=0, patience=100),
     "w10_l1_lr.5_s2_i2": RefineConfig(max_steps=2, integration_steps=2, patience=100),
     "w10_l1_lr.5_s8_i0": RefineConfig(max_steps=8, integration_steps=0, patience=100),
+    # full refinements (--refine): the card's exact local NCC, the identity start, then a pyramid of control grids
+    # (8, 4, 2 mm; 15 steps each) from the network's flow smoothed by a Gaussian (s<mm>) or as it is
+    "full_single": RefineConfig(ncc_eps=1e-12, ncc_min_std=0.03, identity_start=True),
+    **{f"pyramid_l{sw:g}_s{sm:g}": RefineConfig(
+        ncc_eps=1e-12, ncc_min_std=0.03, identity_start=True, integration_steps=0, patience=100, min_delta=0.0,
+        smooth_weight=sw, max_steps=15, learning_rate=0.15, pyramid=((4, 15, 0.5), (2, 15, 0.3)),
+        start_smoothing_mm=sm) for sw, sm in ((4, 6), (6, 6), (8, 6), (6, 0))},
 }
 
 
@@ -112,6 +120,8 @@ def main(argv=None):
     ap.add_argument("--model", default=None, help="bundle name or folder (default: the default model)")
     ap.add_argument("--update-card", metavar="NAME", default=None,
                     help="make setting NAME the model's default refinement (written into its card)")
+    ap.add_argument("--update-card-full", metavar="NAME", default=None,
+                    help="make setting NAME the model's full refinement (--refine), written into its card")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "refine_tuning.json")
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -154,6 +164,10 @@ def main(argv=None):
             raise SystemExit(f"--update-card {a.update_card}: not among the settings run ({sorted(results)})")
         write_card_refinement(bundle, a.update_card, results, command)
         print(f"[tune_refine] chosen: {a.update_card}")
+    if a.update_card_full:
+        if a.update_card_full not in results:
+            raise SystemExit(f"--update-card-full {a.update_card_full}: not among the settings run ({sorted(results)})")
+        write_card_full_refinement(bundle, a.update_card_full, results, command)
 
 
 def medians(rows) -> dict:
@@ -179,6 +193,20 @@ def write_card_refinement(bundle, name: str, results: dict, command: str) -> Non
     print(f"[tune_refine] {bundle.name}: default refinement {name} written to {path}")
 
 
+def write_card_full_refinement(bundle, name: str, results: dict, command: str) -> None:
+    """The card's ``refinement.full`` (what ``register(refine=True)`` runs) and ``full_validation`` (its medians here)."""
+    from DeepRegLib.bundles import REFINEMENT_KEY, update_card
+    block = dict(bundle.card.get(REFINEMENT_KEY) or {})
+    block["full"] = results[name]["config"]
+    block["full_validation"] = {
+        "setting": name, "pairs": len(results[name]["rows"]), "subjects": [17, 18, 19], "statistic": "median over pairs",
+        "network": medians(results["network"]["rows"]), "refined": medians(results[name]["rows"]),
+        "settings_tried": {k: medians(v["rows"]) for k, v in results.items() if k != "network"},
+        "measured_by": results[name].get("command"), "written_by": command}
+    path = update_card(bundle, {REFINEMENT_KEY: block})
+    print(f"[tune_refine] {bundle.name}: full refinement {name} written to {path}")
+
+
 def _median_of(rows):
     """``k -> median over pairs`` of :func:`medians`, NaN for a key some row lacks."""
     values = medians(rows)
@@ -193,6 +221,8 @@ def table_row(name, r) -> str:
                                  f"max {cfg['max_steps']} steps, {cfg['integration_steps']} squarings"
                                  + (f", velocity every {cfg['control_factor']} voxels" if cfg.get("control_factor", 1) > 1 else "")
                                  + (f", {cfg['coarse_steps']} steps at 4 mm first" if cfg.get("coarse_steps", 0) else "")
+                                 + (f", pyramid {cfg['pyramid']}" if cfg.get("pyramid") else "")
+                                 + (f", start smoothed {cfg['start_smoothing_mm']:g} mm" if cfg.get("start_smoothing_mm") else "")
                                  + (", MIND-SSC" if cfg.get("similarity") == "mind" else ""))
     one = (f"{m('folding_percent_1mm'):.4f} / {max(x['folding_percent_1mm'] for x in rows):.4f} | {m('sdlogj_1mm'):.2f}"
            if all("folding_percent_1mm" in x for x in rows) else "n/a | n/a")

@@ -9,9 +9,9 @@
 This package needs no torch; only building a network imports it.
 """
 from .bundle import (CARD_FILE, DEFAULT_MODEL, KINDS, REFINEMENT_KEY, TASK_KEYS, TASK_SETTINGS_KEY,
-                     ModelBundle, card_refinement, check_card, confined_weights, list_models, load_bundle, model_dirs,
+                     ModelBundle, card_full_refinement, card_refinement, check_card, confined_weights, list_models, load_bundle, model_dirs,
                      pickle_globals, split_reference, update_card, with_task)
 
 __all__ = ["CARD_FILE", "DEFAULT_MODEL", "KINDS", "REFINEMENT_KEY", "TASK_KEYS", "TASK_SETTINGS_KEY",
-           "ModelBundle", "card_refinement", "check_card", "confined_weights", "list_models", "load_bundle", "model_dirs",
+           "ModelBundle", "card_refinement", "card_full_refinement", "check_card", "confined_weights", "list_models", "load_bundle", "model_dirs",
            "pickle_globals", "split_reference", "update_card", "with_task"]

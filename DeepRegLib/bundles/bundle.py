@@ -185,8 +185,12 @@ class ModelBundle:
         coarse = f"{default['coarse_steps']} at half resolution + " if default.get("coarse_steps") else ""
         similarity = {"mind": "MIND-SSC", "mi": "mutual information"}.get(
             default.get("similarity"), f"{default.get('ncc_window_mm')} mm LNCC windows")
+        full = (self.card.get(REFINEMENT_KEY) or {}).get("full")
+        full_text = "the full one" if not full else (
+            f"{len(full.get('pyramid') or ()) + 1} levels, "
+            f"{sum(n for _, n, _ in full.get('pyramid') or ()) + int(full.get('max_steps', 0))} steps")
         return (f"default refinement: {coarse}{default.get('max_steps')} steps, {similarity} "
-                "(--network-only: the network alone; --refine: the full one)")
+                f"(--network-only: the network alone; --refine: {full_text})")
 
     @property
     def summary(self) -> str:
@@ -432,10 +436,20 @@ def card_refinement(card: dict) -> Optional["RefineConfig"]:
     The card's ``refinement`` block holds ``default`` (:class:`RefineConfig` fields) and how the setting
     was chosen and measured; ``benchmarks/tune_refine.py --update-card`` writes it.
     """
+    return _card_refine_config(card, "default")
+
+
+def card_full_refinement(card: dict) -> Optional["RefineConfig"]:
+    """The full refinement (``register(refine=True)``, ``--refine``) a model card names in its ``refinement``
+    block's ``full`` (:class:`RefineConfig` fields), or None: the engine's :class:`RefineConfig` with the
+    card default's similarity."""
+    return _card_refine_config(card, "full")
+
+
+def _card_refine_config(card: dict, which: str) -> Optional["RefineConfig"]:
     from ..refine import RefineConfig  # torch: only when a refinement is built
-    block = card.get(REFINEMENT_KEY) or {}
-    default = block.get("default")
-    return None if not default else RefineConfig.from_dict(default)
+    settings = (card.get(REFINEMENT_KEY) or {}).get(which)
+    return None if not settings else RefineConfig.from_dict(settings)
 
 
 def load_bundle(name: Optional[str] = None, task: Optional[str] = None) -> ModelBundle:

@@ -317,3 +317,33 @@ def test_box_mean_equals_avg_pool_without_padding_counts(k):
     g_ours, = torch.autograd.grad((ours * w).sum(), x)
     assert torch.allclose(g_ours, g_ref, atol=1e-12)
     assert float(_box(torch.ones(1, 1, 5, 5, 5), k).sub(1).abs().max()) < 1e-6  # a constant stays constant
+
+
+def _set_card(folder, **blocks):
+    """Replace (or, with None, remove) top-level blocks of the card in the bundle ``folder``."""
+    card = json.loads((folder / "card.json").read_text())
+    for key, value in blocks.items():
+        card.pop(key, None)
+        if value is not None:
+            card[key] = value
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_card_names_its_full_refinement(images, tmp_path):
+    """``refine=True`` runs the card's ``refinement.full`` (pyramid levels included) where the card has one,
+    and the engine's RefineConfig with the card default's similarity where it has none."""
+    from DeepRegLib.inference import resolve_refinement
+    quick = dict(max_steps=2, learning_rate=0.3, integration_steps=0)
+    full = dict(max_steps=2, learning_rate=0.2, integration_steps=0, pyramid=[[2, 2, 0.4]], smooth_weight=4.0)
+    m = _set_card(_bundle_copy(tmp_path / "full", quick), refinement={"default": quick, "full": full})
+    bundle = load_bundle(str(m))
+    cfg, label = resolve_refinement(True, bundle)
+    assert label == "full" and cfg == RefineConfig(**{**full, "pyramid": ((2, 2, 0.4),)})
+    assert "--refine: 2 levels, 4 steps" in bundle.refinement_line()
+    a = register(*images, model=bundle, device="cpu", refine=True)
+    assert a.refinement == "full" and any("4 steps" in line for line in a.log), a.log  # 2 pyramid + 2 final
+    b = register(*images, model=bundle, device="cpu", refine=RefineConfig(**full))
+    assert np.array_equal(a.displacement, b.displacement)
+    plain, label = resolve_refinement(True, load_bundle(str(_bundle_copy(tmp_path / "plain", {**quick, "similarity": "mind"}))))
+    assert label == "full" and plain == RefineConfig(similarity="mind")

@@ -39,20 +39,24 @@ def x_error(flow: torch.Tensor, shift: float) -> float:
     return float((flow[0, 2, 4:-4, 4:-4, 4:-4] - shift).abs().mean())
 
 
-def test_coarse_steps_reach_further_than_the_same_fine_steps():
-    """A 3-voxel shift: 4 fine steps of 0.8 mm recover part of it; 6 steps on the x2-pooled pair first
-    (each step cheap: 1/8 of the voxels) leave a smaller error and a better correlation."""
+def assert_levels_reach_further(base: dict, levels: dict, steps: int) -> None:
+    """A 3-voxel shift: ``base`` alone recovers part of it; with ``levels`` added first the refinement runs
+    ``steps`` steps in all and leaves a smaller error and a better correlation."""
     fixed = smooth_image()
     moving = torch.roll(fixed, 3, dims=4)
     zero = torch.zeros(1, 3, *SHAPE)
-    base = dict(max_steps=4, learning_rate=0.8, integration_steps=0, smooth_weight=0.1, ncc_window_mm=10,
-                patience=20)
     fine = refine_flow(fixed, moving, zero, 2.0, RefineConfig(**base))
-    both = refine_flow(fixed, moving, zero, 2.0, RefineConfig(coarse_steps=6, **base))
-    assert both.steps == 10 and len(both.losses) == 10 and fine.steps == 4
+    both = refine_flow(fixed, moving, zero, 2.0, RefineConfig(**levels, **base))
+    assert both.steps == steps and len(both.losses) == steps and fine.steps == base["max_steps"]
     assert x_error(both.flow, 3.0) < x_error(fine.flow, 3.0) - 0.2, (x_error(both.flow, 3.0), x_error(fine.flow, 3.0))
     ncc = lambda flow: float(local_ncc(fixed, warp(moving, flow), 5))
     assert ncc(both.flow) > ncc(fine.flow) + 0.01, (ncc(both.flow), ncc(fine.flow))
+
+
+def test_coarse_steps_reach_further_than_the_same_fine_steps():
+    """4 fine steps of 0.8 mm; 6 steps on the x2-pooled pair first (each step cheap: 1/8 of the voxels)."""
+    assert_levels_reach_further(dict(max_steps=4, learning_rate=0.8, integration_steps=0, smooth_weight=0.1,
+                                     ncc_window_mm=10, patience=20), dict(coarse_steps=6), steps=10)
 
 
 def test_cancel_during_the_coarse_level_returns_the_input_flow():
@@ -175,3 +179,44 @@ def test_tune_refine_reads_setting_names():
     assert config_from_name("w10_l1_lr.4_s3_i0_c2").similarity == "ncc"
     with pytest.raises(SystemExit, match="unknown part"):
         config_from_name("w10_q3")
+
+
+def test_pyramid_levels_reach_further_than_the_same_fine_steps():
+    """12 fine steps of 0.3 mm; the same after coarser control grids (8 and 4 mm; 6 + 6 steps)."""
+    assert_levels_reach_further(dict(max_steps=12, learning_rate=0.3, integration_steps=0, smooth_weight=0.1,
+                                     ncc_window_mm=10, patience=40), dict(pyramid=((4, 6, 1.0), (2, 6, 0.6))),
+                                steps=24)
+
+
+def test_pyramid_progress_and_settings():
+    fixed = smooth_image()
+    moving = torch.roll(fixed, 2, dims=4)
+    seen = []
+    cfg = RefineConfig.from_dict({"max_steps": 4, "pyramid": [[4, 4, 0.5]], "patience": 20, "progress_every": 2})
+    assert cfg.pyramid == ((4, 4, 0.5),)  # JSON lists from a card become tuples
+    refine_flow(fixed, moving, torch.zeros(1, 3, *SHAPE), 2.0, cfg, progress=seen.append)
+    assert seen == [2 / 8, 6 / 8]
+    for bad in ([[0, 4, 0.5]], [[2, 0, 0.5]], [[2, 4, 0.0]]):
+        with pytest.raises(InputError, match="pyramid"):
+            RefineConfig(pyramid=bad)
+
+
+def test_start_smoothing_removes_noise_from_the_start():
+    """``start_smoothing_mm``: the refinement builds on the start flow smoothed by that Gaussian. A true
+    2-voxel shift under voxel-scale noise: one evaluated step returns the smoothed start, close to the shift."""
+    from DeepRegLib.spatial import gaussian_smooth
+    fixed = smooth_image()
+    moving = torch.roll(fixed, 2, dims=4)
+    torch.manual_seed(2)
+    start = torch.zeros(1, 3, *SHAPE)
+    start[:, 2] = 2.0
+    noisy = start + 0.5 * torch.randn_like(start)
+    cfg = dict(max_steps=1, integration_steps=0, patience=10)
+    plain = refine_flow(fixed, moving, noisy, 2.0, RefineConfig(**cfg))
+    smooth = refine_flow(fixed, moving, noisy, 2.0, RefineConfig(start_smoothing_mm=4.0, **cfg))
+    assert torch.allclose(plain.flow, noisy, atol=1e-5)  # one step only evaluates: the start is the result
+    assert torch.allclose(smooth.flow, gaussian_smooth(noisy, 2.0), atol=1e-5)
+    assert x_error(smooth.flow, 2.0) < 0.5 * x_error(plain.flow, 2.0)
+    assert smooth.losses[0] < plain.losses[0]  # the noise-free start matches better
+    with pytest.raises(InputError, match="start_smoothing_mm"):
+        RefineConfig(start_smoothing_mm=-1.0)

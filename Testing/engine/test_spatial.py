@@ -130,3 +130,20 @@ def test_scaling_and_squaring_is_diffeomorphic_for_large_smooth_velocity():
     v = torch.nn.functional.avg_pool3d(torch.randn(1, 3, 24, 24, 24), 9, 1, 4) * 60  # up to ~8 voxels
     assert folding_percent(v) > 10.0, "the velocity itself, used as a displacement, folds"
     assert folding_percent(integrate_velocity(v)) < 0.1
+
+
+def test_gaussian_smooth_keeps_constant_and_linear_fields_and_damps_noise():
+    from DeepRegLib.spatial import gaussian_smooth
+    shape = (20, 22, 24)
+    const = torch.full((1, 3, *shape), 1.5)
+    assert torch.allclose(gaussian_smooth(const, 2.0), const, atol=1e-5)
+    ramp = torch.arange(shape[2], dtype=torch.float32).expand(1, 3, *shape).contiguous()
+    inner = (slice(None), slice(None), slice(7, -7), slice(7, -7), slice(7, -7))
+    assert torch.allclose(gaussian_smooth(ramp, 2.0)[inner], ramp[inner], atol=1e-4)  # linear: unchanged away from borders
+    torch.manual_seed(0)
+    noise = torch.randn(1, 3, *shape)
+    smoothed = gaussian_smooth(noise, 2.0)
+    assert smoothed.shape == noise.shape and float(smoothed.std()) < 0.2 * float(noise.std())
+    assert gaussian_smooth(noise, 0.0) is noise
+    with pytest.raises(ValueError, match="expected a"):
+        gaussian_smooth(noise[0], 1.0)
