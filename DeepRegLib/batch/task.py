@@ -112,8 +112,9 @@ def signature(pair: Pair, cfg: TaskConfig) -> dict:
 
 
 def refine_key(refine: Any):
-    """``refine`` as JSON: False, True or the fields of a ``RefineConfig``."""
-    return asdict(refine) if is_dataclass(refine) else bool(refine)
+    """``refine`` as JSON: False, True or the fields of a ``RefineConfig``, exactly as it reads back from a
+    stored record (tuples such as ``pyramid`` become lists), so a finished pair compares equal on resume."""
+    return json.loads(json.dumps(asdict(refine))) if is_dataclass(refine) else bool(refine)
 
 
 def completed_record(pair: Pair, cfg: TaskConfig) -> Optional[dict]:

@@ -285,6 +285,26 @@ def test_refine_setting_is_part_of_a_pairs_identity(tmp_path):
     assert completed_record(pair, plain) is None
 
 
+def test_a_pair_done_with_a_pyramid_refinement_is_complete_on_resume(tmp_path):
+    """The stored signature is read back from JSON (tuples become lists): a refinement with tuple fields
+    (``pyramid``, as the default card's full refinement has) must still compare equal, or every resumed
+    batch would register its finished pairs again."""
+    import json as _json
+
+    from DeepRegLib.batch.task import OUTPUT_NAMES, RESULT, TaskConfig, completed_record, pair_dir, signature
+    from DeepRegLib.refine import RefineConfig
+    pair = Pair("p", "f.nii.gz", "m.nii.gz")
+    cfg = TaskConfig(str(tmp_path), "ldr_brain_v1", refine=RefineConfig(pyramid=((4, 15, 0.5), (2, 15, 0.3))))
+    d = pair_dir(tmp_path, "p")
+    d.mkdir(parents=True)
+    (d / OUTPUT_NAMES["transform"]).write_bytes(b"x" * 10)
+    (d / RESULT).write_text(_json.dumps({"status": "ok", "signature": signature(pair, cfg),
+                                         "output_bytes": {"transform": 10}}))
+    assert completed_record(pair, cfg) is not None
+    other = TaskConfig(str(tmp_path), "ldr_brain_v1", refine=RefineConfig(pyramid=((4, 15, 0.5),)))
+    assert completed_record(pair, other) is None
+
+
 def test_pairs_csv_and_atlas_list(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "pairs.csv").write_text("moving,fixed\nsub/A/t1.nii.gz,atlas.nii.gz\n"
