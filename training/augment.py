@@ -12,6 +12,9 @@ are converted to each axis's voxel size, not applied to array indices.
 ``data.augment_affine = (max_rotation_deg, max_scale, max_translation_mm)``; all zero (the default)
 turns it off.
 
+**Free-form warp of the moving image** (``data.free_form = (max_fraction, control_points)``): RCN's
+augmentation, a random cubic B-spline deformation of the moving image and labels (:func:`free_form_field`).
+
 **Smooth warp of the fixed image** (``data.warp_fixed = (amplitude_mm, control_spacing_mm)``): the
 fixed image and labels are resampled through ``id + psi``, ``psi`` a random displacement (independent
 Gaussian values of standard deviation ``amplitude_mm`` per axis on control points ``control_spacing_mm``
@@ -130,6 +133,65 @@ def augment_fixed_warp(batch: Dict[str, torch.Tensor], rng: np.random.Generator,
         labels = batch["fixed_labels"]
         batch["fixed_labels"] = warp(labels.float(), psi, mode="nearest").round().to(labels.dtype)
     batch["fixed_warp"] = psi
+    return batch
+
+
+def cubic_bspline(t: torch.Tensor) -> torch.Tensor:
+    """The cubic B-spline kernel ``B3(t)`` (support ``|t| < 2``; ``B3(0) = 2/3``; its integer shifts sum to 1)."""
+    a = t.abs()
+    return torch.where(a < 1, 2.0 / 3.0 - a.pow(2) + a.pow(3) / 2.0,
+                       torch.where(a < 2, (2.0 - a).pow(3) / 6.0, torch.zeros_like(a)))
+
+
+def sample_power(rng: np.random.Generator, lo: float, hi: float, k: float, size) -> np.ndarray:
+    """RCN's ``sample_power``: ``u ~ U(-r, r)`` with ``r = ((hi - lo) / 2)^(1/k)``, returned as
+    ``|u|^k sign(u) + (hi + lo) / 2``: values in ``(lo, hi)``, most of them near the centre."""
+    r = ((hi - lo) / 2.0) ** (1.0 / k)
+    u = (rng.random(size) - 0.5) * 2.0 * r
+    return np.abs(u) ** k * np.sign(u) + (hi + lo) / 2.0
+
+
+def free_form_field(rng: np.random.Generator, shape: Sequence[int], max_fraction: float = 0.4,
+                    control: int = 5) -> torch.Tensor:
+    """RCN's random free-form deformation ``(1, 3, D, H, W)`` in voxels (channel ``c`` along array axis ``c``).
+
+    ``control^3`` control points span the grid (corners included; a ring of zero points outside it),
+    their displacements along axis ``c`` are :func:`sample_power` ``(-max_fraction, max_fraction, 3)``
+    times ``side_c // 4`` voxels (the reference: ``0.4``, ``5`` points, ``(128 // 4) = 32`` voxels), and
+    the field is their cubic B-spline interpolation.
+    """
+    if control < 2:
+        raise ValueError(f"data.free_form: expected at least 2 control points per axis, got {control}")
+    sides = [int(d) for d in shape]
+    values = torch.tensor(sample_power(rng, -max_fraction, max_fraction, 3, (3, control, control, control)),
+                          dtype=torch.float32) * torch.tensor([d // 4 for d in sides], dtype=torch.float32).view(3, 1, 1, 1)
+    weights = []
+    for d in sides:
+        step = max(d - 1, 1) / (control - 1)
+        knots = torch.arange(-1, control + 1, dtype=torch.float32) * step         # zero ring at -1 and control
+        weights.append(cubic_bspline((torch.arange(d, dtype=torch.float32)[:, None] - knots[None]) / step))
+    padded = F.pad(values, (1, 1, 1, 1, 1, 1))
+    field = torch.einsum("ai,bj,ck,nijk->nabc", weights[0], weights[1], weights[2], padded)
+    return field.unsqueeze(0)
+
+
+def augment_free_form(batch: Dict[str, torch.Tensor], rng: np.random.Generator,
+                      params: Sequence[float]) -> Dict[str, torch.Tensor]:
+    """``batch`` with ``moving`` (and ``moving_labels``) resampled through ``id + psi``, one RCN free-form
+    field ``psi`` per pair (:func:`free_form_field`), as RCN augments its training pairs.
+    ``params = (max_fraction, control_points)``; ``max_fraction = 0`` returns ``batch`` untouched (and
+    draws nothing). Sets ``batch['augmented']`` so that per-pair caches (teacher flows) are bypassed."""
+    fraction, control = float(params[0]), int(params[1])
+    if not fraction:
+        return batch
+    moving = batch["moving"]
+    psi = torch.cat([free_form_field(rng, moving.shape[2:], fraction, control)
+                     for _ in range(moving.shape[0])]).to(moving.device)
+    batch["moving"] = warp(moving.float(), psi).to(moving.dtype)
+    if "moving_labels" in batch:
+        labels = batch["moving_labels"]
+        batch["moving_labels"] = warp(labels.float(), psi, mode="nearest").round().to(labels.dtype)
+    batch["augmented"] = torch.tensor(True)
     return batch
 
 

@@ -26,6 +26,7 @@ class DataConfig:
     validation_subjects: Optional[List[int]] = None
     flip_lr: bool = True  # random left-right flip of both images (axis found from the grid)
     augment_affine: Tuple[float, float, float] = (0.0, 0.0, 0.0)  # moving image: max rotation deg, scale, shift mm (training/augment.py)
+    free_form: Tuple[float, int] = (0.0, 5)  # RCN's moving-image free-form warp: max control displacement (fraction of side / 4), control points per axis (training/augment.py)
     warp_fixed: Tuple[float, float] = (0.0, 0.0)  # fixed image: random smooth warp, amplitude mm (std), control-point spacing mm
     synthetic_pairs: int = 8  # 'synthetic' task only
     pairs: int = 0  # 'synthhead' / 'ct': number of generated training pairs (0: the task's default)
@@ -70,6 +71,8 @@ class LossConfig:
     attention: float = 0.0  # CRD: attention-map distillation from the feature-shifted teacher (dimensionless)
     fst_flow: float = 0.0  # CRD: first cascade's flow vs the feature-shifted teacher's flow, mm^2
     known_flow: float = 0.0  # pairs with a known answer (same-subject): mean end-point error to it, mm
+    affine_det: float = 0.0  # RCN affine subnet: (det A - 1)^2 / 2 (the reference's 0.1); needs model.affine_subnet
+    affine_ortho: float = 0.0  # RCN affine subnet: orthogonality of A (the reference's 0.1); needs model.affine_subnet
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Dict, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from DeepRegLib.names import look_up_option
 from DeepRegLib.similarity import Similarity
@@ -42,6 +41,41 @@ def smoothness_loss(flow: torch.Tensor, spacing: Optional[Sequence[float] | torc
     dy = (u[:, :, :, 1:] - u[:, :, :, :-1]) / s[1]
     dx = (u[:, :, :, :, 1:] - u[:, :, :, :, :-1]) / s[2]
     return (dz.pow(2).mean() + dy.pow(2).mean() + dx.pow(2).mean()) / 3.0
+
+
+# ----------------------------------------------------------------------------- affine subnets (RCN)
+def affine_matrix(flow: torch.Tensor, spacing: Optional[Sequence[float] | torch.Tensor] = None) -> torch.Tensor:
+    """The linear part ``A`` ``(B, 3, 3)`` of an affine flow ``(B, 3, D, H, W)`` (voxels), in physical
+    units: ``A = I + S G S^-1``, ``G[i, j]`` the mean difference of channel ``i`` between neighbours
+    along axis ``j`` (exact for an affine flow) and ``S = diag(spacing)``. Rows and columns are in
+    array order (z, y, x); the determinant and the orthogonality of ``A`` do not depend on that order."""
+    grads = [(flow.narrow(2 + j, 1, flow.shape[2 + j] - 1) - flow.narrow(2 + j, 0, flow.shape[2 + j] - 1))
+             .flatten(2).mean(-1) for j in range(3)]                 # each (B, 3): d flow / d index_j
+    g = torch.stack(grads, dim=-1)                                     # (B, 3 [i], 3 [j])
+    s = _spacing(spacing, flow).flatten()
+    eye = torch.eye(3, device=flow.device, dtype=flow.dtype)
+    return eye + g * s.view(1, 3, 1) / s.view(1, 1, 3)
+
+
+def affine_det_loss(a: torch.Tensor) -> torch.Tensor:
+    """RCN's determinant loss: ``sum_b (det A_b - 1)^2 / 2`` (the reference's ``l2_loss(det - 1)``);
+    0 for any rotation, ``(s^3 - 1)^2 / 2`` for an isotropic scaling by ``s``. ``a``: ``(B, 3, 3)``."""
+    return 0.5 * (torch.linalg.det(a) - 1.0).pow(2).sum()
+
+
+def affine_ortho_loss(a: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """RCN's orthogonality loss: with ``C = A^T A + eps I`` and ``k_i`` its eigenvalues,
+    ``sum_i (k_i + (1 + eps)^2 / k_i) - 6 (1 + eps)``, summed over the batch: 0 for a rotation, positive
+    otherwise (``3 (s^2 + 1/s^2 - 2)`` for an isotropic scaling by ``s``, to ``eps``). Computed from the
+    invariants of ``C`` (trace, sum of principal 2x2 minors, determinant), as the reference does,
+    so no eigen-decomposition is differentiated."""
+    eye = torch.eye(3, device=a.device, dtype=a.dtype)
+    c = a.transpose(1, 2) @ a + eps * eye
+    s1 = c.diagonal(dim1=1, dim2=2).sum(-1)
+    s2 = (c[:, 0, 0] * c[:, 1, 1] + c[:, 1, 1] * c[:, 2, 2] + c[:, 2, 2] * c[:, 0, 0]
+          - c[:, 0, 1] * c[:, 1, 0] - c[:, 1, 2] * c[:, 2, 1] - c[:, 2, 0] * c[:, 0, 2])
+    s3 = torch.linalg.det(c)
+    return (s1 + (1 + eps) ** 2 * s2 / s3 - 6 * (1 + eps)).sum()
 
 
 # ----------------------------------------------------------------------------- labels
@@ -219,8 +253,14 @@ class CompositeLoss:
     """
 
     def __init__(self, cfg, generator: Optional[torch.Generator] = None,
-                 similarity: Optional[Similarity] = None) -> None:
+                 similarity: Optional[Similarity] = None, affine_index: Optional[int] = None) -> None:
         self.cfg = cfg
+        #: which cascade is an affine subnet (RCN teachers); its flow gets the ``det`` and ``ortho`` terms
+        #: (weights ``affine_det``, ``affine_ortho``) and, when either is on, no ``smooth`` term
+        self.affine_index = affine_index
+        if (getattr(cfg, "affine_det", 0.0) or getattr(cfg, "affine_ortho", 0.0)) and affine_index is None:
+            raise ValueError("loss.affine_det / loss.affine_ortho regularise an affine subnet: "
+                             "expected model.affine_subnet = True, got a model without one")
         self.generator = generator or torch.Generator().manual_seed(0)
         self.similarity = similarity or training_similarity(cfg)
 
@@ -228,15 +268,20 @@ class CompositeLoss:
                  teacher_flow: Optional[torch.Tensor] = None, weights: Optional[Dict[str, float]] = None
                  ) -> Dict[str, torch.Tensor]:
         w = {"sim": 1.0, "smooth": self.cfg.smooth, "dice": self.cfg.dice, "distill": self.cfg.distill,
-             "known": getattr(self.cfg, "known_flow", 0.0)}
+             "known": getattr(self.cfg, "known_flow", 0.0), "det": getattr(self.cfg, "affine_det", 0.0),
+             "ortho": getattr(self.cfg, "affine_ortho", 0.0)}
         w.update(batch.get("loss_weights") or {})  # the task's own weights (multi-task data, training/continual.py)
         w.update(weights or {})
         spacing = batch.get("spacing")
         terms: Dict[str, torch.Tensor] = {}
         if w["sim"]:
             terms["sim"] = self.similarity.loss(batch["fixed"], warp(batch["moving"], flow))
-        if w["smooth"]:
-            terms["smooth"] = sum(smoothness_loss(f, spacing) for f in flows)
+        affine = self.affine_index if (w["det"] or w["ortho"]) else None
+        if w["smooth"]:  # RCN: the affine cascade is regularised by det/ortho instead
+            terms["smooth"] = sum(smoothness_loss(f, spacing) for k, f in enumerate(flows) if k != affine)
+        if affine is not None:
+            a = affine_matrix(flows[affine], spacing)
+            terms["det"], terms["ortho"] = affine_det_loss(a), affine_ortho_loss(a)
         if w["dice"] and "fixed_labels" in batch:
             enc = batch.get("label_encoding", "values")  # the task's (training/data/tasks.py)
             labels = sample_labels(batch["fixed_labels"], self.cfg.dice_labels_per_step, self.generator, enc)

@@ -26,7 +26,7 @@ from DeepRegLib.models import LowResolution
 
 from .checkpoints import load_checkpoint
 from . import distributed as ddp
-from .augment import augment_fixed_warp, augment_moving
+from .augment import augment_fixed_warp, augment_free_form, augment_moving
 from .callbacks import CSVLogger, TimeLimit, Validate
 from .config import ExperimentConfig, from_dict, to_dict
 from .data import load_split, make_batch
@@ -244,6 +244,7 @@ class Trainer:
             batch = same_subject_batch(batch, self.sampler, params, normalisation_of(self.cfg.data))
         else:
             batch = augment_moving(batch, self.sampler, self.cfg.data.augment_affine)
+            batch = augment_free_form(batch, self.sampler, self.cfg.data.free_form)
             batch = augment_fixed_warp(batch, self.sampler, self.cfg.data.warp_fixed)
         batch["label_encoding"] = task_info(self.cfg.data.task).label_encoding
         return batch

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 
 from ..checkpoints import load_checkpoint
@@ -12,11 +11,15 @@ from DeepRegLib.models import ARCHITECTURES, RecursiveCascade, build_network
 
 from .discriminator import FlowDiscriminator
 from .voxelmorph_baseline import VoxelMorphSubnet
+from .rcn import VTN, VTNAffineStem
 from .vtn import VTNAffine, VTNDense
 from DeepRegLib.names import look_up_option
 
-#: training-only subnets: the RCN teacher's dense cascade, and VoxelMorph as an outside baseline
-TEACHER_SUBNETS = {"vtn": VTNDense, "voxelmorph": VoxelMorphSubnet}
+#: training-only subnets: the RCN teacher's dense cascade (``vtn``: this project's first version;
+#: ``vtn_ref``: the reference architecture, ``networks/rcn.py``), and VoxelMorph as an outside baseline
+TEACHER_SUBNETS = {"vtn": VTNDense, "vtn_ref": VTN, "voxelmorph": VoxelMorphSubnet}
+#: the affine subnet each teacher architecture puts before its dense cascades (``model.affine_subnet``)
+AFFINE_SUBNETS = {"vtn": VTNAffine, "vtn_ref": VTNAffineStem, "voxelmorph": VTNAffine}
 
 
 def build_model(model_cfg) -> RecursiveCascade:
@@ -24,7 +27,10 @@ def build_model(model_cfg) -> RecursiveCascade:
 
     Engine architectures (``ldr``, ``lowres_ldr``) are built exactly as a bundle builds them; ``vtn`` is
     the RCN teacher: an optional :class:`VTNAffine` subnet, then ``cascades`` dense
-    :class:`VTNDense` subnets, composed recursively.
+    :class:`VTNDense` subnets, composed recursively; ``vtn_ref`` the same with the reference's
+    :class:`VTNAffineStem` and :class:`VTN` (whose ``flow_multiplier`` is ``1 / cascades`` unless the
+    kwargs set it, as RCN does). A teacher with an affine subnet records its position in the cascade
+    as ``affine_index`` (the loss's det/ortho terms apply to that cascade's flow).
     """
     kwargs = dict(model_cfg.kwargs or {})
     if model_cfg.architecture in ARCHITECTURES:
@@ -35,9 +41,16 @@ def build_model(model_cfg) -> RecursiveCascade:
         cls = TEACHER_SUBNETS[model_cfg.architecture]
         subnets: list[nn.Module] = list(load_prefix(model_cfg.prefix, model_cfg.prefix_frozen).subnets) \
             if model_cfg.prefix else []
-        subnets += [VTNAffine(**kwargs)] if model_cfg.affine_subnet else []
-        subnets += [cls(**kwargs) for _ in range(int(model_cfg.cascades))]
-        return RecursiveCascade(subnets)
+        affine_index = len(subnets) if model_cfg.affine_subnet else None
+        dense_kwargs = dict(kwargs)
+        if cls is VTN:
+            dense_kwargs.setdefault("flow_multiplier", 1.0 / max(1, int(model_cfg.cascades)))
+            kwargs.pop("flow_multiplier", None)  # the reference's affine stem keeps its own (1)
+        subnets += [AFFINE_SUBNETS[model_cfg.architecture](**kwargs)] if model_cfg.affine_subnet else []
+        subnets += [cls(**dense_kwargs) for _ in range(int(model_cfg.cascades))]
+        model = RecursiveCascade(subnets)
+        model.affine_index = affine_index
+        return model
     look_up_option(model_cfg.architecture, ARCHITECTURES + sorted(TEACHER_SUBNETS), "architecture")
     raise AssertionError("unreachable")
 
@@ -75,5 +88,5 @@ def load_prefix(path: str, frozen: bool = True) -> RecursiveCascade:
     return net
 
 
-__all__ = ["build_model", "load_prefix", "load_trained", "FlowDiscriminator", "VoxelMorphSubnet", "VTNAffine",
-           "VTNDense"]
+__all__ = ["build_model", "load_prefix", "load_trained", "FlowDiscriminator", "VoxelMorphSubnet", "VTN", "VTNAffine",
+           "VTNAffineStem", "VTNDense"]

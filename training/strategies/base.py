@@ -23,7 +23,8 @@ class Strategy:
         self.trainer = trainer
         self.cfg = trainer.cfg
         self.model = trainer.model
-        self.loss = CompositeLoss(self.cfg.loss, trainer.loss_generator)
+        self.loss = CompositeLoss(self.cfg.loss, trainer.loss_generator,
+                                  affine_index=getattr(trainer.model, "affine_index", None))
         self.modules: Dict[str, torch.nn.Module] = {"model": self.model}
         self.optimisers: Dict[str, torch.optim.Optimizer] = {"model": self.make_optimiser(self.model.parameters(),
                                                                                            self.cfg.optim.lr)}
