@@ -60,6 +60,7 @@ class LossConfig:
     """Weights of the named loss terms (0 switches a term off)."""
 
     similarity: str = "cc"  # a DeepRegLib.similarity name: 'cc' (global, the seed's) | 'ncc' (local) | 'mind' | 'mi'
+    similarity_weight: float = 1.0  # weight of the similarity term (0: a pure distillation loss, as CRD's published student)
     ncc_window: int = 9  # voxels, for 'ncc'
     smooth: float = 0.5  # diffusion regulariser on each cascade's flow (dimensionless, physical units)
     dice: float = 0.0  # label-aware: soft Dice of warped moving labels vs fixed labels
@@ -94,7 +95,7 @@ class StrategyConfig:
     (``training/strategies/crd.py``).
     """
 
-    name: str = "standard"  # 'standard' | 'distill' | 'adversarial' | 'crd'
+    name: str = "standard"  # 'standard' | 'distill' | 'adversarial' | 'crd' | 'crd_published' | continual ones
     teacher: str = ""  # checkpoint of the frozen teacher (run folder or .pt)
     critic_steps: int = 1  # critic updates per critic round
     critic_every: int = 2  # student steps per critic round (the student is updated more often)

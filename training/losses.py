@@ -168,6 +168,19 @@ def attention_map(features: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return a / a.norm(dim=1, keepdim=True).clamp_min(eps)
 
 
+def raw_attention_loss(student: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
+    """CRD's published feature loss: ``sum_levels mean((sum_c s_c^2 - sum_c t_c^2)^2)``, the mean squared
+    difference of *unnormalised* attention maps (channel-wise sums of squares), one term per level, summed
+    (the authors' ``MSELoss(fea_s, fea_t)`` over four levels). Pairs must share ``(B, D, H, W)``."""
+    terms = []
+    for s, t in zip(student, target):
+        if s.shape[0] != t.shape[0] or s.shape[2:] != t.shape[2:]:
+            raise ValueError(f"attention maps of one level must share batch and spatial shape: "
+                             f"expected {tuple(t.shape[:1]) + tuple(t.shape[2:])}, got {tuple(s.shape[:1]) + tuple(s.shape[2:])}")
+        terms.append((s.float().pow(2).sum(1) - t.float().pow(2).sum(1)).pow(2).mean())
+    return torch.stack(terms).sum()
+
+
 def attention_loss(student: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
     """Mean over levels (and samples) of ``||a_s - a_t||_2^2`` for the normalised attention maps.
 
@@ -267,7 +280,7 @@ class CompositeLoss:
     def __call__(self, batch: Dict[str, torch.Tensor], flow: torch.Tensor, flows: Sequence[torch.Tensor],
                  teacher_flow: Optional[torch.Tensor] = None, weights: Optional[Dict[str, float]] = None
                  ) -> Dict[str, torch.Tensor]:
-        w = {"sim": 1.0, "smooth": self.cfg.smooth, "dice": self.cfg.dice, "distill": self.cfg.distill,
+        w = {"sim": getattr(self.cfg, "similarity_weight", 1.0), "smooth": self.cfg.smooth, "dice": self.cfg.dice, "distill": self.cfg.distill,
              "known": getattr(self.cfg, "known_flow", 0.0), "det": getattr(self.cfg, "affine_det", 0.0),
              "ortho": getattr(self.cfg, "affine_ortho", 0.0)}
         w.update(batch.get("loss_weights") or {})  # the task's own weights (multi-task data, training/continual.py)

@@ -8,9 +8,11 @@ import torch.nn as nn
 from ..checkpoints import load_checkpoint
 
 from DeepRegLib.models import ARCHITECTURES, RecursiveCascade, build_network
+from DeepRegLib.models.ldr import LDRSubnet
 
 from .discriminator import FlowDiscriminator
 from .voxelmorph_baseline import VoxelMorphSubnet
+from .fst import SharedFeatureShiftedTeacher
 from .rcn import VTN, VTNAffineStem
 from .vtn import VTNAffine, VTNDense
 from DeepRegLib.names import look_up_option
@@ -18,6 +20,9 @@ from DeepRegLib.names import look_up_option
 #: training-only subnets: the RCN teacher's dense cascade (``vtn``: this project's first version;
 #: ``vtn_ref``: the reference architecture, ``networks/rcn.py``), and VoxelMorph as an outside baseline
 TEACHER_SUBNETS = {"vtn": VTNDense, "vtn_ref": VTN, "voxelmorph": VoxelMorphSubnet}
+#: CRD's published feature-shifted teacher: one LDR subnet shared by the HR and LR inputs + a fusion decoder
+#: (``kwargs``: the subnet's, plus ``factor``; ``prefix``: an engine network whose first cascade is the subnet)
+FST_ARCHITECTURE = "fst_ldr"
 #: the affine subnet each teacher architecture puts before its dense cascades (``model.affine_subnet``)
 AFFINE_SUBNETS = {"vtn": VTNAffine, "vtn_ref": VTNAffineStem, "voxelmorph": VTNAffine}
 
@@ -37,6 +42,11 @@ def build_model(model_cfg) -> RecursiveCascade:
         if model_cfg.affine_subnet:
             raise ValueError("the affine subnet is for teachers; engine students rely on the affine stage")
         return build_network(model_cfg.architecture, model_cfg.cascades, **kwargs)
+    if model_cfg.architecture == FST_ARCHITECTURE:  # CRD stage 1 (networks/fst.py)
+        factor = int(kwargs.pop("factor", 2))
+        subnet = load_prefix(model_cfg.prefix, model_cfg.prefix_frozen).subnets[0] if model_cfg.prefix \
+            else LDRSubnet(**kwargs)
+        return SharedFeatureShiftedTeacher(subnet, factor)
     if model_cfg.architecture in TEACHER_SUBNETS:
         cls = TEACHER_SUBNETS[model_cfg.architecture]
         subnets: list[nn.Module] = list(load_prefix(model_cfg.prefix, model_cfg.prefix_frozen).subnets) \
@@ -51,7 +61,7 @@ def build_model(model_cfg) -> RecursiveCascade:
         model = RecursiveCascade(subnets)
         model.affine_index = affine_index
         return model
-    look_up_option(model_cfg.architecture, ARCHITECTURES + sorted(TEACHER_SUBNETS), "architecture")
+    look_up_option(model_cfg.architecture, ARCHITECTURES + sorted(TEACHER_SUBNETS) + [FST_ARCHITECTURE], "architecture")
     raise AssertionError("unreachable")
 
 
@@ -88,5 +98,5 @@ def load_prefix(path: str, frozen: bool = True) -> RecursiveCascade:
     return net
 
 
-__all__ = ["build_model", "load_prefix", "load_trained", "FlowDiscriminator", "VoxelMorphSubnet", "VTN", "VTNAffine",
+__all__ = ["build_model", "load_prefix", "load_trained", "FlowDiscriminator", "SharedFeatureShiftedTeacher", "VoxelMorphSubnet", "VTN", "VTNAffine",
            "VTNAffineStem", "VTNDense"]

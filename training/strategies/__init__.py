@@ -12,13 +12,14 @@ from .adversarial import AdversarialStrategy
 from .base import Strategy
 from .continual import ReplayStrategy, ReptileStrategy, SAMCLStrategy, SAMStrategy
 from .crd import CRDStrategy
+from .crd_published import PublishedCRDStrategy
 from .distill import DistillStrategy
 from .standard import StandardStrategy
 from DeepRegLib.names import look_up_option
 
 STRATEGIES = {"standard": StandardStrategy, "distill": DistillStrategy, "adversarial": AdversarialStrategy,
-              "crd": CRDStrategy, "sam": SAMStrategy, "replay": ReplayStrategy, "reptile": ReptileStrategy,
-              "samcl": SAMCLStrategy}
+              "crd": CRDStrategy, "crd_published": PublishedCRDStrategy, "sam": SAMStrategy, "replay": ReplayStrategy,
+              "reptile": ReptileStrategy, "samcl": SAMCLStrategy}
 
 
 def build_strategy(name: str, trainer) -> Strategy:
@@ -27,4 +28,4 @@ def build_strategy(name: str, trainer) -> Strategy:
 
 
 __all__ = ["Strategy", "StandardStrategy", "DistillStrategy", "AdversarialStrategy", "CRDStrategy", "SAMStrategy",
-           "ReplayStrategy", "ReptileStrategy", "SAMCLStrategy", "STRATEGIES", "build_strategy"]
+           "PublishedCRDStrategy", "ReplayStrategy", "ReptileStrategy", "SAMCLStrategy", "STRATEGIES", "build_strategy"]

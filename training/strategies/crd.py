@@ -59,30 +59,18 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from DeepRegLib.models import LowResolution
 from DeepRegLib.models.blocks import ConvAct, UpConvAct, small_init
 from DeepRegLib.models.ldr import down, up
 
 from ..losses import attention_loss, flow_distillation_loss
+from ..networks.fst import match_shape
 from .base import Strategy
 from .distill import load_teacher
 
 #: student feature indices compared by the attention loss: e1, e2, e3, u3, u2, u1
 ATTENTION_LEVELS = (0, 1, 2, 4, 5, 6)
-
-
-def match_shape(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Crop or replicate-pad ``x`` ``(B, C, ...)`` at the high end of each spatial axis to ``shape``."""
-    x = x[:, :, :shape[0], :shape[1], :shape[2]]
-    pads = [int(t) - int(s) for t, s in zip(shape, x.shape[2:])]
-    if not any(pads):
-        return x
-    arg: list = []
-    for p in reversed(pads):
-        arg += [0, p]
-    return F.pad(x, arg, mode="replicate")
 
 
 class FeatureShiftedTeacher(nn.Module):
