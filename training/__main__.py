@@ -2,7 +2,7 @@
 
     python -m training list
     python -m training show ldr_aldk [--set optim.lr=1e-4]
-    python -m training run ldr_aldk [--set optim.lr=1e-4 ...] [--run-dir DIR]
+    python -m training run ldr_aldk [--profile cpu|gpu] [--set optim.lr=1e-4 ...] [--run-dir DIR]
     python -m training export training/runs/ldr_aldk --name ldr_aldk_brain
 
 A run folder (default ``training/runs/<experiment>``) holds config.json, log.csv,
@@ -18,10 +18,12 @@ import sys
 
 from . import experiments
 from .config import apply_overrides, to_dict
+from .profiles import PROFILES, apply_profile
 
 
 def _config(a):
     cfg = experiments.load(a.experiment)
+    apply_profile(cfg, a.profile)
     apply_overrides(cfg, a.set or [])
     if a.run_dir:
         cfg.run_dir = a.run_dir
@@ -44,6 +46,8 @@ def main(argv=None) -> int:
         s.add_argument("experiment")
         s.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override a config field")
         s.add_argument("--run-dir", default="")
+        s.add_argument("--profile", default="cpu", choices=PROFILES,
+                       help="budget: cpu (as the file writes it) or gpu (batch 4, CUDA, the paper's schedule)")
     a = p.parse_args(argv)
     if a.cmd == "list":
         for n, d in experiments.descriptions().items():

@@ -696,3 +696,28 @@ def test_distillation_on_warped_fixed_images_composes_the_cached_flow(tmp_path, 
     for field, value in (("warp_fixed", (0.0, 0.0)), ("augment_affine", (5.0, 0.05, 2.0)), ("flip_lr", False)):
         assert flows_key([], {**plain, field: value}, RefineConfig()) == flows_key([], plain, RefineConfig())
     assert flows_key([], {**plain, "spacing": 3.0}, RefineConfig()) != flows_key([], plain, RefineConfig())
+
+
+def test_gpu_profile_is_the_paper_scale_run_of_every_experiment():
+    """``--profile gpu``: batch 4 on CUDA with AMP, no time limit, the method's published schedule
+    (RCN 100,000 iterations, ALDK 100,000, CRD 25,000) or 10x the file's steps; ``cpu`` changes nothing."""
+    from training.__main__ import _config
+    from training.profiles import apply_profile
+    for name in experiments.names():
+        cpu, gpu = experiments.load(name), apply_profile(experiments.load(name), "gpu")
+        assert apply_profile(experiments.load(name), "cpu") == cpu
+        assert (gpu.loop.batch_size, gpu.loop.device, gpu.loop.amp, gpu.loop.minutes) == (4, "cuda", True, 0.0)
+        assert gpu.loop.steps >= cpu.loop.steps and gpu.model == cpu.model and gpu.loss == cpu.loss
+        if gpu.continual.tasks:
+            assert gpu.continual.steps_per_task * len(gpu.continual.tasks) == gpu.loop.steps
+    assert apply_profile(experiments.load("teacher_rcn_ref"), "gpu").loop.steps == 100_000
+    assert apply_profile(experiments.load("ldr_aldk_linear"), "gpu").loop.steps == 100_000
+    assert apply_profile(experiments.load("crd_published"), "gpu").loop.steps == 25_000
+    assert apply_profile(experiments.load("ldr_noteacher"), "gpu").loop.steps == 10 * experiments.load("ldr_noteacher").loop.steps
+    with pytest.raises(ValueError, match="unknown profile 'tpu'"):
+        apply_profile(experiments.load("ldr_noteacher"), "tpu")
+
+    class Args:  # the command line: the profile first, --set on top of it
+        experiment, profile, set, run_dir = "ldr_aldk_linear", "gpu", ["loop.batch_size=2"], ""
+    cfg = _config(Args())
+    assert cfg.loop.batch_size == 2 and cfg.loop.steps == 100_000

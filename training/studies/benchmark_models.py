@@ -121,7 +121,22 @@ print(_status_mb("VmHWM") - before)
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def evaluate_run(run: Path, subjects: List[int], with_hd95: bool = True, repeats: int = 3) -> Dict[str, object]:
+def known_answer_errors(net: torch.nn.Module, cfg) -> Dict[str, float]:
+    """The network on the known-answer validation pairs training selects on (``same_subject.validation_pairs``
+    of the Mindboggle and IXI validation brains at the run's grid): mean error per kind (mm), over all
+    pairs, and the largest displacement of an identical pair (mm)."""
+    from dataclasses import replace
+
+    from ..data.registry import load_ixi, load_split
+    from ..data.same_subject import validation_pairs
+    from ..evaluate import evaluate_known
+    data = replace(cfg.data, task="mindboggle")
+    sets = [load_split(data, "val"), load_ixi(data, "val")]
+    return evaluate_known(net, validation_pairs(sets), "cpu")
+
+
+def evaluate_run(run: Path, subjects: List[int], with_hd95: bool = True, repeats: int = 3,
+                 known: bool = False) -> Dict[str, object]:
     cfg, net, ck = load_run(run)
     spec = InputSpec(spacing=cfg.data.spacing, size=tuple(cfg.data.size), normalisation=Normalisation(cfg.data.normalisation))
     acfg = AffineConfig(**(cfg.data.affine or {}))
@@ -156,6 +171,8 @@ def evaluate_run(run: Path, subjects: List[int], with_hd95: bool = True, repeats
                                                             if isinstance(v, float)}), flush=True)
     agg = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "pair"}
     agg["network_seconds"] = float(np.median([r["network_seconds"] for r in rows]))
+    if known:
+        agg.update(known_answer_errors(net, cfg))
     return {"run": str(run), "experiment": cfg.name, "description": cfg.description,
             "parameters": count_parameters(net), "steps": ck["step"],
             "train_minutes": round(ck["train_seconds"] / 60.0, 1),
@@ -168,21 +185,25 @@ def main(argv=None) -> None:
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--subjects", type=int, nargs="+", default=VALIDATION_SUBJECTS)
     p.add_argument("--no-hd95", action="store_true")
+    p.add_argument("--known", action="store_true", help="also the known-answer validation pairs (mm; Mindboggle + IXI)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     for run in a.runs:  # the JSON is rewritten after every row: a long list loses nothing when stopped
-        r = evaluate_run(run, a.subjects, not a.no_hd95)
+        r = evaluate_run(run, a.subjects, not a.no_hd95, known=a.known)
         old = json.loads(a.out.read_text()) if a.out.exists() else {}
         old[run_key(run)] = r  # keyed by run folder: one experiment may have several
         tmp = a.out.with_name(a.out.name + ".tmp")
         tmp.write_text(json.dumps(old, indent=1) + "\n")
         tmp.replace(a.out)
-    print("| run | Dice sub | Dice cort | HD95 mm | % fold 1 mm | SDlogJ | params | net s | peak MB | train min |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | Dice sub | Dice cort | HD95 mm | % fold 1 mm | SDlogJ | known-answer mm (identical max) "
+          "| params | net s | peak MB | train min |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    nan = float("nan")
     for name, r in old.items():
         print(f"| {name} | {r['dice_subcortical']:.3f} | {r['dice_cortical']:.3f} | "
-              f"{r.get('hd95_mm', float('nan')):.2f} | {r['folding_percent']:.4f} | {r['sdlogj']:.3f} | "
+              f"{r.get('hd95_mm', nan):.2f} | {r['folding_percent']:.4f} | {r['sdlogj']:.3f} | "
+              f"{r.get('known_error_mm', nan):.2f} ({r.get('identical_max_mm', nan):.2f}) | "
               f"{r['parameters'] / 1e6:.1f} M | {r['network_seconds']:.2f} | {r['peak_forward_mb']:.0f} | "
               f"{r['train_minutes']} |")
 
