@@ -181,6 +181,21 @@ def diffusion(v_mm: torch.Tensor, spacing: float) -> torch.Tensor:
     return (dz.pow(2).mean() + dy.pow(2).mean() + dx.pow(2).mean())
 
 
+class _Bindings:
+    """The similarity bound to a fixed image, once per (measure, fixed, weight) within one refinement: the
+    fixed image's statistics (local means and variances, descriptors) do not change between the start's
+    losses and the levels on the same grid. Holds its tensors, so the ids in its keys stay theirs."""
+
+    def __init__(self) -> None:
+        self._bound: dict = {}
+
+    def __call__(self, measure: Similarity, fixed: torch.Tensor, weight: Optional[torch.Tensor]):
+        key = (measure, id(fixed), None if weight is None else id(weight))
+        if key not in self._bound:
+            self._bound[key] = (measure.bind(fixed, weight), fixed, weight)
+        return self._bound[key][0]
+
+
 def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, spacing: float,
                 config: RefineConfig = RefineConfig(), mask: Optional[torch.Tensor] = None,
                 moving_mask: Optional[torch.Tensor] = None,
@@ -209,6 +224,7 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
     """
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
+    bindings = _Bindings()
     flow = network_flow = flow.detach()
     if config.start_smoothing_mm:
         flow = gaussian_smooth(flow, config.start_smoothing_mm / spacing)
@@ -220,10 +236,10 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
             first_start = warp(moving, flow)
             # the network's start pays the refinement's regulariser on its whole deformation (mm, per mm): a
             # deformation that only fits noise or a bias field does not beat no deformation
-            at_network = (_loss_of(fixed, first_start, flow, spacing, config, mask, moving_mask, similarity)
-                          + config.smooth_weight * float(diffusion(flow * spacing, spacing)))
+            at_network = (_loss_of(fixed, first_start, flow, spacing, config, mask, moving_mask, similarity,
+                                   bindings) + config.smooth_weight * float(diffusion(flow * spacing, spacing)))
             at_identity = _loss_of(fixed, moving, zero, spacing, config, mask, moving_mask,  # warp by 0: itself
-                                   similarity)
+                                   similarity, bindings)
         if at_identity < at_network:  # strictly: a zero network flow (affine only) is not a new start
             flow, from_identity, first_start = zero, True, moving
             config = replace(config, optimizer=config.identity_optimizer)
@@ -243,7 +259,7 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
             weight = _weight(mask, moving_mask, flow)
         small = (lambda x: x) if factor == 1 else (lambda x: None if x is None else downsample(x, factor))
         phi, cancelled = _optimise(small(fixed), small(start), factor * spacing, level, small(weight), losses,
-                                   report, cancel, similarity)
+                                   report, cancel, similarity, bindings if factor == 1 else None)
         if cancelled:
             return RefineOutcome(network_flow, len(losses), losses, True, time.perf_counter() - t0,
                                  from_identity, False, start_note)
@@ -267,10 +283,10 @@ def similarity_loss(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tenso
 
 def _loss_of(fixed: torch.Tensor, warped: torch.Tensor, flow: torch.Tensor, spacing: float, config: RefineConfig,
              mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor],
-             similarity: Optional[Similarity] = None) -> float:
+             similarity: Optional[Similarity] = None, bindings: Optional[_Bindings] = None) -> float:
     """``1 - similarity`` of ``fixed`` and ``warped`` (the moving image already warped by ``flow``)."""
     weight = _weight(mask, moving_mask, flow)
-    sim = (similarity or config.measure(spacing)).bind(fixed, weight)
+    sim = (bindings or _Bindings())(similarity or config.measure(spacing), fixed, weight)
     return float(1.0 - sim(sim.prepare(warped)))
 
 
@@ -285,7 +301,7 @@ def _weight(mask: Optional[torch.Tensor], moving_mask: Optional[torch.Tensor], f
 def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: RefineConfig,
               weight: Optional[torch.Tensor], losses: List[float],
               progress: Optional[Callable[[int], None]], cancel: Optional[Callable[[], bool]],
-              measure: Optional[Similarity] = None):
+              measure: Optional[Similarity] = None, bindings: Optional[_Bindings] = None):
     """Adam on a velocity so that ``start`` warped by its displacement matches ``fixed`` (one level;
     with MIND, the descriptors of the two are compared; with MI, their joint histogram).
 
@@ -293,7 +309,7 @@ def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: 
     no loss was finite or when cancelled). Each step's loss is appended to ``losses``, which may hold an
     earlier level's: ``progress(steps done)`` counts them all.
     """
-    similarity = (measure or config.measure(spacing)).bind(fixed, weight)
+    similarity = (bindings or _Bindings())(measure or config.measure(spacing), fixed, weight)
     start = similarity.prepare(start)
     shape = tuple(start.shape[2:])
     control = tuple(-(-n // config.control_factor) for n in shape)

@@ -220,3 +220,41 @@ def test_start_smoothing_removes_noise_from_the_start():
     assert smooth.losses[0] < plain.losses[0]  # the noise-free start matches better
     with pytest.raises(InputError, match="start_smoothing_mm"):
         RefineConfig(start_smoothing_mm=-1.0)
+
+
+def test_the_fixed_image_is_bound_once_per_grid_and_the_result_is_unchanged():
+    """The identity-start check (two losses) and every full-resolution level share one bound similarity
+    (the fixed image's local statistics are computed once); a coarse level binds its own grid. The result
+    is the one a fresh binding per use gives."""
+    from dataclasses import dataclass
+
+    from DeepRegLib import refine as refine_module
+    from DeepRegLib.similarity import Similarity
+
+    calls = []
+
+    @dataclass(frozen=True)
+    class Counting(Similarity):
+        def bind(self, fixed, mask=None):
+            calls.append(tuple(fixed.shape[2:]))
+            return super().bind(fixed, mask)
+
+    fixed = smooth_image(1)
+    moving = torch.roll(fixed, 2, dims=4)
+    cfg = RefineConfig(max_steps=4, identity_start=True, pyramid=((4, 3, 0.5), (2, 3, 0.3)), coarse_steps=2)
+    sim = Counting("ncc", window=5)
+    out = refine_flow(fixed, moving, torch.zeros(1, 3, *SHAPE), 2.0, cfg, similarity=sim)
+    assert calls == [SHAPE, (12, 12, 12)]  # the full grid once (start losses + 3 levels), the coarse grid once
+
+    class Fresh(refine_module._Bindings):  # the old behaviour: bind at every use
+        def __call__(self, measure, fixed, weight):
+            return measure.bind(fixed, weight)
+
+    original = refine_module._Bindings
+    refine_module._Bindings = Fresh
+    try:
+        again = refine_flow(fixed, moving, torch.zeros(1, 3, *SHAPE), 2.0, cfg, similarity=sim)
+    finally:
+        refine_module._Bindings = original
+    assert torch.equal(out.flow, again.flow) and out.losses == again.losses
+    assert len(calls) > 2 + 2  # the fresh run bound at every use
