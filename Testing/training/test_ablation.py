@@ -19,13 +19,14 @@ def test_every_arm_is_one_command_with_its_matched_control_in_the_plan():
     cmd = Arm("aldk_linear", 3, 1).command("training/runs/T", 50, Path("runs/abl"))
     assert cmd[1:5] == ["-m", "training", "run", "ldr_aldk_linear"]
     sets = [cmd[i + 1] for i, x in enumerate(cmd) if x == "--set"]
-    assert sets == ["strategy.teacher=training/runs/T", "model.cascades=3", "loop.seed=1", "loop.steps=50",
+    assert sets == ["strategy.teacher=training/runs/T", "strategy.teacher_store=true", "model.cascades=3", "loop.seed=1", "loop.steps=50",
                     "loop.minutes=0"]
     assert cmd[-2:] == ["--run-dir", str(Path("runs/abl") / "aldk_linear_c3_s1")]
     # the command's config is the experiment's with exactly these overrides
     cfg = experiments.load(ARMS["aldk_linear"])
     apply_overrides(cfg, sets)
     assert (cfg.model.cascades, cfg.loop.seed, cfg.strategy.teacher) == (3, 1, "training/runs/T")
+    assert cfg.strategy.teacher_store is True
     assert "strategy.teacher" not in " ".join(Arm(CONTROL, 2, 0).command("T", 5, Path("r")))
     with pytest.raises(ValueError, match="unknown arms"):
         plan(["aldk"], [2], [0])

@@ -119,6 +119,39 @@ def test_refined_teacher_flows_are_computed_once_kept_on_disk_and_flipped(tmp_pa
     assert torch.equal(again.flow((0, False), fixed, moving, teacher, sp), a) and again.computed == 0
 
 
+def test_stored_network_flows_are_the_teachers_own_per_flip_and_shared_on_disk(tmp_path):
+    """``strategy.teacher_store`` (config None): the network's flow as it is (no refinement), each (pair, flip)
+    computed by the network itself (a network is not flip-equivariant) once, then read by any later run;
+    the folder is keyed apart from the refined flows of the same teacher and data."""
+    from DeepRegLib.grid import Grid
+    from DeepRegLib.refine import RefineConfig
+    from training.networks.refined_teacher import RefinedTeacherFlows, flows_folder
+    shape = (8, 8, 8)
+    grid = Grid(origin=(0.0, 0.0, 0.0), spacing=(2.0, 2.0, 2.0), size=shape[::-1])
+    fixed, moving = torch.rand(1, 1, *shape), torch.rand(1, 1, *shape)
+    calls = []
+
+    def teacher(f, m):  # a "network" that depends on its input (so the flip is not a copy)
+        calls.append(1)
+        return torch.stack([f[0, 0] - m[0, 0], m[0, 0], f[0, 0]])[None]
+
+    sp = torch.tensor([2.0, 2.0, 2.0])
+    store = RefinedTeacherFlows(tmp_path / "tf", [grid], None)
+    a = store.flow((0, False), fixed, moving, teacher, sp)
+    assert torch.allclose(a, teacher(fixed, moving)[0], atol=1e-3)  # float16 on disk, the network's own flow
+    b = store.flow((0, True), fixed.flip(4), moving.flip(4), teacher, sp)
+    assert len(calls) == 3 and torch.allclose(b, teacher(fixed.flip(4), moving.flip(4))[0], atol=1e-3)
+    n = len(calls)
+    other_run = RefinedTeacherFlows(tmp_path / "tf", [grid], None)
+    assert torch.equal(other_run.flow((0, True), fixed.flip(4), moving.flip(4), teacher, sp), b)
+    assert len(calls) == n and other_run.computed == 0
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "best.pt").write_bytes(b"w")
+    plain = flows_folder(tmp_path / "t", {"task": "x"}, tmp_path, None)
+    assert plain.parent.name == "teacher_flows" and plain.name != flows_folder(tmp_path / "t", {"task": "x"}, tmp_path,
+                                                                               RefineConfig()).name
+
+
 def test_random_smooth_field_amplitude_physical_and_invertible():
     """The field's spread is the requested amplitude in mm on every axis, whatever the voxel size, and
     it folds nowhere (positive Jacobian determinant) at the settings the experiments use."""

@@ -18,7 +18,7 @@ Flows are in voxels on the network grid, channel ``c`` along array axis ``c`` (D
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
@@ -34,21 +34,25 @@ from ..data.cache import cache_key, file_identity
 STEP_ONLY_DATA = ("flip_lr", "augment_affine", "warp_fixed")
 
 
-def flows_key(teacher_files: Sequence[Path], data_config: dict, config: RefineConfig) -> str:
+def flows_key(teacher_files: Sequence[Path], data_config: dict, config: Optional[RefineConfig]) -> str:
     """Content key of a set of refined teacher flows: the teacher's weight files (name, size, mtime),
     the training data's configuration (which pairs, which grid; not :data:`STEP_ONLY_DATA`) and the
-    Refine settings."""
+    Refine settings (None: the network's own flows, not refined)."""
     data = {k: v for k, v in data_config.items() if k not in STEP_ONLY_DATA}
     return cache_key({"teacher": [file_identity(Path(f)) for f in teacher_files], "data": data,
-                      "refine": config.to_dict()})
+                      "refine": None if config is None else config.to_dict()})
 
 
-def flows_folder(teacher: Path, data_config: dict, cache_dir: Path, config: RefineConfig = RefineConfig()) -> Path:
+def flows_folder(teacher: Path, data_config: dict, cache_dir: Path,
+                 config: Optional[RefineConfig] = RefineConfig()) -> Path:
     """Where the refined flows of ``teacher`` (a bundle or run folder, or a checkpoint file) on the pairs of
-    ``data_config`` (a :class:`training.config.DataConfig` as a dict) are kept: ``<cache_dir>/refined_teacher/<key>``."""
+    ``data_config`` (a :class:`training.config.DataConfig` as a dict) are kept: ``<cache_dir>/refined_teacher/<key>``
+    (``<cache_dir>/teacher_flows/<key>`` for the network's own flows, ``config=None``)."""
     teacher = Path(teacher)
-    files = sorted(teacher.glob("*.pt")) if teacher.is_dir() else [teacher]
-    return Path(cache_dir) / "refined_teacher" / flows_key(files, data_config, config)
+    files = sorted(teacher.glob("best.pt") if (teacher / "best.pt").exists() else teacher.glob("*.pt")) \
+        if teacher.is_dir() else [teacher]
+    return Path(cache_dir) / ("refined_teacher" if config is not None else "teacher_flows") / \
+        flows_key(files, data_config, config)
 
 
 def flip_flow(flow: torch.Tensor, axis: int) -> torch.Tensor:
@@ -67,9 +71,13 @@ class RefinedTeacherFlows:
     ``key`` is ``(pair index, flipped)``; ``fixed``/``moving`` ``(1, 1, D, H, W)`` are the batch's
     (possibly flipped) images; ``teacher(fixed, moving)`` returns the network's ``(1, 3, D, H, W)``
     flow; ``spacing`` is the grid spacing in mm (array order, isotropic).
+
+    ``config=None`` keeps the network's own flows, not refined (``strategy.teacher_store``: a large
+    frozen teacher runs once per pair for every student distilled from it). A network is not
+    flip-equivariant, so then each (pair, flip) is computed and stored on its own.
     """
 
-    def __init__(self, folder: Path, grids: Sequence[Grid], config: RefineConfig = RefineConfig()) -> None:
+    def __init__(self, folder: Path, grids: Sequence[Grid], config: Optional[RefineConfig] = RefineConfig()) -> None:
         self.folder = Path(folder)
         self.grids = list(grids)
         self.config = config
@@ -82,9 +90,25 @@ class RefinedTeacherFlows:
         path = self._path(pair)
         return torch.load(path, weights_only=True).float() if path.exists() else None
 
+    def _network_flow(self, pair: int, flipped: bool, fixed: torch.Tensor, moving: torch.Tensor,
+                      teacher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The network's own flow of the pair as given (flipped or not), stored once per (pair, flip)."""
+        path = self.folder / f"{pair:05d}{'_flipped' if flipped else ''}.pt"
+        if path.exists():
+            return torch.load(path, weights_only=True).float()
+        flow = teacher(fixed, moving)[0].detach().cpu().half()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{id(self)}")
+        torch.save(flow, tmp)
+        tmp.replace(path)
+        self.computed += 1
+        return flow.float()
+
     def flow(self, key: Tuple[int, bool], fixed: torch.Tensor, moving: torch.Tensor,
              teacher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], spacing: torch.Tensor) -> torch.Tensor:
         pair, flipped = int(key[0]), bool(key[1])
+        if self.config is None:
+            return self._network_flow(pair, flipped, fixed, moving, teacher)
         axis = flip_axis(self.grids[pair], "LR")
         base = self._unflipped(pair)
         if base is None:

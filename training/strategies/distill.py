@@ -6,6 +6,7 @@ from typing import Dict, Tuple
 
 import torch
 
+from DeepRegLib.refine import RefineConfig
 from DeepRegLib.spatial import compose
 
 from ..config import to_dict
@@ -40,9 +41,10 @@ class DistillStrategy(Strategy):
         self.cache: Dict[Tuple[int, bool], torch.Tensor] = {}
         #: strategy.teacher_refine: the teacher's flows refined per pair, kept on disk under the data cache
         self.refined = None
-        if self.cfg.strategy.teacher_refine:
-            folder = flows_folder(root, to_dict(self.cfg)["data"], self.trainer.resolve(self.cfg.data.cache_dir))
-            self.refined = RefinedTeacherFlows(folder, self.trainer.train_data.grids)
+        if self.cfg.strategy.teacher_refine or self.cfg.strategy.teacher_store:
+            refine = RefineConfig() if self.cfg.strategy.teacher_refine else None
+            folder = flows_folder(root, to_dict(self.cfg)["data"], self.trainer.resolve(self.cfg.data.cache_dir), refine)
+            self.refined = RefinedTeacherFlows(folder, self.trainer.train_data.grids, refine)
 
     def _teacher(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), self.autocast():
@@ -63,7 +65,7 @@ class DistillStrategy(Strategy):
         cached = self.cfg.strategy.teacher_cache and "index" in batch and "augmented" not in batch
         if not cached:
             if self.refined is not None:
-                raise ValueError("strategy.teacher_refine needs the teacher cache (strategy.teacher_cache) and "
+                raise ValueError("strategy.teacher_refine / teacher_store need the teacher cache (strategy.teacher_cache) and "
                                  "no augmentation: a refined flow costs seconds per pair")
             return self._teacher(batch["fixed"], batch["moving"])
         keys = list(zip(batch["index"].tolist(), batch["flipped"].tolist()))

@@ -10,8 +10,9 @@ Arms (experiment files; the student, data, start and budget are theirs, the teac
 each for every cascade count (1, 2, 3: ``model.cascades``; the students start from ``ldr_brain_v1``'s
 first cascade, its two, or its two plus a fresh one) and every seed. One arm is one command::
 
-    python -m training run ldr_aldk_linear --set strategy.teacher=T --set model.cascades=2 \\
-        --set loop.seed=1 --set loop.steps=N --run-dir training/runs/ablation/aldk_linear_c2_s1
+    python -m training run ldr_aldk_linear --set strategy.teacher=T --set strategy.teacher_store=true \\
+        --set model.cascades=2 --set loop.seed=1 --set loop.steps=N --set loop.minutes=0 \\
+        --run-dir training/runs/ablation/aldk_linear_c2_s1
 
 (``--plan`` prints them all; the same command resumes). A seed fixes the data order and the start,
 so the arm and its control with the same seed and cascades form a *pair*: the report gives each arm's
@@ -64,7 +65,8 @@ class Arm:
         """The one ``python -m training`` command that trains (and resumes) this run."""
         argv = [sys.executable, "-m", "training", "run", ARMS[self.arm]]
         if self.arm != CONTROL:
-            argv += ["--set", f"strategy.teacher={teacher}"]
+            # the teacher's flows on disk: every teacher arm and seed reads the same ones (computed once)
+            argv += ["--set", f"strategy.teacher={teacher}", "--set", "strategy.teacher_store=true"]
         argv += ["--set", f"model.cascades={self.cascades}", "--set", f"loop.seed={self.seed}",
                  "--set", f"loop.steps={steps}", "--set", "loop.minutes=0", "--run-dir", str(runs / self.name)]
         return argv
