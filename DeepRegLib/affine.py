@@ -104,7 +104,9 @@ def affine_register(fixed: sitk.Image, moving: sitk.Image, config: AffineConfig 
     Args:
         fixed, moving: 3D scalar images, any geometry (direction, spacing) -- only physical space counts.
         config: the levels: two at ``config.spacing`` mm (shrink factors, smoothing), then, when
-            ``config.fine_spacing`` > 0, one more at that spacing started from their result.
+            ``config.fine_spacing`` > 0, one more at that spacing started from their result, kept only
+            if it lowers the metric over every voxel of that level (a result already optimal, such as an
+            image registered to itself, is not walked away from by its first regular steps).
         fixed_mask, moving_mask: non-zero = inside (physical space of their image); restrict the metric.
         progress: ``progress(fraction)`` every few optimiser iterations.
         cancel: polled every iteration; when it returns True the optimiser stops and
@@ -129,27 +131,58 @@ def affine_register(fixed: sitk.Image, moving: sitk.Image, config: AffineConfig 
     init = sitk.CenteredTransformInitializer(f, m, prototype, _initialiser(config))
     fine = config.fine_spacing > 0
     levels = [(f, m, config.shrink_levels, config.smoothing_sigmas, config.iterations, config.learning_rate,
-               config.sampling_fraction, 0.0, 0.8 if fine else 1.0)]
+               config.sampling_fraction, 0.0, 0.8 if fine else 1.0, True)]
     if fine:
         ff = _canonical(fixed, config.fine_spacing)
         mf = sitk.Cast(_coarse(moving, config.fine_spacing), sitk.sitkFloat32)
+        # no gradient images at the fine level: its few sampled points need gradients at those points only
+        # (computing whole gradient images cost ~0.2 s, more than its iterations)
         levels.append((ff, mf, (1,), (0.0,), config.fine_iterations, config.fine_learning_rate,
-                       config.fine_sampling_fraction, 0.8, 1.0))
+                       config.fine_sampling_fraction, 0.8, 1.0, False))
     transform = init
-    for fl, ml, shrink, sigmas, iterations, lr, sampling, start, stop in levels:
+    for k, (fl, ml, shrink, sigmas, iterations, lr, sampling, start, stop, gradients) in enumerate(levels):
+        before = transform
         transform = _run_level(fl, ml, transform, config, shrink, sigmas, iterations, lr, sampling, fixed_mask,
                                moving_mask, None if progress is None else
-                               (lambda x, a=start, b=stop: progress(a + (b - a) * x)), cancel)
+                               (lambda x, a=start, b=stop: progress(a + (b - a) * x)), cancel, gradients)
+        if k > 0:  # the fine level is kept only if it matches better, by its metric over all its voxels: its
+            # regular steps (first step fine_learning_rate mm, whatever the gradient) must not walk a result that
+            # is already optimal (an image registered to itself) away from it
+            metric = [_metric_value(fl, ml, t, config, fixed_mask, moving_mask) for t in (before, transform)]
+            if not metric[1] < metric[0]:
+                transform = before
     return to_affine(transform)
+
+
+def _metric_value(f: sitk.Image, m: sitk.Image, transform: sitk.Transform, config: AffineConfig,
+                  fixed_mask: Optional[sitk.Image], moving_mask: Optional[sitk.Image]) -> float:
+    """The stage's metric (lower is better) of ``transform`` on ``f``/``m``, every fixed voxel sampled."""
+    reg = sitk.ImageRegistrationMethod()
+    _set_metric(reg, config)
+    reg.SetMetricUseFixedImageGradientFilter(False)  # a value only: no gradient images
+    reg.SetMetricUseMovingImageGradientFilter(False)
+    reg.SetMetricSamplingStrategy(reg.NONE)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetInitialTransform(to_affine(transform), inPlace=False)
+    if fixed_mask is not None:
+        reg.SetMetricFixedMask(_coarse_mask(fixed_mask, f, "fixed"))
+    if moving_mask is not None:
+        reg.SetMetricMovingMask(_coarse_mask(moving_mask, m, "moving"))
+    return float(reg.MetricEvaluate(f, m))
 
 
 def _run_level(f: sitk.Image, m: sitk.Image, initial: sitk.Transform, config: AffineConfig, shrink: tuple,
                sigmas: tuple, iterations: int, learning_rate: float, sampling: float,
                fixed_mask: Optional[sitk.Image], moving_mask: Optional[sitk.Image],
-               progress: Optional[Callable[[float], None]], cancel: Optional[Callable[[], bool]]) -> sitk.Transform:
-    """One ``ImageRegistrationMethod`` run (its own pyramid ``shrink``/``sigmas``) from ``initial``."""
+               progress: Optional[Callable[[float], None]], cancel: Optional[Callable[[], bool]],
+               gradient_images: bool = True) -> sitk.Transform:
+    """One ``ImageRegistrationMethod`` run (its own pyramid ``shrink``/``sigmas``) from ``initial``.
+    ``gradient_images=False``: image gradients computed at the sampled points only (no gradient filter)."""
     reg = sitk.ImageRegistrationMethod()
     _set_metric(reg, config)
+    if not gradient_images:
+        reg.SetMetricUseFixedImageGradientFilter(False)
+        reg.SetMetricUseMovingImageGradientFilter(False)
     if sampling >= 1.0:
         reg.SetMetricSamplingStrategy(reg.NONE)
     else:
