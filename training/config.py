@@ -112,6 +112,7 @@ class StrategyConfig:
     reptile_beta: float = 0.5  # outer interpolation: w <- w0 + beta * (w_inner - w0)
     replay_weight: float = 1.0  # weight of the replayed pair's loss
     teacher_cache: bool = True  # keep each (pair, flip)'s teacher flow in memory: the frozen teacher runs once per key
+    crd_attention: str = "raw"  # crd_published: 'raw' attention maps (the authors' MSE of channel sums of squares) | 'normalised' (L2-normalised maps, Zagoruyko & Komodakis, as the online 'crd' strategy)
     teacher_store: bool = False  # distill/adversarial: the frozen teacher's own flows kept on disk per (pair, flip), shared by every student of that teacher and data (<data.cache_dir>/teacher_flows/)
     teacher_refine: bool = False  # distill: the teacher's flow refined per pair by the engine's Refine (instance
     # optimisation, DeepRegLib.refine.RefineConfig defaults); kept under <data.cache_dir>/refined_teacher/ for reuse

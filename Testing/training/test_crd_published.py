@@ -118,3 +118,22 @@ def test_the_fst_experiment_starts_from_the_default_models_first_cascade():
     stage2 = experiments.load("crd_published")
     assert stage2.strategy.name == "crd_published" and stage2.strategy.teacher.endswith("crd_fst_pretrain")
     assert stage2.loss.similarity_weight == 0 and stage2.loss.smooth == 0
+
+
+def test_normalised_attention_variant_uses_the_scale_free_maps(fst_run, tmp_path):
+    from training.losses import attention_loss
+    cfg = experiments.load("smoke_crd_published")
+    cfg.strategy.teacher = str(fst_run)
+    cfg.strategy.crd_attention = "normalised"
+    cfg.run_dir = str(tmp_path / "student")
+    cfg.loop.steps = 1
+    Trainer(cfg, verbose=False).fit()
+    row = next(csv.DictReader(open(Path(cfg.run_dir) / "log.csv")))
+    assert 0 <= float(row["attention"]) <= 2.0  # normalised maps: a bounded term (raw maps are unbounded)
+    x = [torch.rand(1, 4, 3, 3, 3)]
+    assert float(attention_loss(x, [3 * x[0]])) == pytest.approx(0.0, abs=1e-6)  # scale-free
+    assert float(raw_attention_loss(x, [3 * x[0]])) > 1.0
+    cfg.strategy.crd_attention = "rawest"
+    cfg.run_dir = str(tmp_path / "bad")
+    with pytest.raises(ValueError, match="crd_attention"):
+        Trainer(cfg, verbose=False).fit()

@@ -8,7 +8,8 @@ from two terms only (``loss.similarity_weight = 0``, ``loss.smooth = 0`` in ``cr
     distill   * ||phi_s - phi_FST||^2   (mm^2, summed over axes, mean over voxels; the FST's flow is high-resolution)
     attention * sum_l mean((A(s_l) - A(f_l))^2)   (raw attention maps, A(x) = sum_c x_c^2)
 
-with ``(s_l, f_l)`` = the student's first cascade's decoder features ``u3, u2, u1`` (1/8, 1/4, 1/2 of the
+(``strategy.crd_attention = 'normalised'``: the L2-normalised maps of :func:`training.losses.attention_loss`
+instead, whose scale does not depend on the two networks' activation sizes) with ``(s_l, f_l)`` = the student's first cascade's decoder features ``u3, u2, u1`` (1/8, 1/4, 1/2 of the
 4 mm grid) and the FST's fused ``f16, f8, f4`` (the same sizes). Setting ``similarity_weight`` or
 ``smooth`` adds the usual unsupervised terms beside them.
 """
@@ -21,7 +22,9 @@ import torch
 
 from DeepRegLib.models import LowResolution
 
-from ..losses import raw_attention_loss
+from DeepRegLib.names import look_up_option
+
+from ..losses import attention_loss, raw_attention_loss
 from ..networks.fst import SharedFeatureShiftedTeacher, match_shape
 from .base import Strategy
 from .crd import features_forward
@@ -59,7 +62,8 @@ class PublishedCRDStrategy(Strategy):
         if w.attention:
             s = [feats[0][i] for i in STUDENT_LEVELS]
             t = [match_shape(x.float(), y.shape[2:]) for x, y in zip(t_feats[:3], s)]
-            terms["attention"] = raw_attention_loss(s, t)
+            form = look_up_option(self.cfg.strategy.crd_attention, ("raw", "normalised"), "strategy.crd_attention")
+            terms["attention"] = (raw_attention_loss if form == "raw" else attention_loss)(s, t)
             terms["total"] = terms["total"] + w.attention * terms["attention"]
         self.optimise(terms["total"])
         return self.scalars(terms)
