@@ -721,3 +721,11 @@ def test_gpu_profile_is_the_paper_scale_run_of_every_experiment():
         experiment, profile, set, run_dir = "ldr_aldk_linear", "gpu", ["loop.batch_size=2"], ""
     cfg = _config(Args())
     assert cfg.loop.batch_size == 2 and cfg.loop.steps == 100_000
+
+
+def test_peak_forward_memory_of_a_network_in_a_fresh_process():
+    """benchmark_models' memory column: the model travels as plain data (checkpoints load weights_only)."""
+    from training.config import ModelConfig
+    from training.studies.benchmark_models import peak_forward_mb
+    cfg = ModelConfig(architecture="ldr", cascades=1)
+    assert peak_forward_mb(build_model(cfg), cfg, (32, 32, 32)) > 0

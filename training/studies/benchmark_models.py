@@ -98,7 +98,9 @@ def peak_forward_mb(net: torch.nn.Module, model_cfg, size) -> float:
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.pt"
-        torch.save({"state": net.state_dict(), "model": model_cfg}, path)
+        from dataclasses import asdict
+        # the model config as plain data: checkpoints load with weights_only (no pickled dataclasses)
+        torch.save({"state": net.state_dict(), "model": asdict(model_cfg)}, path)
         code = f"""
 import sys, torch
 from pathlib import Path
@@ -108,7 +110,8 @@ from training.networks import build_model
 torch.set_num_threads(2)
 from training.checkpoints import load_checkpoint
 obj = load_checkpoint({str(path)!r})
-net = build_model(obj["model"]).eval()
+from training.config import ModelConfig
+net = build_model(ModelConfig(**obj["model"])).eval()
 net.load_state_dict(obj["state"])
 del obj
 x = torch.rand(1, 1, *{tuple(size)!r})
