@@ -265,19 +265,27 @@ def test_refine_reaches_register_on_the_workers(small_pairs, cluster, tmp_path):
     assert completed_record(pair, TaskConfig(out, DEFAULT_MODEL, refine=RefineConfig(max_steps=3))) is None
 
 
-def test_refine_setting_is_part_of_a_pairs_identity(tmp_path):
-    """A pair done without refinement is not done for --refine, nor for other refinement settings."""
+def _finished_pair(tmp_path, cfg):
+    """A pair ``p`` recorded as done with ``cfg`` (its record written as JSON, a 10-byte transform);
+    returns ``(pair, folder)``."""
     import json as _json
 
-    from DeepRegLib.batch.task import OUTPUT_NAMES, RESULT, TaskConfig, completed_record, pair_dir, signature
-    from DeepRegLib.refine import RefineConfig
+    from DeepRegLib.batch.task import OUTPUT_NAMES, RESULT, pair_dir, signature
     pair = Pair("p", "f.nii.gz", "m.nii.gz")
-    plain = TaskConfig(str(tmp_path), "ldr_brain_v1")
     d = pair_dir(tmp_path, "p")
     d.mkdir(parents=True)
     (d / OUTPUT_NAMES["transform"]).write_bytes(b"x" * 10)
-    (d / RESULT).write_text(_json.dumps({"status": "ok", "signature": signature(pair, plain),
+    (d / RESULT).write_text(_json.dumps({"status": "ok", "signature": signature(pair, cfg),
                                          "output_bytes": {"transform": 10}}))
+    return pair, d
+
+
+def test_refine_setting_is_part_of_a_pairs_identity(tmp_path):
+    """A pair done without refinement is not done for --refine, nor for other refinement settings."""
+    from DeepRegLib.batch.task import OUTPUT_NAMES, TaskConfig, completed_record
+    from DeepRegLib.refine import RefineConfig
+    plain = TaskConfig(str(tmp_path), "ldr_brain_v1")
+    pair, d = _finished_pair(tmp_path, plain)
     assert completed_record(pair, plain) is not None
     for refine in (True, RefineConfig(), RefineConfig(max_steps=3)):
         assert completed_record(pair, TaskConfig(str(tmp_path), "ldr_brain_v1", refine=refine)) is None
@@ -289,17 +297,10 @@ def test_a_pair_done_with_a_pyramid_refinement_is_complete_on_resume(tmp_path):
     """The stored signature is read back from JSON (tuples become lists): a refinement with tuple fields
     (``pyramid``, as the default card's full refinement has) must still compare equal, or every resumed
     batch would register its finished pairs again."""
-    import json as _json
-
-    from DeepRegLib.batch.task import OUTPUT_NAMES, RESULT, TaskConfig, completed_record, pair_dir, signature
+    from DeepRegLib.batch.task import TaskConfig, completed_record
     from DeepRegLib.refine import RefineConfig
-    pair = Pair("p", "f.nii.gz", "m.nii.gz")
     cfg = TaskConfig(str(tmp_path), "ldr_brain_v1", refine=RefineConfig(pyramid=((4, 15, 0.5), (2, 15, 0.3))))
-    d = pair_dir(tmp_path, "p")
-    d.mkdir(parents=True)
-    (d / OUTPUT_NAMES["transform"]).write_bytes(b"x" * 10)
-    (d / RESULT).write_text(_json.dumps({"status": "ok", "signature": signature(pair, cfg),
-                                         "output_bytes": {"transform": 10}}))
+    pair, _ = _finished_pair(tmp_path, cfg)
     assert completed_record(pair, cfg) is not None
     other = TaskConfig(str(tmp_path), "ldr_brain_v1", refine=RefineConfig(pyramid=((4, 15, 0.5),)))
     assert completed_record(pair, other) is None
