@@ -50,3 +50,16 @@ def test_paired_differences_known_answer():
             for k, v in rows.items()}
     text = table(full, runs)
     assert "| aldk_linear_c2 | 2 |" in text and "[+0.01 ± 0]" in text
+
+
+def test_grid_report_reads_each_runs_last_validation(tmp_path):
+    from training.studies.aldk_ablation import GRID_COLUMNS, last_validation
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "val.csv").write_text("step,dice,dice_subcortical,dice_cortical,folding_percent\n"
+                                 "100,0.40,0.5,0.3,0.0\n200,0.45,0.55,0.35,0.001\n")
+    row = last_validation(run)
+    assert row["step"] == 200 and row["dice"] == pytest.approx(0.45)
+    runs = plan(["flowdistill"], [2], [0])
+    text = table({"noteacher_c2_s0": {c: 0.5 for c in GRID_COLUMNS}, "flowdistill_c2_s0": row}, runs, GRID_COLUMNS)
+    assert "| flowdistill_c2 | 1 |" in text and "[-0.05 ± 0]" in text and "hd95" not in text

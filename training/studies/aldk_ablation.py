@@ -42,6 +42,8 @@ CONTROL = "noteacher"
 #: the full-resolution columns compared (benchmark_models --known); higher is better for Dice only
 COLUMNS = ("dice_subcortical", "dice_cortical", "hd95_mm", "folding_percent", "sdlogj", "known_error_mm",
            "identical_max_mm", "network_seconds", "peak_forward_mb")
+#: the columns of the quick report from each run's own last validation (2 mm grid, the trainer's val.csv)
+GRID_COLUMNS = ("dice", "dice_subcortical", "dice_cortical", "folding_percent")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,14 @@ def plan(arms: Sequence[str], cascades: Sequence[int], seeds: Sequence[int]) -> 
     return [Arm(a, c, s) for a in wanted for c in cascades for s in seeds]
 
 
+def last_validation(run_dir: Path) -> Dict[str, float]:
+    """The last row of a run's ``val.csv`` (the trainer's validation at the end of the budget), as floats."""
+    import csv
+    with open(run_dir / "val.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    return {k: float(v) for k, v in rows[-1].items() if v not in ("", None)}
+
+
 def paired(rows: Dict[str, Dict[str, float]], runs: Sequence[Arm], column: str) -> Dict[str, Dict[str, float]]:
     """Per (arm, cascades): mean and sd over seeds of ``column`` and of its difference to the matched control.
 
@@ -102,14 +112,14 @@ def paired(rows: Dict[str, Dict[str, float]], runs: Sequence[Arm], column: str) 
     return out
 
 
-def table(rows: Dict[str, Dict[str, float]], runs: Sequence[Arm]) -> str:
+def table(rows: Dict[str, Dict[str, float]], runs: Sequence[Arm], columns: Sequence[str] = COLUMNS) -> str:
     """A Markdown table: per arm, mean +- sd over seeds, and [paired difference to the control +- sd]."""
-    stats = {c: paired(rows, runs, c) for c in COLUMNS}
+    stats = {c: paired(rows, runs, c) for c in columns}
     keys = list(dict.fromkeys(f"{r.arm}_c{r.cascades}" for r in runs if r.name in rows))
-    lines = ["| arm | seeds | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
+    lines = ["| arm | seeds | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for k in keys:
         cells = []
-        for c in COLUMNS:
+        for c in columns:
             s = stats[c].get(k)
             if not s:
                 cells.append("")
@@ -118,7 +128,7 @@ def table(rows: Dict[str, Dict[str, float]], runs: Sequence[Arm]) -> str:
             if "diff_mean" in s:
                 cell += f" [{s['diff_mean']:+.4g} ± {s['diff_sd']:.2g}]"
             cells.append(cell)
-        lines.append(f"| {k} | {stats[COLUMNS[0]][k]['n']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {k} | {stats[columns[0]][k]['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -133,6 +143,8 @@ def main(argv=None) -> None:
     p.add_argument("--plan", action="store_true", help="print the commands only")
     p.add_argument("--run", action="store_true", help="train every run (each resumes where it stopped)")
     p.add_argument("--report", type=Path, help="benchmark the runs' last.pt at full resolution and write <DIR>/aldk_ablation.{json,md}")
+    p.add_argument("--grid-report", type=Path, help="the quick table from each run's last validation (2 mm grid): "
+                   "<DIR>/aldk_ablation_grid.{json,md}")
     a = p.parse_args(argv)
     runs = plan(a.arms, a.cascades, a.seeds)
     for r in runs:
@@ -140,6 +152,16 @@ def main(argv=None) -> None:
         print(shlex.join(["python"] + cmd[1:]), flush=True)
         if a.run and not a.plan:
             subprocess.run(cmd, cwd=REPO, check=True)
+    if a.grid_report and not a.plan:
+        rows = {r.name: last_validation(REPO / a.runs / r.name) for r in runs
+                if (REPO / a.runs / r.name / "val.csv").exists()}
+        a.grid_report.mkdir(parents=True, exist_ok=True)
+        (a.grid_report / "aldk_ablation_grid.json").write_text(json.dumps(rows, indent=1) + "\n")
+        text = (f"Teacher `{a.teacher}`, {a.steps} steps per run, seeds {a.seeds}; each run's last validation on the "
+                f"2 mm grid (6 Mindboggle pairs); mean ± sd over seeds [paired difference to `{CONTROL}` with the "
+                "same cascades and seed ± sd].\n\n" + table(rows, runs, GRID_COLUMNS))
+        (a.grid_report / "aldk_ablation_grid.md").write_text(text)
+        print(text)
     if a.report and not a.plan:
         from .benchmark_models import VALIDATION_SUBJECTS, evaluate_run
         a.report.mkdir(parents=True, exist_ok=True)
