@@ -155,6 +155,7 @@ def main(argv=None) -> None:
     if a.grid_report and not a.plan:
         rows = {r.name: last_validation(REPO / a.runs / r.name) for r in runs
                 if (REPO / a.runs / r.name / "val.csv").exists()}
+        rows = {k: v for k, v in rows.items() if v.get("step", 0) >= a.steps}  # runs that finished their budget
         a.grid_report.mkdir(parents=True, exist_ok=True)
         (a.grid_report / "aldk_ablation_grid.json").write_text(json.dumps(rows, indent=1) + "\n")
         text = (f"Teacher `{a.teacher}`, {a.steps} steps per run, seeds {a.seeds}; each run's last validation on the "
