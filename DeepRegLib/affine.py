@@ -154,29 +154,11 @@ def affine_register(fixed: sitk.Image, moving: sitk.Image, config: AffineConfig 
     return to_affine(transform)
 
 
-def _metric_value(f: sitk.Image, m: sitk.Image, transform: sitk.Transform, config: AffineConfig,
-                  fixed_mask: Optional[sitk.Image], moving_mask: Optional[sitk.Image]) -> float:
-    """The stage's metric (lower is better) of ``transform`` on ``f``/``m``, every fixed voxel sampled."""
-    reg = sitk.ImageRegistrationMethod()
-    _set_metric(reg, config)
-    reg.SetMetricUseFixedImageGradientFilter(False)  # a value only: no gradient images
-    reg.SetMetricUseMovingImageGradientFilter(False)
-    reg.SetMetricSamplingStrategy(reg.NONE)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetInitialTransform(to_affine(transform), inPlace=False)
-    if fixed_mask is not None:
-        reg.SetMetricFixedMask(_coarse_mask(fixed_mask, f, "fixed"))
-    if moving_mask is not None:
-        reg.SetMetricMovingMask(_coarse_mask(moving_mask, m, "moving"))
-    return float(reg.MetricEvaluate(f, m))
-
-
-def _run_level(f: sitk.Image, m: sitk.Image, initial: sitk.Transform, config: AffineConfig, shrink: tuple,
-               sigmas: tuple, iterations: int, learning_rate: float, sampling: float,
-               fixed_mask: Optional[sitk.Image], moving_mask: Optional[sitk.Image],
-               progress: Optional[Callable[[float], None]], cancel: Optional[Callable[[], bool]],
-               gradient_images: bool = True) -> sitk.Transform:
-    """One ``ImageRegistrationMethod`` run (its own pyramid ``shrink``/``sigmas``) from ``initial``.
+def _metric_method(f: sitk.Image, m: sitk.Image, config: AffineConfig, sampling: float,
+                   fixed_mask: Optional[sitk.Image], moving_mask: Optional[sitk.Image],
+                   gradient_images: bool = True) -> sitk.ImageRegistrationMethod:
+    """An ``ImageRegistrationMethod`` with the stage's metric on ``f``/``m``: its sampling (``>= 1``: every
+    fixed voxel, else that random fraction with the config's seed), linear interpolation and the masks.
     ``gradient_images=False``: image gradients computed at the sampled points only (no gradient filter)."""
     reg = sitk.ImageRegistrationMethod()
     _set_metric(reg, config)
@@ -189,16 +171,35 @@ def _run_level(f: sitk.Image, m: sitk.Image, initial: sitk.Transform, config: Af
         reg.SetMetricSamplingStrategy(reg.RANDOM)
         reg.SetMetricSamplingPercentage(sampling, config.sampling_seed)
     reg.SetInterpolator(sitk.sitkLinear)
+    if fixed_mask is not None:
+        reg.SetMetricFixedMask(_coarse_mask(fixed_mask, f, "fixed"))
+    if moving_mask is not None:
+        reg.SetMetricMovingMask(_coarse_mask(moving_mask, m, "moving"))
+    return reg
+
+
+def _metric_value(f: sitk.Image, m: sitk.Image, transform: sitk.Transform, config: AffineConfig,
+                  fixed_mask: Optional[sitk.Image], moving_mask: Optional[sitk.Image]) -> float:
+    """The stage's metric (lower is better) of ``transform`` on ``f``/``m``, every fixed voxel sampled."""
+    reg = _metric_method(f, m, config, 1.0, fixed_mask, moving_mask, gradient_images=False)  # a value only
+    reg.SetInitialTransform(to_affine(transform), inPlace=False)
+    return float(reg.MetricEvaluate(f, m))
+
+
+def _run_level(f: sitk.Image, m: sitk.Image, initial: sitk.Transform, config: AffineConfig, shrink: tuple,
+               sigmas: tuple, iterations: int, learning_rate: float, sampling: float,
+               fixed_mask: Optional[sitk.Image], moving_mask: Optional[sitk.Image],
+               progress: Optional[Callable[[float], None]], cancel: Optional[Callable[[], bool]],
+               gradient_images: bool = True) -> sitk.Transform:
+    """One ``ImageRegistrationMethod`` run (its own pyramid ``shrink``/``sigmas``) from ``initial``.
+    ``gradient_images``: as :func:`_metric_method`."""
+    reg = _metric_method(f, m, config, sampling, fixed_mask, moving_mask, gradient_images)
     reg.SetOptimizerAsRegularStepGradientDescent(learning_rate, 1e-4, iterations, relaxationFactor=0.7)
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel(list(shrink))
     reg.SetSmoothingSigmasPerLevel(list(sigmas))
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     reg.SetInitialTransform(initial, inPlace=False)
-    if fixed_mask is not None:
-        reg.SetMetricFixedMask(_coarse_mask(fixed_mask, f, "fixed"))
-    if moving_mask is not None:
-        reg.SetMetricMovingMask(_coarse_mask(moving_mask, m, "moving"))
     state = {"cancelled": False, "n": 0}
     levels = len(shrink)
 

@@ -111,6 +111,16 @@ def random_smooth_field(rng: np.random.Generator, shape: Sequence[int], spacing_
     return field / torch.tensor(sp, dtype=torch.float32).view(1, 3, 1, 1, 1)
 
 
+def _warp_image_and_labels(batch: Dict[str, torch.Tensor], key: str, psi: torch.Tensor) -> None:
+    """``batch[key]`` (linear) and ``batch[key + '_labels']`` if present (nearest) resampled through ``id + psi``
+    (``psi`` ``(B, 3, D, H, W)`` voxels), in place, each keeping its dtype."""
+    image = batch[key]
+    batch[key] = warp(image.float(), psi).to(image.dtype)
+    if f"{key}_labels" in batch:
+        labels = batch[f"{key}_labels"]
+        batch[f"{key}_labels"] = warp(labels.float(), psi, mode="nearest").round().to(labels.dtype)
+
+
 def augment_fixed_warp(batch: Dict[str, torch.Tensor], rng: np.random.Generator,
                        params: Sequence[float]) -> Dict[str, torch.Tensor]:
     """``batch`` with ``fixed`` (and ``fixed_labels``) resampled through ``id + psi``, one random smooth
@@ -128,10 +138,7 @@ def augment_fixed_warp(batch: Dict[str, torch.Tensor], rng: np.random.Generator,
     psi = torch.cat([random_smooth_field(rng, shape, spacing, amplitude, control)
                      for _ in range(fixed.shape[0])]).to(fixed.device)
     batch["fixed_unwarped"] = fixed
-    batch["fixed"] = warp(fixed.float(), psi).to(fixed.dtype)
-    if "fixed_labels" in batch:
-        labels = batch["fixed_labels"]
-        batch["fixed_labels"] = warp(labels.float(), psi, mode="nearest").round().to(labels.dtype)
+    _warp_image_and_labels(batch, "fixed", psi)
     batch["fixed_warp"] = psi
     return batch
 
@@ -187,10 +194,7 @@ def augment_free_form(batch: Dict[str, torch.Tensor], rng: np.random.Generator,
     moving = batch["moving"]
     psi = torch.cat([free_form_field(rng, moving.shape[2:], fraction, control)
                      for _ in range(moving.shape[0])]).to(moving.device)
-    batch["moving"] = warp(moving.float(), psi).to(moving.dtype)
-    if "moving_labels" in batch:
-        labels = batch["moving_labels"]
-        batch["moving_labels"] = warp(labels.float(), psi, mode="nearest").round().to(labels.dtype)
+    _warp_image_and_labels(batch, "moving", psi)
     batch["augmented"] = torch.tensor(True)
     return batch
 

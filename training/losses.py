@@ -280,8 +280,8 @@ class CompositeLoss:
     def __call__(self, batch: Dict[str, torch.Tensor], flow: torch.Tensor, flows: Sequence[torch.Tensor],
                  teacher_flow: Optional[torch.Tensor] = None, weights: Optional[Dict[str, float]] = None
                  ) -> Dict[str, torch.Tensor]:
-        w = {"sim": getattr(self.cfg, "similarity_weight", 1.0), "smooth": self.cfg.smooth, "dice": self.cfg.dice, "distill": self.cfg.distill,
-             "known": getattr(self.cfg, "known_flow", 0.0), "det": getattr(self.cfg, "affine_det", 0.0),
+        w = {"sim": getattr(self.cfg, "similarity_weight", 1.0), "smooth": self.cfg.smooth, "dice": self.cfg.dice,
+             "distill": self.cfg.distill, "known": getattr(self.cfg, "known_flow", 0.0), "det": getattr(self.cfg, "affine_det", 0.0),
              "ortho": getattr(self.cfg, "affine_ortho", 0.0)}
         w.update(batch.get("loss_weights") or {})  # the task's own weights (multi-task data, training/continual.py)
         w.update(weights or {})

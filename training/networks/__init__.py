@@ -61,7 +61,8 @@ def build_model(model_cfg) -> RecursiveCascade:
         model = RecursiveCascade(subnets)
         model.affine_index = affine_index
         return model
-    look_up_option(model_cfg.architecture, ARCHITECTURES + sorted(TEACHER_SUBNETS) + [FST_ARCHITECTURE], "architecture")
+    look_up_option(model_cfg.architecture, ARCHITECTURES + sorted(TEACHER_SUBNETS) + [FST_ARCHITECTURE],
+                   "architecture")
     raise AssertionError("unreachable")
 
 
@@ -98,5 +99,5 @@ def load_prefix(path: str, frozen: bool = True) -> RecursiveCascade:
     return net
 
 
-__all__ = ["build_model", "load_prefix", "load_trained", "FlowDiscriminator", "SharedFeatureShiftedTeacher", "VoxelMorphSubnet", "VTN", "VTNAffine",
-           "VTNAffineStem", "VTNDense"]
+__all__ = ["build_model", "load_prefix", "load_trained", "FlowDiscriminator", "SharedFeatureShiftedTeacher",
+           "VoxelMorphSubnet", "VTN", "VTNAffine", "VTNAffineStem", "VTNDense"]

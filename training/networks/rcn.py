@@ -31,16 +31,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from DeepRegLib.models.blocks import ConvAct, small_init
+from DeepRegLib.models.blocks import ConvAct, UpConvAct, small_init
 from DeepRegLib.models.ldr import crop_to, even_sides
-from DeepRegLib.spatial import identity_grid
+
+from .vtn import centred_points
 
 #: the reference's output scaling of the dense flow (``pred0 * 20 * flow_multiplier``)
 FLOW_SCALE = 20.0
-
-
-def _leaky_up(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose3d(cin, cout, 4, 2, 1), nn.LeakyReLU(0.1, inplace=True))
 
 
 class VTNEncoder(nn.Module):
@@ -92,7 +89,7 @@ class VTN(nn.Module):
         self.pred = nn.ModuleList()     # flow prediction at level k (k = 5 .. 2)
         cin = c[5]
         for k in (4, 3, 2, 1, 0):       # 0-based index of the level being decoded
-            self.deconv.append(_leaky_up(cin, c[k]))
+            self.deconv.append(UpConvAct(cin, c[k], act="leaky"))
             self.upflow.append(small_init(nn.ConvTranspose3d(3, 3, 4, 2, 1)))
             cin = c[k] * 2 + 3
             if k > 0:
@@ -136,8 +133,5 @@ class VTNAffineStem(nn.Module):
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
         w, b = self.matrix(fixed, moving)
-        shape = fixed.shape[2:]
-        grid = identity_grid(shape, fixed.device, fixed.dtype)
-        centre = torch.tensor([(s - 1) / 2.0 for s in shape], device=fixed.device, dtype=fixed.dtype)
-        p = (grid - centre.view(1, 3, 1, 1, 1)).flatten(2)  # (1, 3, N)
-        return (w @ p + b.unsqueeze(-1)).view(fixed.shape[0], 3, *shape)
+        p = centred_points(fixed)  # (1, 3, N)
+        return (w @ p + b.unsqueeze(-1)).view(fixed.shape[0], 3, *fixed.shape[2:])

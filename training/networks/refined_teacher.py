@@ -97,12 +97,16 @@ class RefinedTeacherFlows:
         if path.exists():
             return torch.load(path, weights_only=True).float()
         flow = teacher(fixed, moving)[0].detach().cpu().half()
+        self._store(path, flow)
+        return flow.float()
+
+    def _store(self, path: Path, flow: torch.Tensor) -> None:
+        """Write ``flow`` to ``path`` atomically (another run may read the folder at the same time)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{id(self)}")
         torch.save(flow, tmp)
         tmp.replace(path)
         self.computed += 1
-        return flow.float()
 
     def flow(self, key: Tuple[int, bool], fixed: torch.Tensor, moving: torch.Tensor,
              teacher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], spacing: torch.Tensor) -> torch.Tensor:
@@ -120,10 +124,6 @@ class RefinedTeacherFlows:
             with torch.enable_grad():
                 out = refine_flow(fixed.float(), moving.float(), teacher(fixed, moving).float(), sp[0], self.config)
             base = out.flow[0].detach().cpu().half()
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = self._path(pair).with_suffix(f".tmp{id(self)}")
-            torch.save(base, tmp)
-            tmp.replace(self._path(pair))
+            self._store(self._path(pair), base)
             base = base.float()
-            self.computed += 1
         return flip_flow(base, axis) if flipped else base

@@ -16,6 +16,15 @@ from DeepRegLib.spatial import identity_grid
 from DeepRegLib.models.blocks import ConvAct, small_init
 
 
+def centred_points(image: torch.Tensor) -> torch.Tensor:
+    """The voxel coordinates of ``image``'s grid ``(B, C, D, H, W)``, centred on the grid: ``(1, 3, D*H*W)``
+    (channel ``c`` along array axis ``c``), what the affine subnets' matrices act on."""
+    shape = image.shape[2:]
+    grid = identity_grid(shape, image.device, image.dtype)
+    centre = torch.tensor([(s - 1) / 2.0 for s in shape], device=image.device, dtype=image.dtype)
+    return (grid - centre.view(1, 3, 1, 1, 1)).flatten(2)
+
+
 class VTNDense(nn.Module):
     """Dense deformable subnet. Input sides must be multiples of 32."""
 
@@ -80,8 +89,6 @@ class VTNAffine(nn.Module):
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
         theta = self.matrix(fixed, moving)
         shape = fixed.shape[2:]
-        grid = identity_grid(shape, fixed.device, fixed.dtype)
-        centre = torch.tensor([(s - 1) / 2.0 for s in shape], device=fixed.device, dtype=fixed.dtype).view(1, 3, 1, 1, 1)
-        p = (grid - centre).flatten(2)  # (1, 3, N)
+        p = centred_points(fixed)  # (1, 3, N)
         mapped = theta[:, :, :3] @ p + theta[:, :, 3:]
         return (mapped - p).view(fixed.shape[0], 3, *shape)

@@ -50,6 +50,8 @@ class PublishedCRDStrategy(Strategy):
         if not isinstance(self.teacher, SharedFeatureShiftedTeacher):
             raise ValueError(f"strategy 'crd_published': expected a pre-trained FST (architecture 'fst_ldr') as the "
                              f"teacher, got {type(self.teacher).__name__} from {Path(self.cfg.strategy.teacher)}")
+        form = look_up_option(self.cfg.strategy.crd_attention, ("raw", "normalised"), "strategy.crd_attention")
+        self.attention_loss = raw_attention_loss if form == "raw" else attention_loss
 
     def train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         w = self.cfg.loss
@@ -62,8 +64,7 @@ class PublishedCRDStrategy(Strategy):
         if w.attention:
             s = [feats[0][i] for i in STUDENT_LEVELS]
             t = [match_shape(x.float(), y.shape[2:]) for x, y in zip(t_feats[:3], s)]
-            form = look_up_option(self.cfg.strategy.crd_attention, ("raw", "normalised"), "strategy.crd_attention")
-            terms["attention"] = (raw_attention_loss if form == "raw" else attention_loss)(s, t)
+            terms["attention"] = self.attention_loss(s, t)
             terms["total"] = terms["total"] + w.attention * terms["attention"]
         self.optimise(terms["total"])
         return self.scalars(terms)
