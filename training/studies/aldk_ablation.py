@@ -63,14 +63,17 @@ class Arm:
         """The matched no-teacher run: same cascades, same seed (same data order and start)."""
         return Arm(CONTROL, self.cascades, self.seed)
 
-    def command(self, teacher: str, steps: int, runs: Path) -> List[str]:
-        """The one ``python -m training`` command that trains (and resumes) this run."""
+    def command(self, teacher: str, steps: int, runs: Path, extra: Sequence[str] = ()) -> List[str]:
+        """The one ``python -m training`` command that trains (and resumes) this run; ``extra``: more
+        ``KEY=VALUE`` settings for every run (e.g. ``loop.threads=1``, which a resume may change)."""
         argv = [sys.executable, "-m", "training", "run", ARMS[self.arm]]
         if self.arm != CONTROL:
             # the teacher's flows on disk: every teacher arm and seed reads the same ones (computed once)
             argv += ["--set", f"strategy.teacher={teacher}", "--set", "strategy.teacher_store=true"]
         argv += ["--set", f"model.cascades={self.cascades}", "--set", f"loop.seed={self.seed}",
                  "--set", f"loop.steps={steps}", "--set", "loop.minutes=0", "--run-dir", str(runs / self.name)]
+        for setting in extra:
+            argv += ["--set", setting]
         return argv
 
 
@@ -140,6 +143,8 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--steps", type=int, default=1200, help="every arm's budget (the 2-cascade students' 1,200 by default)")
     p.add_argument("--runs", type=Path, default=Path("training/runs/ablation"), help="relative to the repository")
+    p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting added to every run's command (repeatable), e.g. loop.threads=1")
     p.add_argument("--plan", action="store_true", help="print the commands only")
     p.add_argument("--run", action="store_true", help="train every run (each resumes where it stopped)")
     p.add_argument("--report", type=Path, help="benchmark the runs' last.pt at full resolution and write <DIR>/aldk_ablation.{json,md}")
@@ -148,7 +153,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     runs = plan(a.arms, a.cascades, a.seeds)
     for r in runs:
-        cmd = r.command(a.teacher, a.steps, a.runs)
+        cmd = r.command(a.teacher, a.steps, a.runs, a.extra)
         print(shlex.join(["python"] + cmd[1:]), flush=True)
         if a.run and not a.plan:
             subprocess.run(cmd, cwd=REPO, check=True)
