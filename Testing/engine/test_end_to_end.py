@@ -67,7 +67,12 @@ def test_default_model_card_names_teacher_method_licence_and_its_refinement():
     assert distilled.get("teacher") and distilled["training"].get("teacher"), "no distilled student in the lineage"
     assert "distillation" in distilled["training"]["method"] and "Mindboggle" in card["licence"]
     if card.get("settings_from"):
-        assert card["refinement"]["default"] == load_bundle(card["settings_from"]).card["refinement"]["default"]
+        # the inherited default plus every change the card records after it (in order) is the default
+        expected = dict(load_bundle(card["settings_from"]).card["refinement"]["default"])
+        for change in card["refinement"].get("default_changes") or []:
+            assert change["by"].startswith("python benchmarks/"), change
+            expected.update(change["changes"])
+        assert card["refinement"]["default"] == expected
     cfg = card_refinement(card)
     if cfg is not None:
         block = card["refinement"]
