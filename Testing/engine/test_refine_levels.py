@@ -181,6 +181,24 @@ def test_tune_refine_reads_setting_names():
         config_from_name("w10_q3")
 
 
+def test_tune_default_reads_candidates():
+    """benchmarks/tune_default.py candidates: 'card' or KEY=VALUE changes to the card's default refinement, each a
+    RefineConfig field (an unknown field fails before any registration)."""
+    import sys
+    from dataclasses import replace
+    from conftest import REPO
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from tune_default import parse_candidate
+    assert parse_candidate("card") == {}
+    changes = parse_candidate("start_smoothing_mm=2.0,max_steps=4")
+    assert changes == {"start_smoothing_mm": 2.0, "max_steps": 4} and isinstance(changes["max_steps"], int)
+    assert replace(RefineConfig(), **changes).max_steps == 4
+    with pytest.raises(TypeError):
+        replace(RefineConfig(), **parse_candidate("no_such_setting=1"))
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        parse_candidate("max_steps")
+
+
 def test_pyramid_levels_reach_further_than_the_same_fine_steps():
     """12 fine steps of 0.3 mm; the same after coarser control grids (8 and 4 mm; 6 + 6 steps)."""
     assert_levels_reach_further(dict(max_steps=12, learning_rate=0.3, integration_steps=0, smooth_weight=0.1,

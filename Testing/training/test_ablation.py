@@ -28,6 +28,9 @@ def test_every_arm_is_one_command_with_its_matched_control_in_the_plan():
     assert (cfg.model.cascades, cfg.loop.seed, cfg.strategy.teacher) == (3, 1, "training/runs/T")
     assert cfg.strategy.teacher_store is True
     assert "strategy.teacher" not in " ".join(Arm(CONTROL, 2, 0).command("T", 5, Path("r")))
+    # --set KEY=VALUE: added to every run's command after the study's own settings (a resume may change threads)
+    extra = Arm(CONTROL, 2, 0).command("T", 5, Path("r"), ["loop.threads=1"])
+    assert extra[-2:] == ["--set", "loop.threads=1"]
     with pytest.raises(ValueError, match="unknown arms"):
         plan(["aldk"], [2], [0])
 
