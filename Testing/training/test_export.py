@@ -25,14 +25,20 @@ def test_inherited_licence_adds_only_what_is_missing():
 def test_the_default_carries_its_predecessors_inference_settings():
     """ldr_brain_v3 was exported with --settings-from ldr_brain_v2: the same affine stage and default
     refinement, said in the card, and its lineage leads to ldr_brain_v2. Its affine stage later gained a
-    2 mm level, chosen on validation by benchmarks/tune_affine.py, which the card records."""
+    2 mm level, chosen on validation by benchmarks/tune_affine.py, and its default refinement changes chosen by
+    benchmarks (refinement.default_changes), which the card records."""
     v3 = json.loads((REPO / "Resources/models/ldr_brain_v3/card.json").read_text())
     v2 = json.loads((REPO / "Resources/models/ldr_brain_v2/card.json").read_text())
     stage = dict(v3["affine_stage"])
     tuned, fine = stage.pop("tuned"), stage.pop("fine_spacing")
     assert v3["settings_from"] == "ldr_brain_v2" and stage == v2["affine_stage"]
     assert fine == 2.0 and "benchmarks/tune_affine.py" in tuned["by"] and tuned["chosen"] == "fine2"
-    assert v3["refinement"]["default"] == v2["refinement"]["default"] and v3["refinement"]["carried_from"] == "ldr_brain_v2"
+    # the default refinement: v2's plus each change the card records, chosen by a benchmark on validation
+    expected = dict(v2["refinement"]["default"])
+    for change in v3["refinement"]["default_changes"]:
+        assert change["by"].startswith("python benchmarks/") and change["measured"], change
+        expected.update(change["changes"])
+    assert v3["refinement"]["default"] == expected and v3["refinement"]["carried_from"] == "ldr_brain_v2"
     assert v3["training"]["lineage"][-1]["bundle"] == "ldr_brain_v2"
     assert "--settings-from ldr_brain_v2" in v3["training"]["export"]
     assert v3["licence"].count("Mindboggle team") == 1 and "IXI" in v3["licence"]
