@@ -82,11 +82,12 @@ def main(argv=None) -> int:
     card = card_refinement(bundle.card)
     if card is None:
         raise SystemExit(f"{a.model}'s card has no default refinement to tune")
-    configs = {name: replace(card, **parse_candidate(name)) for name in a.candidates}  # bad keys fail here
+    changes = {name: parse_candidate(name) for name in a.candidates}
+    configs = {name: replace(card, **changes[name]) for name in a.candidates}  # bad keys fail here
     command = "python benchmarks/tune_default.py " + " ".join(argv if argv is not None else sys.argv[1:])
     results = {}
     for name, cfg in configs.items():
-        results[name] = {"changes": parse_candidate(name), **known_answer(bundle, refine=cfg),
+        results[name] = {"changes": changes[name], **known_answer(bundle, refine=cfg),
                          **inter_subject(bundle, refine=cfg)}
         print(f"[tune_default] {name}: "
               f"{json.dumps({k: round(v, 4) for k, v in results[name].items() if isinstance(v, float)})}", flush=True)
@@ -98,11 +99,11 @@ def main(argv=None) -> int:
     print(text)
     if a.update_card:
         block = dict(bundle.card.get("refinement") or {})
-        block["default"] = {**block["default"], **parse_candidate(a.update_card)}  # the card's keys and the changes
+        block["default"] = {**block["default"], **changes[a.update_card]}  # the card's keys and the changes
         # each change to the default after the card was written, in order: the card's inherited default (its
         # settings_from's) plus these changes is its default (Testing/engine/test_end_to_end.py checks it)
         block["default_changes"] = list(block.get("default_changes") or []) + [{
-            "changes": parse_candidate(a.update_card), "by": command, "measured": results,
+            "changes": changes[a.update_card], "by": command, "measured": results,
             "what": "known-answer medians (mm), inter-subject Dice and seconds of the default call on validation, "
                     "one candidate per refinement.default"}]
         update_card(bundle, {"refinement": block})

@@ -152,14 +152,11 @@ def test_register_takes_a_loaded_bundle_without_reading_it_again(brain, monkeypa
 
 
 def _two_mm(image: sitk.Image) -> torch.Tensor:
-    """``image`` resampled (linear) onto a 2 mm grid over its extent, scaled by its 99th percentile:
+    """``image`` on the default model's 2 mm network grid (the engine's :func:`network_grid` and
+    :func:`resample_to_grid`, linear without anti-aliasing: a sharp image), scaled by its 99th percentile:
     ``(1, 1, z, y, x)``."""
-    size = [int(n * s / 2.0) for n, s in zip(image.GetSize(), image.GetSpacing())]
-    ref = sitk.Image(size, sitk.sitkFloat32)
-    ref.SetSpacing((2.0, 2.0, 2.0))
-    ref.SetOrigin(image.GetOrigin())
-    ref.SetDirection(image.GetDirection())
-    a = sitk.GetArrayFromImage(sitk.Resample(image, ref, sitk.Transform(), sitk.sitkLinear, 0.0))
+    from DeepRegLib.preprocess import network_grid, resample_to_grid
+    a = resample_to_grid(image, network_grid(image, 2.0, (80, 96, 80)), antialias=False)
     return torch.from_numpy(a / np.percentile(a, 99)).float()[None, None]
 
 
