@@ -16,8 +16,10 @@ command and these measurements (``affine_stage.tuned``).
 from __future__ import annotations
 
 import argparse
+import ast
 import itertools
 import json
+import re
 import statistics
 import sys
 from dataclasses import replace
@@ -42,6 +44,21 @@ from DeepRegLib.metrics import dice_summary  # noqa: E402
 
 #: candidate name -> changes to the card's affine stage
 CANDIDATES = {"card": {}, "fine2": {"fine_spacing": 2.0}, "fine2_s10": {"fine_spacing": 2.0, "fine_sampling_fraction": 0.1}}
+
+
+def parse_candidate(name: str, named: Optional[dict] = None) -> dict:
+    """A candidate's changes to the card's settings: a name in ``named`` (``'card'`` -> {}), or
+    ``'a=1,b=(2, 1)'`` -> {'a': 1, 'b': (2, 1)} (values as Python literals)."""
+    named = {"card": {}} if named is None else named
+    if name in named:
+        return dict(named[name])
+    changes = {}
+    for part in re.split(r",(?![^()]*\))", name):  # commas inside a tuple's parentheses belong to its value
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"expected one of {sorted(named)} or KEY=VALUE[,KEY=VALUE...], got {name!r}")
+        changes[key.strip()] = ast.literal_eval(value.strip())
+    return changes
 
 
 def known_answer(bundle, acfg: Optional[AffineConfig] = None, n_ixi: int = 2, **call) -> dict:
@@ -87,7 +104,8 @@ def inter_subject(bundle, acfg: Optional[AffineConfig] = None, **call) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--candidates", nargs="+", default=["card", "fine2"], choices=sorted(CANDIDATES))
+    ap.add_argument("--candidates", nargs="+", default=["card", "fine2"],
+                    help=f"names ({', '.join(sorted(CANDIDATES))}) or KEY=VALUE[,KEY=VALUE...] changes to the card's stage")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "tune_affine")
     ap.add_argument("--update-card", metavar="NAME", default=None, help="write this candidate into the card")
@@ -97,10 +115,13 @@ def main(argv=None) -> int:
     bundle = load_bundle(a.model)
     card = AffineConfig.from_card(bundle.card.get("affine_stage"))
     command = "python benchmarks/tune_affine.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    changes = {name: parse_candidate(name, CANDIDATES) for name in a.candidates}
+    if a.update_card and a.update_card not in changes:
+        raise SystemExit(f"--update-card: expected one of the candidates {a.candidates}, got {a.update_card!r}")
     results = {}
     for name in a.candidates:
-        acfg = replace(card, **CANDIDATES[name])
-        results[name] = {"settings": CANDIDATES[name], **known_answer(bundle, acfg), **inter_subject(bundle, acfg)}
+        acfg = replace(card, **changes[name])
+        results[name] = {"settings": changes[name], **known_answer(bundle, acfg), **inter_subject(bundle, acfg)}
         print(f"[tune_affine] {name}: {json.dumps({k: round(v, 4) for k, v in results[name].items() if isinstance(v, float)})}",
               flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +141,7 @@ def main(argv=None) -> int:
     if a.update_card:
         chosen = results[a.update_card]
         stage = dict(bundle.card.get("affine_stage") or {})
-        stage.update(CANDIDATES[a.update_card])
+        stage.update(changes[a.update_card])
         stage["tuned"] = {"by": command, "chosen": a.update_card, "measured": results,
                           "what": "known-answer medians (mm) and inter-subject Dice of the default call on validation"}
         update_card(bundle, {"affine_stage": stage})

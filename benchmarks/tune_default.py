@@ -18,7 +18,6 @@ measurements (appended to ``refinement.default_changes``). Measurements are from
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 from dataclasses import replace
@@ -31,24 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from tune_affine import inter_subject, known_answer  # noqa: E402
+from tune_affine import inter_subject, known_answer, parse_candidate  # noqa: E402
 
 from DeepRegLib.bundles import DEFAULT_MODEL, card_refinement, load_bundle, update_card  # noqa: E402
 
 KINDS = ["identical", "rigid", "deformed-2", "deformed-5", "deformed-8"]
-
-
-def parse_candidate(name: str) -> dict:
-    """``'card'`` -> {}; ``'a=1,b=2.0'`` -> {'a': 1, 'b': 2.0} (values as Python literals)."""
-    if name == "card":
-        return {}
-    changes = {}
-    for part in name.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"expected KEY=VALUE[,KEY=VALUE...] or 'card', got {name!r}")
-        changes[key.strip()] = ast.literal_eval(value.strip())
-    return changes
 
 
 def markdown(model: str, command: str, results: dict) -> str:

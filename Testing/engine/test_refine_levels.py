@@ -197,6 +197,11 @@ def test_tune_default_reads_candidates():
         replace(RefineConfig(), **parse_candidate("no_such_setting=1"))
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         parse_candidate("max_steps")
+    # tune_affine's candidates: its named ones, or changes whose values may be tuples (commas inside them)
+    from tune_affine import CANDIDATES
+    assert parse_candidate("fine2", CANDIDATES) == {"fine_spacing": 2.0}
+    assert parse_candidate("shrink_levels=(2, 1),smoothing_sigmas=(1.0,),fine_iterations=40", CANDIDATES) == {
+        "shrink_levels": (2, 1), "smoothing_sigmas": (1.0,), "fine_iterations": 40}
 
 
 def test_pyramid_levels_reach_further_than_the_same_fine_steps():
