@@ -108,6 +108,23 @@ def test_identity_start_chooses_the_better_start():
     assert float(out.flow.abs().max()) <= 0.05
 
 
+def test_identity_start_without_steps_returns_the_affine_stage_alone():
+    """``identity_refines=False``: when no deformation wins the start, it is the result, exactly zero and with no
+    step; when the network's flow wins, the steps run as before."""
+    img = _blobs()
+    wrong = torch.zeros(1, 3, 24, 24, 24)
+    wrong[:, 1] = 2.0
+    cfg = RefineConfig(max_steps=3, identity_refines=False, **EXACT_NCC)
+    out = refine_flow(img, img, wrong, 2.0, cfg)
+    assert out.started_from_identity and out.steps == 0 and not out.stalled
+    assert "no refinement step" in out.start_note and float(out.flow.abs().max()) == 0.0
+    shifted = torch.roll(img, shifts=1, dims=3)  # moving(p) = img(p - 1 voxel along y): the flow is +1 voxel
+    good = torch.zeros(1, 3, 24, 24, 24)
+    good[:, 1] = 1.0
+    kept = refine_flow(img, shifted, good, 2.0, cfg)
+    assert not kept.started_from_identity and kept.steps >= 1
+
+
 def test_cli_rigid_mode_writes_a_linear_transform(tmp_path, brain):
     """``deepreg register --mode rigid``: a linear transform (orthonormal matrix), --refine refused."""
     from DeepRegLib.cli import main
