@@ -45,11 +45,12 @@ MODES = {"Deformable": ("deformable", None), "Deformable + refine": ("deformable
          "Affine only": ("affine", False), "Rigid only": ("rigid", False)}
 DEVICES = ("Auto", "CPU", "GPU")  # "GPU" is shown only when torch sees one (see DeepRegWidget._syncDevices)
 #: The model used when none is chosen: DeepRegLib.DEFAULT_MODEL (a test keeps the two equal).
-DEFAULT_MODEL = "ldr_brain_v3"
+DEFAULT_MODEL = "ldr_brain_v4"
 #: Names a radiologist reads in the model list (in this order, the default first); other models show their ID.
 MODEL_LABELS = {
-    "ldr_brain_v3": "Brain MRI (default)",
-    "ldr_brain_v2": "Brain MRI, previous version",
+    "ldr_brain_v4": "Brain MRI (default)",
+    "ldr_brain_v3": "Brain MRI, previous version",
+    "ldr_brain_v2": "Brain MRI, version 2",
     "crd_lowres_brain": "Brain MRI, low resolution (fastest)",
     "ldr_brain_v1": "Brain MRI, first version",
     "universal": "Universal model: brain MRI",

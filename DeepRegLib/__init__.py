@@ -7,4 +7,4 @@ transforms map fixed points to moving points (resampling convention).
 __version__ = "0.1.0"
 
 #: the bundled model used when none is named (kept here so that importing it needs no torch)
-DEFAULT_MODEL = "ldr_brain_v3"
+DEFAULT_MODEL = "ldr_brain_v4"

@@ -260,8 +260,8 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
             start_note = (f"refinement starts from the affine stage alone: it matches better than the network's "
                           f"deformation (loss {at_identity:.4f} vs {at_network:.4f}); {config.optimizer} steps")
             if not config.identity_refines:
-                start_note = (f"the affine stage alone is the result: it matches better than the network's deformation "
-                              f"(loss {at_identity:.4f} vs {at_network:.4f}); no refinement step")
+                start_note = (f"refinement starts from the affine stage alone and keeps it: it matches better than the "
+                              f"network's deformation (loss {at_identity:.4f} vs {at_network:.4f}); no refinement step")
                 return RefineOutcome(flow, 0, [at_identity], False, time.perf_counter() - t0, True, False, start_note)
     total_steps = config.coarse_steps + sum(n for _, n, _ in config.pyramid) + config.max_steps
     losses: List[float] = []

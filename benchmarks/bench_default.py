@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_register import SHARED, VALIDATION, cli_run, subject  # noqa: E402
-from DeepRegLib.bundles import DEFAULT_MODEL, load_bundle  # noqa: E402
+from DeepRegLib.bundles import DEFAULT_MODEL, load_bundle, update_card  # noqa: E402
 from DeepRegLib.inference import register  # noqa: E402
 from DeepRegLib.bundles import card_refinement  # noqa: E402
 
@@ -43,6 +43,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--update-card", action="store_true",
+                    help="write the first model's medians and the ratio to the last into its card (speed.default_call)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(a.threads)
@@ -102,6 +104,21 @@ def main(argv=None) -> dict:
            f"CLI {ratio['cli_wall_s_median']:.2f}x.", ""]
     (a.out / "bench_default.md").write_text("\n".join(md))
     print("\n".join(md))
+    if a.update_card:
+        bundle = load_bundle(test)
+        speed = dict(bundle.card.get("speed") or {})
+        speed["default_call"] = {
+            "by": "python benchmarks/bench_default.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "threads": a.threads, "loadavg_1min": [min(load), max(load)],
+            **{k: t[k] for k in ("register_s_median", "register_cpu_s_median", "refine_s_median", "cli_wall_s_median",
+                                 "cli_peak_rss_mb_max")},
+            "baseline": {"model": base, "register_s_median": b["register_s_median"],
+                         "cli_wall_s_median": b["cli_wall_s_median"]},
+            "ratio_register": ratio["register_s_median"],
+            "what": "the default call (the card's refinement included), in process and as the CLI, interleaved with "
+                    "the baseline model in one run (medians over pairs and rounds)"}
+        update_card(bundle, {"speed": speed})
+        print(f"[bench_default] {test}: speed.default_call written")
     return summary
 
 

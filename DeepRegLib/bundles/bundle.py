@@ -160,6 +160,12 @@ class ModelBundle:
             lines.append("speed: " + ", ".join(parts) + (f" (median, {thr} CPU threads)" if thr else " (median)"))
         else:
             lines.append("speed: not measured")
+        call = speed.get("default_call")  # benchmarks/bench_default.py --update-card
+        if call:
+            base = call.get("baseline") or {}
+            lines.append(f"default call: register() {call['register_s_median']:.2f} s, CLI {call['cli_wall_s_median']:.1f} s "
+                         f"(median, {call.get('threads')} CPU threads; {base.get('model')} "
+                         f"{base.get('register_s_median', float('nan')):.2f} s in the same run)")
         lines.append(self.refinement_line())
         precision = self.precision_line()
         if precision:

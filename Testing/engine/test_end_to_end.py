@@ -60,11 +60,13 @@ def test_default_model_card_names_teacher_method_licence_and_its_refinement():
     from DeepRegLib.bundles import card_refinement
     from DeepRegLib.refine import RefineConfig
     card = load_bundle(DEFAULT_MODEL).card
-    distilled = card
-    for step in card["training"].get("lineage") or []:
-        if not distilled.get("teacher") and "bundle" in step:
-            distilled = load_bundle(step["bundle"]).card
-    assert distilled.get("teacher") and distilled["training"].get("teacher"), "no distilled student in the lineage"
+    distilled, seen = card, []
+    while not distilled.get("teacher"):  # back through each card's lineage to the bundle it started from
+        bundles = [step["bundle"] for step in distilled["training"].get("lineage") or [] if "bundle" in step]
+        assert bundles and bundles[-1] not in seen, f"no distilled student in the lineage {seen}"
+        seen.append(bundles[-1])
+        distilled = load_bundle(bundles[-1]).card
+    assert distilled["training"].get("teacher"), "no distilled student in the lineage"
     assert "distillation" in distilled["training"]["method"] and "Mindboggle" in card["licence"]
     if card.get("settings_from"):
         # the inherited default plus every change the card records after it (in order) is the default

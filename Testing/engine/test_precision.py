@@ -153,6 +153,10 @@ def test_models_listing_states_precision_from_the_card():
     assert "identical 0.00" in line and "rigid 0.14 (SyN 0.15)" in line
     b.card = {k: v for k, v in b.card.items() if k != "precision"}
     assert b.precision_line() == "" and not any(x.startswith("precision") for x in b.details())
+    # the default call's speed beside its baseline (benchmarks/bench_default.py --update-card)
+    b.card = dict(b.card, speed={"default_call": {"register_s_median": 0.85, "cli_wall_s_median": 2.4, "threads": 2,
+                                                  "baseline": {"model": "ldr_brain_v1", "register_s_median": 0.25}}})
+    assert "default call: register() 0.85 s, CLI 2.4 s (median, 2 CPU threads; ldr_brain_v1 0.25 s" in "\n".join(b.details())
 
 
 def test_register_takes_a_loaded_bundle_without_reading_it_again(brain, monkeypatch):

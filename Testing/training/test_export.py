@@ -42,3 +42,22 @@ def test_the_default_carries_its_predecessors_inference_settings():
     assert v3["training"]["lineage"][-1]["bundle"] == "ldr_brain_v2"
     assert "--settings-from ldr_brain_v2" in v3["training"]["export"]
     assert v3["licence"].count("Mindboggle team") == 1 and "IXI" in v3["licence"]
+
+
+def test_the_default_v4_is_v3_trained_on_larger_known_deformations():
+    """ldr_brain_v4 (the default since 2026-12-04) was exported from the ldr_precise_wide run with
+    --settings-from ldr_brain_v3: v3's affine stage, v3's default refinement plus the changes its own card
+    records (each chosen by a benchmark on validation), weights initialised from v3, and known deformations
+    up to a 9 mm velocity std in its training config."""
+    v4 = json.loads((REPO / "Resources/models/ldr_brain_v4/card.json").read_text())
+    v3 = json.loads((REPO / "Resources/models/ldr_brain_v3/card.json").read_text())
+    assert v4["settings_from"] == "ldr_brain_v3" and v4["affine_stage"] == v3["affine_stage"]
+    expected = dict(v3["refinement"]["default"])
+    for change in v4["refinement"]["default_changes"]:
+        assert change["by"].startswith("python benchmarks/") and change["measured"], change
+        expected.update(change["changes"])
+    assert v4["refinement"]["default"] == expected and v4["refinement"]["carried_from"] == "ldr_brain_v3"
+    assert v4["training"]["lineage"][0]["bundle"] == "ldr_brain_v3"
+    config = v4["training"]["config"]
+    assert config["name"] == "ldr_precise_wide" and config["data"]["same_subject_params"] == {"max_amplitude_mm": 9.0}
+    assert v4["licence"].count("Mindboggle team") == 1 and "IXI" in v4["licence"]
