@@ -19,7 +19,6 @@ import argparse
 import ast
 import itertools
 import json
-import re
 import statistics
 import sys
 from dataclasses import replace
@@ -46,6 +45,17 @@ from DeepRegLib.metrics import dice_summary  # noqa: E402
 CANDIDATES = {"card": {}, "fine2": {"fine_spacing": 2.0}, "fine2_s10": {"fine_spacing": 2.0, "fine_sampling_fraction": 0.1}}
 
 
+def _top_level_parts(text: str) -> list:
+    """``text`` split at the commas outside any parentheses or brackets (those inside belong to a value)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch in "([") - (ch in ")]")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]
+
+
 def parse_candidate(name: str, named: Optional[dict] = None) -> dict:
     """A candidate's changes to the card's settings: a name in ``named`` (``'card'`` -> {}), or
     ``'a=1,b=(2, 1)'`` -> {'a': 1, 'b': (2, 1)} (values as Python literals)."""
@@ -53,7 +63,7 @@ def parse_candidate(name: str, named: Optional[dict] = None) -> dict:
     if name in named:
         return dict(named[name])
     changes = {}
-    for part in re.split(r",(?![^()]*\))", name):  # commas inside a tuple's parentheses belong to its value
+    for part in _top_level_parts(name):
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
             raise SystemExit(f"expected one of {sorted(named)} or KEY=VALUE[,KEY=VALUE...], got {name!r}")

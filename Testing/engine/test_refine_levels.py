@@ -202,6 +202,8 @@ def test_tune_default_reads_candidates():
     assert parse_candidate("fine2", CANDIDATES) == {"fine_spacing": 2.0}
     assert parse_candidate("shrink_levels=(2, 1),smoothing_sigmas=(1.0,),fine_iterations=40", CANDIDATES) == {
         "shrink_levels": (2, 1), "smoothing_sigmas": (1.0,), "fine_iterations": 40}
+    assert parse_candidate("pyramid=((4, 15, 0.5), (2, 15, 0.3)),max_steps=30") == {
+        "pyramid": ((4, 15, 0.5), (2, 15, 0.3)), "max_steps": 30}
 
 
 def test_pyramid_levels_reach_further_than_the_same_fine_steps():
