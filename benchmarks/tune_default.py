@@ -11,6 +11,8 @@ Each candidate is the card's ``refinement.default`` with some fields changed (``
 
 ``--update-card NAME`` writes candidate NAME into the card's ``refinement.default`` with the command and these
 measurements (appended to ``refinement.default_changes``). Measurements are from ``tune_affine.py``'s functions.
+``--full``: the same for the card's full refinement (``refinement.full``, what ``--refine`` runs; changes
+appended to ``refinement.full_changes``).
 
     python benchmarks/tune_default.py --model ldr_brain_v3 --threads 1 \\
         --candidates card start_smoothing_mm=2.0,max_steps=4 --out benchmarks/results/tune_default
@@ -32,13 +34,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from tune_affine import inter_subject, known_answer, parse_candidate  # noqa: E402
 
-from DeepRegLib.bundles import DEFAULT_MODEL, card_refinement, load_bundle, update_card  # noqa: E402
+from DeepRegLib.bundles import (DEFAULT_MODEL, card_full_refinement, card_refinement, load_bundle,  # noqa: E402
+                                update_card)
 
 KINDS = ["identical", "rigid", "deformed-2", "deformed-5", "deformed-8"]
 
 
-def markdown(model: str, command: str, results: dict) -> str:
-    lines = [f"# Default refinement of `{model}` on validation", "", f"`{command}`", "",
+def markdown(model: str, command: str, results: dict, which: str = "default") -> str:
+    lines = [f"# {which.capitalize()} refinement of `{model}` on validation", "", f"`{command}`", "",
              "| candidate | " + " | ".join(f"{k} (mm)" for k in KINDS)
              + " | identical max (mm) | Dice sub / cort | refine s | register s |",
              "|---|" + "---|" * (len(KINDS) + 4)]
@@ -59,15 +62,18 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "tune_default")
     ap.add_argument("--update-card", metavar="NAME", default=None, help="write this candidate into the card")
+    ap.add_argument("--full", action="store_true", help="tune the card's full refinement (refinement.full, what "
+                    "--refine runs) instead of its default one; the candidates change that config")
     a = ap.parse_args(argv)
     if a.update_card is not None and a.update_card not in a.candidates:
         ap.error(f"--update-card expects one of the candidates {a.candidates}, got {a.update_card!r}")
     torch.set_num_threads(a.threads)
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(a.threads)
     bundle = load_bundle(a.model)
-    card = card_refinement(bundle.card)
+    which = "full" if a.full else "default"
+    card = (card_full_refinement if a.full else card_refinement)(bundle.card)
     if card is None:
-        raise SystemExit(f"{a.model}'s card has no default refinement to tune")
+        raise SystemExit(f"{a.model}'s card has no {which} refinement to tune")
     changes = {name: parse_candidate(name) for name in a.candidates}
     configs = {name: replace(card, **changes[name]) for name in a.candidates}  # bad keys fail here
     command = "python benchmarks/tune_default.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -80,20 +86,20 @@ def main(argv=None) -> int:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps({"model": a.model, "command": command, "results": results},
                                                      indent=1))
-    text = markdown(a.model, command, results)
+    text = markdown(a.model, command, results, which)
     a.out.with_suffix(".md").write_text(text)
     print(text)
     if a.update_card:
         block = dict(bundle.card.get("refinement") or {})
-        block["default"] = {**block["default"], **changes[a.update_card]}  # the card's keys and the changes
-        # each change to the default after the card was written, in order: the card's inherited default (its
-        # settings_from's) plus these changes is its default (Testing/engine/test_end_to_end.py checks it)
-        block["default_changes"] = list(block.get("default_changes") or []) + [{
+        block[which] = {**block[which], **changes[a.update_card]}  # the card's keys and the changes
+        # each change after the card was written, in order: the card's inherited setting (its settings_from's)
+        # plus these changes is its setting (Testing/engine/test_end_to_end.py checks the default's)
+        block[f"{which}_changes"] = list(block.get(f"{which}_changes") or []) + [{
             "changes": changes[a.update_card], "by": command, "measured": results,
-            "what": "known-answer medians (mm), inter-subject Dice and seconds of the default call on validation, "
-                    "one candidate per refinement.default"}]
+            "what": f"known-answer medians (mm), inter-subject Dice and seconds on validation, one candidate per "
+                    f"refinement.{which}"}]
         update_card(bundle, {"refinement": block})
-        print(f"[tune_default] {a.model}: refinement.default {a.update_card} written")
+        print(f"[tune_default] {a.model}: refinement.{which} {a.update_card} written")
     return 0
 
 
