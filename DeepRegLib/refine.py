@@ -254,15 +254,14 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
                                                     bindings)
         if at_identity < at_network:  # strictly: a zero network flow (affine only) is not a new start
             flow, from_identity = zero, True
+            why = f"it matches better than the network's deformation (loss {at_identity:.4f} vs {at_network:.4f})"
+            if not config.identity_refines:
+                start_note = f"refinement starts from the affine stage alone and keeps it: {why}; no refinement step"
+                return RefineOutcome(flow, 0, [at_identity], False, time.perf_counter() - t0, True, False, start_note)
             fixed, moving = compared[:2]  # an unchanged anatomy: refined on the images it was chosen on
             first_start = moving
             config = replace(config, optimizer=config.identity_optimizer)
-            start_note = (f"refinement starts from the affine stage alone: it matches better than the network's "
-                          f"deformation (loss {at_identity:.4f} vs {at_network:.4f}); {config.optimizer} steps")
-            if not config.identity_refines:
-                start_note = (f"refinement starts from the affine stage alone and keeps it: it matches better than the "
-                              f"network's deformation (loss {at_identity:.4f} vs {at_network:.4f}); no refinement step")
-                return RefineOutcome(flow, 0, [at_identity], False, time.perf_counter() - t0, True, False, start_note)
+            start_note = f"refinement starts from the affine stage alone: {why}; {config.optimizer} steps"
     total_steps = config.coarse_steps + sum(n for _, n, _ in config.pyramid) + config.max_steps
     losses: List[float] = []
     report = None if progress is None else (lambda done: progress(done / total_steps))

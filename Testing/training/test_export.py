@@ -22,6 +22,16 @@ def test_inherited_licence_adds_only_what_is_missing():
     assert added.startswith("IXI images: CC BY-SA 3.0; weights initialised from " + v2) and added.count(own.split(";")[0]) == 1
 
 
+def _inherited_plus_changes(card: dict, predecessor: dict) -> dict:
+    """The default refinement ``card`` should have: ``predecessor``'s plus each change ``card`` records
+    (``refinement.default_changes``, in order), each written by a benchmark with its measurements."""
+    expected = dict(predecessor["refinement"]["default"])
+    for change in card["refinement"]["default_changes"]:
+        assert change["by"].startswith("python benchmarks/") and change["measured"], change
+        expected.update(change["changes"])
+    return expected
+
+
 def test_the_default_carries_its_predecessors_inference_settings():
     """ldr_brain_v3 was exported with --settings-from ldr_brain_v2: the same affine stage and default
     refinement, said in the card, and its lineage leads to ldr_brain_v2. Its affine stage later gained a
@@ -34,11 +44,8 @@ def test_the_default_carries_its_predecessors_inference_settings():
     assert v3["settings_from"] == "ldr_brain_v2" and stage == v2["affine_stage"]
     assert fine == 2.0 and "benchmarks/tune_affine.py" in tuned["by"] and tuned["chosen"] == "fine2"
     # the default refinement: v2's plus each change the card records, chosen by a benchmark on validation
-    expected = dict(v2["refinement"]["default"])
-    for change in v3["refinement"]["default_changes"]:
-        assert change["by"].startswith("python benchmarks/") and change["measured"], change
-        expected.update(change["changes"])
-    assert v3["refinement"]["default"] == expected and v3["refinement"]["carried_from"] == "ldr_brain_v2"
+    assert v3["refinement"]["default"] == _inherited_plus_changes(v3, v2)
+    assert v3["refinement"]["carried_from"] == "ldr_brain_v2"
     assert v3["training"]["lineage"][-1]["bundle"] == "ldr_brain_v2"
     assert "--settings-from ldr_brain_v2" in v3["training"]["export"]
     assert v3["licence"].count("Mindboggle team") == 1 and "IXI" in v3["licence"]
@@ -52,11 +59,8 @@ def test_the_default_v4_is_v3_trained_on_larger_known_deformations():
     v4 = json.loads((REPO / "Resources/models/ldr_brain_v4/card.json").read_text())
     v3 = json.loads((REPO / "Resources/models/ldr_brain_v3/card.json").read_text())
     assert v4["settings_from"] == "ldr_brain_v3" and v4["affine_stage"] == v3["affine_stage"]
-    expected = dict(v3["refinement"]["default"])
-    for change in v4["refinement"]["default_changes"]:
-        assert change["by"].startswith("python benchmarks/") and change["measured"], change
-        expected.update(change["changes"])
-    assert v4["refinement"]["default"] == expected and v4["refinement"]["carried_from"] == "ldr_brain_v3"
+    assert v4["refinement"]["default"] == _inherited_plus_changes(v4, v3)
+    assert v4["refinement"]["carried_from"] == "ldr_brain_v3"
     assert v4["training"]["lineage"][0]["bundle"] == "ldr_brain_v3"
     config = v4["training"]["config"]
     assert config["name"] == "ldr_precise_wide" and config["data"]["same_subject_params"] == {"max_amplitude_mm": 9.0}
