@@ -41,6 +41,14 @@ class Grid:
         img.SetSpacing(tuple(float(s) for s in self.spacing))
         return img
 
+    def refined(self, factor: int = 2) -> "Grid":
+        """The same lattice ``factor`` times finer, corner-aligned: the same origin, ``spacing / factor`` and
+        ``factor * (n - 1) + 1`` voxels per axis, so that voxel ``factor * i`` is this grid's voxel ``i``."""
+        if int(factor) != factor or factor < 1:
+            raise ValueError(f"expected an integer refinement factor >= 1, got {factor}")
+        return Grid(origin=self.origin, spacing=tuple(s / factor for s in self.spacing),
+                    size=tuple(int(factor) * (n - 1) + 1 for n in self.size))
+
     def physical_points(self) -> np.ndarray:
         """LPS coordinates (mm) of every voxel, array ``(z, y, x, 3)`` with components (x, y, z)."""
         axes = [self.origin[a] + self.spacing[a] * np.arange(self.size[a]) for a in range(3)]

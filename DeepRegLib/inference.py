@@ -23,8 +23,8 @@ from .bundles.preflight import as_warning, preflight as run_preflight
 from .errors import Cancelled, InputError
 from .grid import Grid
 from .imageio import ImageLike, as_image
-from .pipeline import prepare_pair
-from .refine import RefineConfig, refine_flow
+from .pipeline import finer_than_grid, prepare_fine, prepare_pair
+from .refine import FinePair, RefineConfig, refine_flow
 from .names import look_up_option
 
 __all__ = ["register", "RegistrationResult", "RefineConfig", "Cancelled", "resolve_device", "MODES", "load_network"]
@@ -300,7 +300,16 @@ def register(fixed: ImageLike, moving: ImageLike, model: Union[None, str, ModelB
         _polled(cancel, "before refinement")
         report("refine")
         t2 = time.perf_counter()
-        out = _refine(prep, flow, used, rcfg, lambda x: report("refine", x), cancel)
+        fine = None
+        if rcfg.fine_steps:
+            if finer_than_grid(prep, f_img, m_img):
+                fine = _fine_pair(f_img, m_img, prep, bundle.input_spec, f_mask, m_mask)
+                note(f"refinement: a last level of {rcfg.fine_steps} steps at {fine.spacing:g} mm")
+            else:
+                note(f"refinement: no level finer than the grid ({prep.grid.spacing[0]:g} mm): the images' voxels "
+                     f"({min(f_img.GetSpacing()):g} / {min(m_img.GetSpacing()):g} mm) are no finer")
+        out = _refine(prep, flow, used, rcfg, lambda x: report("refine", x), cancel,
+                      None if fine is None else fine.pair)
         timings["refine"] = time.perf_counter() - t2
         if out.start_note:
             note(out.start_note)
@@ -353,8 +362,25 @@ def resolve_refinement(refine: Union[None, bool, RefineConfig], bundle: ModelBun
     raise InputError(f"refine must be None, True, False or a RefineConfig, not {type(refine).__name__}")
 
 
-def _refine(prep, flow: torch.Tensor, device: str, config: RefineConfig, progress, cancel):
+def _tensor(array: Optional[np.ndarray]) -> Optional[torch.Tensor]:
+    return None if array is None else torch.from_numpy(array)[None, None]
+
+
+@dataclass
+class _Fine:
+    spacing: float
+    pair: FinePair
+
+
+def _fine_pair(f_img: sitk.Image, m_img: sitk.Image, prep, spec, f_mask, m_mask) -> _Fine:
+    grid, *arrays = prepare_fine(f_img, m_img, prep, spec, f_mask, m_mask)
+    return _Fine(float(grid.spacing[0]), FinePair(*(_tensor(a) for a in arrays)))
+
+
+def _refine(prep, flow: torch.Tensor, device: str, config: RefineConfig, progress, cancel,
+            fine: Optional[FinePair] = None):
     def t(a):
-        return None if a is None else torch.from_numpy(a)[None, None].to(device)
+        return None if a is None else _tensor(a).to(device)
     return refine_flow(t(prep.fixed), t(prep.moving), flow.to(device), float(prep.grid.spacing[0]), config,
-                       mask=t(prep.fixed_mask), moving_mask=t(prep.moving_mask), progress=progress, cancel=cancel)
+                       mask=t(prep.fixed_mask), moving_mask=t(prep.moving_mask), progress=progress, cancel=cancel,
+                       fine=None if fine is None else fine.to(device))

@@ -17,6 +17,11 @@ With ``integration_steps=0`` the velocity is used as a displacement (no squaring
 per step and no longer diffeomorphic by construction, which is how a model card's few-step
 default refinement runs (see :func:`card_refinement`; its folding is measured, not assumed).
 
+With ``fine_steps`` a last level computes the similarity on the pair sampled at half the grid's spacing
+(``fine``: a :class:`FinePair`, 1 mm for the 2 mm brain grid, from the images as they are) while its velocity
+stays on the grid's own voxels: the grid's 2 mm samples cannot show the sub-voxel misalignment that a 1 mm
+image still has, and the result stays a field on the network's grid.
+
 Tensor conventions are those of :mod:`DeepRegLib.spatial`: ``(B, C, z, y, x)``, flows in voxels.
 """
 from __future__ import annotations
@@ -31,7 +36,7 @@ import torch.nn.functional as F
 from .errors import InputError
 from .similarity import SIMILARITIES, Similarity
 from .models.lowres import downsample, upsample_flow
-from .spatial import compose, gaussian_smooth, integrate_velocity, warp
+from .spatial import compose, gaussian_smooth, integrate_velocity, resize_flow, warp
 from .names import look_up_option
 
 
@@ -83,6 +88,9 @@ class RefineConfig:
     # result (the affine stage alone, no step taken). A few steps on a 2 mm grid cannot resolve the ~0.1 mm a
     # rigid stage leaves, and they fit resampling differences as readily as anatomy (a same-subject rigid pair:
     # 4 steps lowered the loss 0.0053 -> 0.0019 and raised the error 0.098 -> 0.143 mm)
+    fine_steps: int = 0              # > 0: a last level of this many steps whose similarity is computed at half the
+    # grid's spacing (FinePair: e.g. 1 mm images for the 2 mm grid), a velocity per grid voxel (see refine_flow)
+    fine_learning_rate: float = 0.1  # mm per step of that level
     start_smoothing_mm: float = 0.0  # > 0: the network's flow smoothed by a Gaussian of this standard deviation (mm)
     # before refining: the network's voxel-scale noise (sub-millimetre, asked for by no image) is not carried on
 
@@ -98,10 +106,11 @@ class RefineConfig:
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0 (mm), got {getattr(self, name)}")
         if (self.max_steps < 1 or self.control_factor < 1 or self.integration_steps < 0 or self.ncc_window_mm <= 0
-                or self.coarse_steps < 0):
+                or self.coarse_steps < 0 or self.fine_steps < 0 or self.fine_learning_rate <= 0):
             raise InputError(f"refinement settings out of range: max_steps {self.max_steps} and control_factor "
                              f"{self.control_factor} must be >= 1, integration_steps {self.integration_steps} and "
-                             f"coarse_steps {self.coarse_steps} >= 0, ncc_window_mm {self.ncc_window_mm} > 0")
+                             f"coarse_steps {self.coarse_steps} and fine_steps {self.fine_steps} >= 0, ncc_window_mm "
+                             f"{self.ncc_window_mm} and fine_learning_rate {self.fine_learning_rate} > 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,6 +143,34 @@ class RefineOutcome:
     started_from_identity: bool = False  # the affine stage alone matched better than the network's flow
     stalled: bool = False            # no step lowered the loss below its start: the start is the result
     start_note: str = ""             # a line for the log when the start was not the network's flow
+
+
+@dataclass
+class FinePair:
+    """The pair for a refinement's fine level: ``(1, 1, 2z - 1, 2y - 1, 2x - 1)`` tensors on the network grid's
+    lattice refined twice (the same origin, half the spacing: voxel ``2i`` of the fine grid is voxel ``i`` of
+    the grid), normalised as the grid's; ``moving`` (and ``moving_mask``) already through the affine stage.
+    :func:`DeepRegLib.pipeline.prepare_fine` samples it from the images."""
+
+    fixed: torch.Tensor
+    moving: torch.Tensor
+    mask: Optional[torch.Tensor] = None
+    moving_mask: Optional[torch.Tensor] = None
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.fixed.shape)
+        for name in ("moving", "mask", "moving_mask"):
+            other = getattr(self, name)
+            if other is not None and tuple(other.shape) != shape:
+                raise InputError(f"fine pair: expected {name} of shape {shape} (as fixed), got {tuple(other.shape)}")
+
+    def matches(self, flow: torch.Tensor) -> bool:
+        """Whether this pair is on ``flow``'s grid refined twice (``2n - 1`` voxels per axis)."""
+        return tuple(self.fixed.shape[2:]) == tuple(2 * n - 1 for n in flow.shape[2:])
+
+    def to(self, device) -> "FinePair":
+        return FinePair(*(None if t is None else t.to(device)
+                          for t in (self.fixed, self.moving, self.mask, self.moving_mask)))
 
 
 OPTIMIZERS = ("adam", "normalised")
@@ -211,7 +248,7 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
                 moving_mask: Optional[torch.Tensor] = None,
                 progress: Optional[Callable[[float], None]] = None,
                 cancel: Optional[Callable[[], bool]] = None,
-                similarity: Optional[Similarity] = None) -> RefineOutcome:
+                similarity: Optional[Similarity] = None, fine: Optional[FinePair] = None) -> RefineOutcome:
     """Refine the voxel ``flow`` ``(1, 3, z, y, x)`` of one pair on an isotropic grid of ``spacing`` mm.
 
     ``similarity``: the measure to optimise, the same object training's composite loss takes
@@ -234,6 +271,14 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
     composed after ``flow`` before the full-resolution steps.  With ``config.pyramid`` each of its levels
     ``(control_factor, steps, learning_rate)`` runs next on the full-resolution pair, its displacement composed
     after the flow so far.  Steps and losses count every level.
+
+    With ``config.fine_steps`` and a ``fine`` pair (:class:`FinePair`, half the spacing), a last level of that
+    many steps (``config.fine_learning_rate`` mm each) runs after the others: the moving image at half the spacing
+    warped by the flow so far (upsampled, corner-aligned) against the fixed image at half the spacing, with a
+    velocity per grid voxel trilinearly upsampled, so that its displacement read at every 2nd fine voxel is its
+    exact value on the grid and composes there. Without a ``fine`` pair the level is skipped (the images are no
+    finer than the grid).  The fine pair of a refinement that starts from no deformation is smoothed as the
+    grid's pair (``identity_smoothing_mm``).
     """
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -262,7 +307,14 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
             first_start = moving
             config = replace(config, optimizer=config.identity_optimizer)
             start_note = f"refinement starts from the affine stage alone: {why}; {config.optimizer} steps"
-    total_steps = config.coarse_steps + sum(n for _, n, _ in config.pyramid) + config.max_steps
+    if fine is not None and not fine.matches(flow):
+        raise InputError(f"fine pair: expected shape {tuple(2 * n - 1 for n in flow.shape[2:])} (twice the grid's "
+                         f"{tuple(flow.shape[2:])}, corner-aligned), got {tuple(fine.fixed.shape[2:])}")
+    if fine is not None and from_identity and config.identity_smoothing_mm:
+        fine = FinePair(*(gaussian_smooth(x, 2 * config.identity_smoothing_mm / spacing) for x in (fine.fixed, fine.moving)),
+                        fine.mask, fine.moving_mask)
+    fine_steps = config.fine_steps if fine is not None else 0
+    total_steps = config.coarse_steps + sum(n for _, n, _ in config.pyramid) + config.max_steps + fine_steps
     losses: List[float] = []
     report = None if progress is None else (lambda done: progress(done / total_steps))
     levels = [(2, replace(config, max_steps=config.coarse_steps, control_factor=1))] if config.coarse_steps else []
@@ -284,9 +336,34 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
         if phi is not None:  # None: no finite loss (NaN), the flow is kept
             with torch.no_grad():
                 flow = compose(flow, phi if factor == 1 else upsample_flow(phi, factor, flow.shape[2:]))
+    if fine_steps:
+        first = len(losses)
+        phi, cancelled = _fine_level(fine, flow, spacing, config, losses, report, cancel)
+        if cancelled:
+            return RefineOutcome(network_flow, len(losses), losses, True, time.perf_counter() - t0,
+                                 from_identity, False, start_note)
+        improved = improved or (len(losses) > first and min(losses[first:]) < losses[first])
+        if phi is not None:
+            with torch.no_grad():
+                flow = compose(flow, phi)
     stalled = bool(losses) and not improved
     return RefineOutcome(flow, len(losses), losses, False, time.perf_counter() - t0, from_identity, stalled,
                          start_note)
+
+
+def _fine_level(fine: FinePair, flow: torch.Tensor, spacing: float, config: RefineConfig, losses: List[float],
+                report, cancel):
+    """The fine level of :func:`refine_flow`: ``(phi, cancelled)`` with ``phi`` the best step's displacement on
+    the grid of ``flow`` (voxels of ``spacing`` mm), or None."""
+    with torch.no_grad():
+        up = resize_flow(flow, fine.fixed.shape[2:])  # voxels of spacing / 2
+        start = warp(fine.moving, up)
+        weight = _weight(fine.mask, fine.moving_mask, up)
+    level = replace(config, control_factor=2, max_steps=config.fine_steps, learning_rate=config.fine_learning_rate)
+    phi, cancelled = _optimise(fine.fixed, start, spacing / 2.0, level, weight, losses, report, cancel)
+    if phi is None:
+        return None, cancelled
+    return phi[:, :, ::2, ::2, ::2] / 2.0, False  # the velocity's own grid points, in voxels of ``spacing``
 
 
 def _start_losses(fixed: torch.Tensor, moving: torch.Tensor, warped: torch.Tensor, flow: torch.Tensor,

@@ -300,12 +300,12 @@ def test_coarse_control_grid_gives_a_smoother_refinement():
     assert after > before + 0.01, (before, after)
 
 
-@pytest.mark.parametrize("k", [3, 5, 7])
+@pytest.mark.parametrize("k", [3, 5, 7, 9, 11, 13])
 def test_box_mean_equals_avg_pool_without_padding_counts(k):
-    """The refinement's box mean (shifted sums) is avg_pool3d with count_include_pad=False, values and gradients."""
+    """The refinement's box mean (shifted sums up to 7 voxels, cumulative sums beyond) is avg_pool3d with count_include_pad=False, values and gradients."""
     from DeepRegLib.similarity.boxfilter import box_mean as _box
     torch.manual_seed(0)
-    x = torch.rand(1, 2, 9, 11, 8, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(1, 2, 14, 15, 13, dtype=torch.float64, requires_grad=True)  # avg_pool3d: no axis below k
     p = k // 2
     ref = x
     for kernel, pad in (((k, 1, 1), (p, 0, 0)), ((1, k, 1), (0, p, 0)), ((1, 1, k), (0, 0, p))):
