@@ -203,14 +203,24 @@ def plot(summary: dict, path: Path) -> None:
     methods = []
     for s in summary.values():
         methods += [m for m in s if isinstance(s[m], dict) and m not in methods]
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.8))
     x = np.arange(len(kinds))
     floor = 0.005  # mm: smaller errors (an identical pair left exactly in place) are drawn on this line
+    # one colour per mode, one line style per model (solid: the first), ANTs SyN black: every line tells apart
+    colours = {mode: plt.get_cmap("tab10")(i) for i, mode in enumerate(MODES)}
+    models = [m.split(":")[0] for m in methods if ":" in m]
+    models = list(dict.fromkeys(models))
+    styles = ["-", "--", ":", "-."]
     for m in methods:
         if m == "identity":
             continue  # the unregistered error (~10 mm) would squash the scale
         y = [max(summary[k][m]["mean"], floor) if m in summary[k] else np.nan for k in kinds]
-        ax.plot(x, y, marker="o", label=m.replace("ldr_brain_v2:", "DeepReg ").replace("ants_syn", "ANTs SyN"))
+        if ":" in m:
+            model, mode = m.split(":", 1)
+            look = dict(color=colours.get(mode, "grey"), ls=styles[models.index(model) % len(styles)])
+        else:
+            look = dict(color="black", lw=2.2)
+        ax.plot(x, y, marker="o", label=m.replace("ants_syn", "ANTs SyN"), **look)
     ax.axhline(floor, color="grey", lw=0.8, ls=":")
     ax.text(x[-1], floor * 1.15, f"<= {floor} mm", ha="right", va="bottom", fontsize=7, color="grey")
     ax.set_ylim(floor * 0.7, None)
@@ -220,7 +230,7 @@ def plot(summary: dict, path: Path) -> None:
     ax.set_xlabel("pair (mean displacement of the deformation)")
     ax.set_title("Known-answer precision: error against displacement amplitude")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), title="model:mode", title_fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
