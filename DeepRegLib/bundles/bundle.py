@@ -174,14 +174,17 @@ class ModelBundle:
 
     def precision_line(self) -> str:
         """The card's known-answer precision (``precision``, written by ``benchmarks/bench_precision.py``):
-        median mean error (mm) of the default call per kind of pair, beside ANTs SyN's; '' when not measured."""
+        median mean error (mm) of the default call per kind of pair, beside ANTs SyN's, then ``--refine``'s where
+        measured; '' when not measured."""
         block = self.card.get("precision") or {}
         kinds = block.get("default_mean_error_mm") or {}
         if not kinds:
             return ""
         syn = block.get("ants_syn_mean_error_mm") or {}
         parts = [f"{k} {v:.2f}" + (f" (SyN {syn[k]:.2f})" if k in syn else "") for k, v in kinds.items()]
-        return "precision (known-answer pairs, mean error mm): " + ", ".join(parts)
+        refine = block.get("refine_mean_error_mm") or {}
+        also = ("; --refine " + ", ".join(f"{k} {v:.2f}" for k, v in refine.items())) if refine else ""
+        return "precision (known-answer pairs, mean error mm): " + ", ".join(parts) + also
 
     def refinement_line(self) -> str:
         """What ``register()`` runs after the network by default (the card's ``refinement`` block)."""
@@ -194,7 +197,9 @@ class ModelBundle:
         full = (self.card.get(REFINEMENT_KEY) or {}).get("full")
         full_text = "the full one" if not full else (
             f"{len(full.get('pyramid') or ()) + 1} levels, "
-            f"{sum(n for _, n, _ in full.get('pyramid') or ()) + int(full.get('max_steps', 0))} steps")
+            f"{sum(n for _, n, _ in full.get('pyramid') or ()) + int(full.get('max_steps', 0))} steps"
+            + (f" + {full['fine_steps']} at half the grid's spacing where the images are finer"
+               if full.get("fine_steps") else ""))
         return (f"default refinement: {coarse}{default.get('max_steps')} steps, {similarity} "
                 f"(--network-only: the network alone; --refine: {full_text})")
 

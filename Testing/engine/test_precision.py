@@ -150,7 +150,9 @@ def test_models_listing_states_precision_from_the_card():
     b.card = dict(b.card, precision={"default_mean_error_mm": {"identical": 0.0, "rigid": 0.14},
                                      "ants_syn_mean_error_mm": {"rigid": 0.15}})
     line = b.precision_line()
-    assert "identical 0.00" in line and "rigid 0.14 (SyN 0.15)" in line
+    assert "identical 0.00" in line and "rigid 0.14 (SyN 0.15)" in line and "--refine" not in line
+    b.card = dict(b.card, precision=dict(b.card["precision"], refine_mean_error_mm={"rigid": 0.07}))
+    assert b.precision_line().endswith("rigid 0.14 (SyN 0.15); --refine rigid 0.07")
     b.card = {k: v for k, v in b.card.items() if k != "precision"}
     assert b.precision_line() == "" and not any(x.startswith("precision") for x in b.details())
     # the default call's speed beside its baseline (benchmarks/bench_default.py --update-card)

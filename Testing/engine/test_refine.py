@@ -340,7 +340,9 @@ def test_card_names_its_full_refinement(images, tmp_path):
     bundle = load_bundle(str(m))
     cfg, label = resolve_refinement(True, bundle)
     assert label == "full" and cfg == RefineConfig(**{**full, "pyramid": ((2, 2, 0.4),)})
-    assert "--refine: 2 levels, 4 steps" in bundle.refinement_line()
+    assert "--refine: 2 levels, 4 steps)" in bundle.refinement_line()
+    fine = _set_card(_bundle_copy(tmp_path / "fine", quick), refinement={"default": quick, "full": dict(full, fine_steps=3)})
+    assert "--refine: 2 levels, 4 steps + 3 at half the grid's spacing" in load_bundle(str(fine)).refinement_line()
     a = register(*images, model=bundle, device="cpu", refine=True)
     assert a.refinement == "full" and any("4 steps" in line for line in a.log), a.log  # 2 pyramid + 2 final
     b = register(*images, model=bundle, device="cpu", refine=RefineConfig(**full))
