@@ -131,3 +131,18 @@ def test_an_identical_pair_stays_identical_at_half_the_spacing(sample_pair):
     assert float(np.abs(fixed - moving).max()) < 1e-5
     # the grid's samples are the fine grid's every 2nd voxel, at the same intensity mapping (antialiasing aside)
     assert float(np.median(np.abs(fixed[::2, ::2, ::2] - prep.fixed))) < 0.02
+
+
+def test_cancel_during_the_fine_level_returns_the_input_flow_and_progress_counts_it():
+    fixed_f, moving_f = texture(), texture(SHIFT)
+    start = torch.full((1, 3, N, N, N), 0.05)
+    polls, seen = [], []
+
+    def cancel() -> bool:
+        polls.append(1)
+        return len(polls) > 4  # 2 grid steps, then 2 fine steps, then stop
+    cfg = RefineConfig(max_steps=2, fine_steps=6, fine_learning_rate=0.1, progress_every=1, **COMMON)
+    out = refine_flow(grid_of(fixed_f), grid_of(moving_f), start, 2.0, cfg, fine=FinePair(fixed_f, moving_f),
+                      cancel=cancel, progress=seen.append)
+    assert out.cancelled and torch.equal(out.flow, start) and out.steps == 4
+    assert seen and max(seen) <= 4 / 8 + 1e-9  # fractions of the 8 steps of both levels
