@@ -307,12 +307,11 @@ def register(fixed: ImageLike, moving: ImageLike, model: Union[None, str, ModelB
         if rcfg.fine_steps:
             if finer_than_grid(prep, f_img, m_img):
                 fine = _fine_pair(f_img, m_img, prep, bundle.input_spec, f_mask, m_mask)
-                note(f"refinement: a last level of {rcfg.fine_steps} steps at {fine.spacing:g} mm")
+                note(f"refinement: a last level of {rcfg.fine_steps} steps at {prep.grid.spacing[0] / 2:g} mm")
             else:
                 note(f"refinement: no level finer than the grid ({prep.grid.spacing[0]:g} mm): the images' voxels "
                      f"({min(f_img.GetSpacing()):g} / {min(m_img.GetSpacing()):g} mm) are no finer")
-        out = _refine(prep, flow, used, rcfg, lambda x: report("refine", x), cancel,
-                      None if fine is None else fine.pair)
+        out = _refine(prep, flow, used, rcfg, lambda x: report("refine", x), cancel, fine)
         timings["refine"] = time.perf_counter() - t2
         if out.start_note:
             note(out.start_note)
@@ -369,15 +368,9 @@ def _tensor(array: Optional[np.ndarray]) -> Optional[torch.Tensor]:
     return None if array is None else torch.from_numpy(array)[None, None]
 
 
-@dataclass
-class _Fine:
-    spacing: float
-    pair: FinePair
-
-
-def _fine_pair(f_img: sitk.Image, m_img: sitk.Image, prep, spec, f_mask, m_mask) -> _Fine:
-    grid, *arrays = prepare_fine(f_img, m_img, prep, spec, f_mask, m_mask)
-    return _Fine(float(grid.spacing[0]), FinePair(*(_tensor(a) for a in arrays)))
+def _fine_pair(f_img: sitk.Image, m_img: sitk.Image, prep, spec, f_mask, m_mask) -> FinePair:
+    _, *arrays = prepare_fine(f_img, m_img, prep, spec, f_mask, m_mask)
+    return FinePair(*(_tensor(a) for a in arrays))
 
 
 def _refine(prep, flow: torch.Tensor, device: str, config: RefineConfig, progress, cancel,

@@ -275,8 +275,9 @@ def refine_flow(fixed: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, s
     With ``config.fine_steps`` and a ``fine`` pair (:class:`FinePair`, half the spacing), a last level of that
     many steps (``config.fine_learning_rate`` mm each) runs after the others: the moving image at half the spacing
     warped by the flow so far (upsampled, corner-aligned) against the fixed image at half the spacing, with a
-    velocity per grid voxel trilinearly upsampled, so that its displacement read at every 2nd fine voxel is its
-    exact value on the grid and composes there. Without a ``fine`` pair the level is skipped (the images are no
+    velocity per grid voxel trilinearly upsampled; its displacement read at every 2nd fine voxel composes on the grid
+    (exactly the optimised one with ``integration_steps=0``, as the cards' refinements run; with scaling and
+    squaring at half the spacing, its samples there). Without a ``fine`` pair the level is skipped (the images are no
     finer than the grid).  The fine pair of a refinement that starts from no deformation is smoothed as the
     grid's pair (``identity_smoothing_mm``).
     """
