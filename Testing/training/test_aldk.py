@@ -198,7 +198,8 @@ class Record:
 
     def on_step_end(self, trainer, logs):
         self.logs.append(dict(logs))
-        self.critic.append({k: v.clone() for k, v in trainer.strategy.critic.state_dict().items()})
+        if hasattr(trainer.strategy, "critic"):
+            self.critic.append({k: v.clone() for k, v in trainer.strategy.critic.state_dict().items()})
 
 
 def test_the_schedule_in_training(tmp_path, smoke_teacher):
@@ -247,3 +248,39 @@ def test_published_experiments_carry_the_reference_settings():
         assert (cfg.loss.gradient_penalty, s.critic_objective, s.critic_layers, s.aldk_beta) == (10.0, "squared", 6, None)
         assert (s.adversarial_every, s.adversarial_until) == (1, 0)
         assert cfg.loss.gamma == 0.5 and (s.critic_every, s.critic_steps) == (2, 1)
+
+
+# ----------------------------------------------------------------------------- pairs with a known answer
+@pytest.mark.parametrize("name", ["smoke_distill", "smoke_aldk_linear"])
+def test_the_teacher_is_not_asked_on_pairs_with_a_known_answer(name, tmp_path, smoke_teacher):
+    """With the precision work's same-subject pairs in the data (``data.same_subject``), a step on such a pair
+    learns from its exact answer (the ``known`` term) and neither runs the teacher nor has a distillation or
+    adversarial term; the other steps are distilled as before (both kinds occur in 10 steps of this seed)."""
+    cfg = experiments.load(name)
+    cfg.run_dir, cfg.strategy.teacher = str(tmp_path / "run"), str(smoke_teacher)
+    cfg.loop.steps, cfg.loop.val_every = 10, 100
+    cfg.strategy.adversarial_every, cfg.strategy.adversarial_until = 1, 0  # ALDK: every step would be adversarial
+    cfg.data.same_subject, cfg.loss.known_flow = 0.5, 1.0
+    rec = Record()
+    tr = Trainer(cfg, callbacks=[rec], verbose=False)
+    asked = []
+    tr.strategy.teacher_flow = lambda batch, f=tr.strategy.teacher_flow: asked.append(tr.step) or f(batch)
+    tr.fit()
+    known = [k for k, logs in enumerate(rec.logs) if "known" in logs]
+    taught = "distill" if name == "smoke_distill" else "adv"
+    assert 0 < len(known) < 10
+    assert asked == [k for k in range(10) if k not in known]
+    assert [k for k, logs in enumerate(rec.logs) if taught in logs] == asked
+
+
+def test_the_default_students_arms_differ_from_their_control_only_in_what_the_teacher_adds():
+    """ldr4_flowdistill and ldr4_aldk_linear against ldr4_noteacher: the same start (the shipped default), data,
+    optimiser, budget and selection; only the strategy and the teacher's loss weights differ."""
+    from training.config import to_dict
+    control = to_dict(experiments.load("ldr4_noteacher"))
+    assert control["model"]["init"] == "Resources/models/ldr_brain_v4" and control["strategy"]["teacher"] == ""
+    for name, loss_keys in (("ldr4_flowdistill", {"distill"}), ("ldr4_aldk_linear", {"gamma", "gradient_penalty"})):
+        arm = to_dict(experiments.load(name))
+        assert {k for k in control if arm[k] != control[k]} == {"name", "description", "strategy", "loss"}
+        assert {k for k in control["loss"] if arm["loss"][k] != control["loss"][k]} == loss_keys
+        assert arm["strategy"]["teacher"] == "training/runs/teacher_rcn_ref" and arm["strategy"]["teacher_store"]

@@ -82,8 +82,15 @@ class DistillStrategy(Strategy):
         flow = torch.stack([self.cache[k] for k in keys]).to(batch["fixed"].device)
         return compose(flow, batch["fixed_warp"].to(flow)) if "fixed_warp" in batch else flow
 
+    @staticmethod
+    def taught(batch: Dict[str, torch.Tensor]) -> bool:
+        """Whether the teacher speaks on this batch: not on pairs whose answer is known exactly
+        (``batch['known_flow']``, the precision work's same-subject pairs, ``data.same_subject``). There the
+        student learns from the answer (``loss.known_flow``); the teacher is neither run nor asked."""
+        return batch.get("known_flow") is None
+
     def train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
-        t_flow = self.teacher_flow(batch)
+        t_flow = self.teacher_flow(batch) if self.taught(batch) else None
         with self.autocast():
             flow, flows = self.forward(batch)
             terms = self.loss(batch, flow.float(), [f.float() for f in flows], teacher_flow=t_flow)
