@@ -1,4 +1,4 @@
-"""Trainer callbacks: validation, checkpoints, CSV logs, plots, time limit.
+"""Trainer callbacks: validation, checkpoints, CSV logs, plots, time limit, a graceful stop on a signal.
 
 Each callback may implement ``on_train_start(trainer)``, ``on_step_start(trainer)``,
 ``on_step_end(trainer, logs)`` and ``on_train_end(trainer)``; ``state_dict``/
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -140,3 +142,32 @@ class TimeLimit(Callback):
         if self.seconds > 0 and time.perf_counter() - self.t0 > self.seconds:
             print(f"[train] time limit reached at step {trainer.step}; run the same command to resume", flush=True)
             trainer.stop = True
+
+
+class StopOnSignal(Callback):
+    """Ctrl-C (SIGINT) or SIGTERM stops training after the step in progress, and the run ends as at its time
+    limit: a last validation writes ``last.pt`` (and ``best.pt`` if better), so the same command resumes
+    there and nothing since the last validation is lost. A second signal stops at once (the handler that was
+    there before). Only the main thread can take signals; elsewhere this does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.previous: Dict[int, object] = {}
+
+    def on_train_start(self, trainer) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def stop(signum, frame) -> None:
+            print(f"[train] {signal.Signals(signum).name}: stopping after this step and saving last.pt "
+                  "(send it again to stop at once)", flush=True)
+            trainer.stop = True
+            self.on_train_end(trainer)  # the next signal gets the previous handler
+
+        self.previous = {s: signal.signal(s, stop) for s in self.SIGNALS}
+
+    def on_train_end(self, trainer) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}

@@ -27,7 +27,7 @@ from DeepRegLib.models import LowResolution
 from .checkpoints import load_checkpoint
 from . import distributed as ddp
 from .augment import augment_fixed_warp, augment_free_form, augment_moving
-from .callbacks import CSVLogger, TimeLimit, Validate
+from .callbacks import CSVLogger, StopOnSignal, TimeLimit, Validate
 from .config import ExperimentConfig, from_dict, to_dict
 from .data import load_split, make_batch
 from .data.tasks import task_info
@@ -180,7 +180,8 @@ class Trainer:
         self._rng_states: Optional[list] = None
         from .curricula import curriculum_callbacks
         self.callbacks = [*curriculum_callbacks(cfg.curriculum), CSVLogger(cfg.loop.log_every),
-                          Validate(cfg.loop.val_every, cfg.loop.select), TimeLimit(cfg.loop.minutes), *(callbacks or [])]
+                          Validate(cfg.loop.val_every, cfg.loop.select), TimeLimit(cfg.loop.minutes), StopOnSignal(),
+                          *(callbacks or [])]
         if self.continual is not None:
             from .continual import TaskBoundary
             self.callbacks.insert(0, TaskBoundary())  # the task's row before a time limit can stop the run

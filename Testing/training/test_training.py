@@ -366,6 +366,55 @@ def test_strategy_smoke_step_changes_weights_and_logs(name, tmp_path, smoke_teac
         assert set(ck["scalers"]) == {"model", "critic"}  # one AMP gradient scaler per optimiser
 
 
+class _SignalAt:
+    """Sends this process ``signum`` at the end of step ``step``; records the SIGTERM handler in force after it."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        self.signum, self.step, self.handler_after = signum, step, None
+
+    def on_train_start(self, trainer): ...
+    def on_step_start(self, trainer): ...
+    def on_train_end(self, trainer): ...
+
+    def on_step_end(self, trainer, logs):
+        import os
+        import signal
+        if trainer.step == self.step:
+            os.kill(os.getpid(), self.signum)
+            self.handler_after = signal.getsignal(signal.SIGTERM)
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_after_the_step_and_saves_a_checkpoint_to_resume_from(signame, tmp_path):
+    """SIGTERM or Ctrl-C at step 3 of 10 (validation every 100): the run stops after that step, validates and
+    writes last.pt at step 3 instead of dying with nothing since step 0; the next signal would get the handler
+    that was there before, which is back in force when the run ends; the same command resumes at step 3."""
+    import signal
+
+    class Killed(Exception):
+        pass
+
+    def killed(signum, frame):  # what the test process does with a signal the trainer does not take
+        raise Killed(signal.Signals(signum).name)
+
+    saved = {s: signal.signal(s, killed) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+        cfg = smoke_cfg("smoke_standard", tmp_path, steps=10, val_every=100)
+        rec = _SignalAt(getattr(signal, signame), 3)
+        run = Trainer(cfg, callbacks=[rec], verbose=False).fit()
+        after = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    assert torch.load(run / "last.pt", weights_only=False)["step"] == 3
+    assert [int(r.split(",")[0]) for r in (run / "val.csv").read_text().splitlines()[1:]] == [3]
+    assert rec.handler_after == before[0]  # a second signal would stop at once
+    assert after == before
+    cfg.loop.steps = 4
+    assert Trainer(cfg, verbose=False).step == 3
+
+
 def test_resume_continues_exactly(tmp_path, smoke_teacher):
     """4 steps in one go == 2 steps, stop, resume with the same config for 2 more (same weights, bit for bit)."""
     straight = smoke_cfg("smoke_adversarial", smoke_teacher, steps=4, val_every=2)
