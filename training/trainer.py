@@ -11,6 +11,7 @@ is resumed with the same command continues the same sequence of batches.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -346,6 +347,10 @@ class Trainer:
             if self.dist.main:
                 (self.run_dir / "ddp_check.json").write_text(json.dumps(
                     {"world_size": self.dist.world, "step": self.step, "checksums_per_rank": sums}, indent=1))
+            # the DDP wrapper holds the process group; dropped here (the trainer and its strategy form a cycle that
+            # might otherwise be collected only at interpreter exit, where destroying gloo's threads can abort)
+            self.net = self.model
+            gc.collect()
             ddp.teardown(self.dist)
         return self.run_dir
 
