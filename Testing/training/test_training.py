@@ -22,7 +22,7 @@ from training.data.synthetic import build as synthetic_pairs
 from training.losses import (CompositeLoss, critic_gap, flow_distillation_loss, gradient_penalty, smoothness_loss,
                              soft_dice_loss)
 from DeepRegLib.similarity import Similarity
-from training.networks import FlowDiscriminator, build_model
+from training.networks import build_model
 from training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
