@@ -12,4 +12,3 @@ def config():
                  "teacher_rcn_ref on the inter-subject pairs", "distill")
     cfg.loss.distill = DISTILL
     return cfg
-

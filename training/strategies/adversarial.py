@@ -111,8 +111,9 @@ class AdversarialStrategy(DistillStrategy):
 
     def train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         step = self.trainer.step
-        adversarial = self.adversarial(step) and self.taught(batch)  # no critic on a pair with a known answer
-        t_flow = self.teacher_flow(batch) if adversarial or (self.cfg.loss.distill and self.taught(batch)) else None
+        taught = self.taught(batch)  # no teacher, and so no critic, on a pair with a known answer
+        adversarial = self.adversarial(step) and taught
+        t_flow = self.teacher_flow(batch) if taught and (adversarial or self.cfg.loss.distill) else None
         with self.autocast():
             flow, flows = self.forward(batch)
         flow = flow.float()
