@@ -71,6 +71,10 @@ class RefineConfig:
     # residual is found on few control points before the fine grid refines it (as ANTs' multi-resolution SyN)
     similarity: str = "ncc"          # 'ncc': local NCC (one modality) | 'mind': MIND-SSC descriptors | 'mi': mutual information
     optimizer: str = "adam"          # 'adam' | 'normalised': gradient steps scaled so the largest moves learning_rate mm
+    adam_eps_relative: float = 0.0   # > 0: Adam's eps is this fraction of the first step's largest gradient component
+    # (0: torch's 1e-8). Adam's first steps are sign-like: with eps far below the gradients (a mean over ~600k voxels
+    # gives components of 1e-9..1e-4), a control point with no signal moves a full learning_rate by the sign of
+    # rounding noise, so the result depends on the device (CPU vs CUDA: up to 2.8 mm inside the brain, 4 steps)
     ncc_eps: float = 1e-5            # local NCC: cov^2 / (var_f * var_m + ncc_eps); window means of [0, 1] images, so
     # a flat region's var_f * var_m (~1e-8) is far below 1e-5, and a warp that adds variance there raises the NCC
     ncc_min_std: float = 0.0         # > 0: only windows whose fixed standard deviation exceeds this count; with a tiny
@@ -102,9 +106,9 @@ class RefineConfig:
         if any(c < 1 or n < 1 or lr <= 0 for c, n, lr in self.pyramid):
             raise InputError(f"refinement pyramid levels must be (control_factor >= 1, steps >= 1, learning_rate > 0), "
                              f"got {self.pyramid}")
-        for name in ("start_smoothing_mm", "identity_smoothing_mm"):
+        for name in ("start_smoothing_mm", "identity_smoothing_mm", "adam_eps_relative"):
             if getattr(self, name) < 0:
-                raise InputError(f"{name} must be >= 0 (mm), got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if (self.max_steps < 1 or self.control_factor < 1 or self.integration_steps < 0 or self.ncc_window_mm <= 0
                 or self.coarse_steps < 0 or self.fine_steps < 0 or self.fine_learning_rate <= 0):
             raise InputError(f"refinement settings out of range: max_steps {self.max_steps} and control_factor "
@@ -203,8 +207,10 @@ class Adam:
     ``torch._dynamo`` (~1 s on 2 cores), which would double a first few-step refinement (the CLI's).
     """
 
-    def __init__(self, param: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(self, param: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                 eps_relative: float = 0.0) -> None:
         self.param, self.lr, (self.beta1, self.beta2), self.eps = param, lr, betas, eps
+        self.eps_relative = eps_relative  # > 0: eps = max(eps, eps_relative x the first gradient's largest |component|)
         self.exp_avg = torch.zeros_like(param)
         self.exp_avg_sq = torch.zeros_like(param)
         self.t = 0
@@ -212,6 +218,8 @@ class Adam:
     @torch.no_grad()
     def step(self) -> None:
         g = self.param.grad
+        if self.t == 0 and self.eps_relative > 0:
+            self.eps = max(self.eps, self.eps_relative * float(g.abs().max()))
         self.t += 1
         self.exp_avg.lerp_(g, 1 - self.beta1)
         self.exp_avg_sq.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
@@ -423,7 +431,8 @@ def _optimise(fixed: torch.Tensor, start: torch.Tensor, spacing: float, config: 
     shape = tuple(start.shape[2:])
     control = tuple(-(-n // config.control_factor) for n in shape)
     v_param = torch.zeros((1, 3) + control, dtype=start.dtype, device=start.device, requires_grad=True)
-    opt = (Adam if config.optimizer == "adam" else NormalisedDescent)(v_param, lr=config.learning_rate)
+    opt = (Adam(v_param, lr=config.learning_rate, eps_relative=config.adam_eps_relative) if config.optimizer == "adam"
+           else NormalisedDescent(v_param, lr=config.learning_rate))
     velocity = (lambda p: p) if control == shape else (
         lambda p: F.interpolate(p, size=shape, mode="trilinear", align_corners=True))
     best, best_v, since = float("inf"), None, 0
