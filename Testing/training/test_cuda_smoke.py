@@ -1,6 +1,7 @@
 """Mixed precision (AMP): one gradient scaler per optimiser, and every strategy's two steps under fp16 autocast.
 
-The CUDA smoke runs skip without a device (CI and the development machine are CPU-only); the CPU tests
+The CUDA smoke runs skip without a device (CI and the development machine are CPU-only; they passed on a lent
+H200 on 2026-12-04, `training/results/gpu_profile/pytest_cuda.log`); the CPU tests
 check the structure (one scaler per optimiser, distinct objects, checkpointed) and the behaviour with
 enabled scalers: an overflow in one player's gradients skips only that player's step, and SAM's
 two passes under a scaler give the update they give without one.
