@@ -126,10 +126,14 @@ def map_points(transform: sitk.Transform, points: np.ndarray) -> np.ndarray:
     return np.array([transform.TransformPoint(tuple(p)) for p in points])
 
 
+def distance_stats(err: np.ndarray) -> dict:
+    """``mean``, ``p95`` and ``max`` of distances ``err`` (mm)."""
+    return {"mean": float(err.mean()), "p95": float(np.percentile(err, 95)), "max": float(err.max())}
+
+
 def mapping_error(mapped: np.ndarray, truth: sitk.Transform, points: np.ndarray) -> dict:
     """``mean``, ``p95`` and ``max`` of ``|mapped - truth(points)|`` (mm)."""
-    err = np.linalg.norm(np.asarray(mapped) - map_points(truth, points), axis=1)
-    return {"mean": float(err.mean()), "p95": float(np.percentile(err, 95)), "max": float(err.max())}
+    return distance_stats(np.linalg.norm(np.asarray(mapped) - map_points(truth, points), axis=1))
 
 
 def mean_displacement(truth: sitk.Transform, points: np.ndarray) -> float:

@@ -73,8 +73,8 @@ class RefineConfig:
     optimizer: str = "adam"          # 'adam' | 'normalised': gradient steps scaled so the largest moves learning_rate mm
     adam_eps_relative: float = 0.0   # > 0: Adam's eps is this fraction of the first step's largest gradient component
     # (0: torch's 1e-8). Adam's first steps are sign-like: with eps far below the gradients (a mean over ~600k voxels
-    # gives components of 1e-9..1e-4), a control point with no signal moves a full learning_rate by the sign of
-    # rounding noise, so the result depends on the device (CPU vs CUDA: up to 2.8 mm inside the brain, 4 steps)
+    # gives components of 1e-9..1e-4), a control point with almost no signal moves a full learning_rate; a suspect,
+    # not an established cause, for the default refinement's CPU/CUDA difference (up to 2.8 mm inside the brain)
     ncc_eps: float = 1e-5            # local NCC: cov^2 / (var_f * var_m + ncc_eps); window means of [0, 1] images, so
     # a flat region's var_f * var_m (~1e-8) is far below 1e-5, and a warp that adds variance there raises the NCC
     ncc_min_std: float = 0.0         # > 0: only windows whose fixed standard deviation exceeds this count; with a tiny

@@ -33,7 +33,7 @@ from tune_affine import parse_candidate  # noqa: E402
 
 from DeepRegLib.bundles import card_refinement, load_bundle  # noqa: E402
 from DeepRegLib.inference import RefineConfig, register  # noqa: E402
-from DeepRegLib.known_motion import brain_points, map_points  # noqa: E402
+from DeepRegLib.known_motion import brain_points, distance_stats  # noqa: E402
 
 SAMPLE = REPO / "Resources" / "SampleData"
 
@@ -50,21 +50,16 @@ def refinement(name: str, bundle) -> Union[bool, RefineConfig]:
     return replace(card_refinement(bundle.card), **parse_candidate(name))
 
 
-def stats(err: np.ndarray) -> dict:
-    """``mean``, ``p95`` and ``max`` of distances (mm)."""
-    return {"mean": float(err.mean()), "p95": float(np.percentile(err, 95)), "max": float(err.max())}
-
-
 def compare(fixed: sitk.Image, moving: sitk.Image, refine, bundle) -> Dict[str, dict]:
     """The CPU and CUDA maps of one pair: their distance over the fixed brain, and each one's displacement."""
     points = brain_points(fixed, step=4)
     mapped = {}
     for device in ("cpu", "cuda"):
         res = register(fixed, moving, bundle, device=device, refine=refine, preflight=False, fallback_to_cpu=False)
-        mapped[device] = map_points(res.transform(), points)
-    return {"cpu_vs_cuda": stats(np.linalg.norm(mapped["cpu"] - mapped["cuda"], axis=1)),
-            "cpu_moved": stats(np.linalg.norm(mapped["cpu"] - points, axis=1)),
-            "cuda_moved": stats(np.linalg.norm(mapped["cuda"] - points, axis=1))}
+        mapped[device] = res.map_points(points)
+    return {"cpu_vs_cuda": distance_stats(np.linalg.norm(mapped["cpu"] - mapped["cuda"], axis=1)),
+            "cpu_moved": distance_stats(np.linalg.norm(mapped["cpu"] - points, axis=1)),
+            "cuda_moved": distance_stats(np.linalg.norm(mapped["cuda"] - points, axis=1))}
 
 
 def main(argv=None) -> dict:

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 import torch
 
 from DeepRegLib.inference import register
-from DeepRegLib.known_motion import brain_points, map_points
+from DeepRegLib.known_motion import brain_points
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device here (CI and this machine are CPU-only)")
@@ -27,7 +27,7 @@ def _mapped(fixed: sitk.Image, moving: sitk.Image, device: str, refine) -> np.nd
     """Every 4th voxel of the fixed brain (LPS mm) through the fixed -> moving map found on ``device``."""
     res = register(fixed, moving, device=device, refine=refine, preflight=False, fallback_to_cpu=False)
     assert res.device == device
-    return map_points(res.transform(), brain_points(fixed, step=4))
+    return res.map_points(brain_points(fixed, step=4))
 
 
 #: measured on a lent H200 (2026-12-04, torch 2.11): the default refinement's map differed from the CPU's by p95

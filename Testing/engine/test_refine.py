@@ -80,14 +80,14 @@ def test_default_refinement_is_stable_under_rounding_noise(images):
     """The card's default call on the fixed image and on that image times (1 + 1e-6 x noise), a change at
     float32 rounding level: the two maps agree to 0.05 mm over the brain (measured 0.012 mm). An optimiser
     that turned rounding into steps (a sign-like step where a gradient is all rounding) would fail here."""
-    from DeepRegLib.known_motion import brain_points, map_points
+    from DeepRegLib.known_motion import brain_points
     fixed, moving = images
     arr = sitk.GetArrayFromImage(fixed)
     noisy = sitk.GetImageFromArray((arr * (1 + 1e-6 * np.random.default_rng(0).standard_normal(arr.shape)))
                                    .astype(np.float32))
     noisy.CopyInformation(fixed)
     points = brain_points(fixed, step=4)
-    a, b = (map_points(register(f, moving, device="cpu", preflight=False).transform(), points) for f in (fixed, noisy))
+    a, b = (register(f, moving, device="cpu", preflight=False).map_points(points) for f in (fixed, noisy))
     err = np.linalg.norm(a - b, axis=1)
     assert err.max() < 0.05, (float(np.percentile(err, 95)), float(err.max()))
 
@@ -293,7 +293,6 @@ def test_refine_adam_matches_torch_adam():
         assert torch.allclose(a, b, atol=1e-6), float((a - b).abs().max())
 
 
-
 def test_adam_relative_eps_keeps_points_without_signal_still():
     """Adam's first step is sign-like: a component whose gradient is a millionth of the largest moves a full
     step. With ``eps_relative`` its eps is that fraction of the first gradient's largest component, so it moves
@@ -313,6 +312,7 @@ def test_adam_relative_eps_keeps_points_without_signal_still():
     assert float(moved[0.0][2].abs()) > 0.39 and float(moved[0.01][2].abs()) < 0.2  # 1e-6: a full step vs a fifth
     with pytest.raises(InputError, match="adam_eps_relative must be >= 0"):
         RefineConfig(adam_eps_relative=-0.1)
+
 
 def test_coarse_control_grid_gives_a_smoother_refinement():
     """control_factor=2: the velocity lives on a grid twice as coarse (trilinear upsampling), so the
